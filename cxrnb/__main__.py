@@ -1,0 +1,3 @@
+from cxrnb.cli import main
+
+main()

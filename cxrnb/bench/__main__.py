@@ -1,0 +1,14 @@
+import argparse
+
+p = argparse.ArgumentParser(prog="python -m cxrnb.bench", description="side-by-side benchmarks")
+p.add_argument("which", choices=("data", "train"))
+p.add_argument("--root", help="CXR14 folder (default: $CXR14_ROOT)")
+p.add_argument("--size", type=int, default=None)
+p.add_argument("--device", default="auto")
+a = p.parse_args()
+if a.which == "data":
+    from cxrnb.bench.data import main
+    main(root=a.root, size=a.size or 128)
+else:
+    from cxrnb.bench.train import main
+    main(device=a.device, size=a.size)

@@ -1,0 +1,99 @@
+"""The `cxrnb` command: thin argument parsing over package functions (imported lazily, so
+`cxrnb --help` is instant)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cxrnb.errors import CxrnbError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cxrnb", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("prepare", help="build the preprocessed uint8 image cache")
+    s.add_argument("--root", help="CXR14 folder (default: $CXR14_ROOT)")
+    s.add_argument("--csv", help="label table (default: the one found in --root)")
+    s.add_argument("--size", type=int, default=128)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--cache-dir", default="data/cache")
+    s.add_argument("--on-missing", choices=("skip", "error"), default="skip",
+                   help="what to do with table rows whose image is absent")
+
+    s = sub.add_parser("download", help="fetch the official NIH CXR14 archives (resume + checksum)")
+    s.add_argument("--parts", type=int, default=12, help="how many of images_001..012 to fetch")
+    s.add_argument("--out", default="data/cxr14")
+    s.add_argument("--base-url", default=None, help="mirror to fetch from (default: NIH box links)")
+
+    s = sub.add_parser("phantom", help="write a synthetic chest-like dataset laid out like CXR14")
+    s.add_argument("--out", default="data/phantom")
+    s.add_argument("--n", type=int, default=512)
+    s.add_argument("--size", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+
+    s = sub.add_parser("params", help="paper Table 5: parameter counts and time per epoch")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--size", type=int, default=None, help="image size for the throughput run")
+    s.add_argument("--steps", type=int, default=3, help="timed training steps per model")
+
+    s = sub.add_parser("train", help="train one preset on the cached data")
+    s.add_argument("preset", help="e.g. LSGAN, VAE-beta0.1, GMVAE-V8 (see `cxrnb presets`)")
+    s.add_argument("--root", help="CXR14 folder (default: $CXR14_ROOT; 'phantom' for the phantom)")
+    s.add_argument("--size", type=int, default=None)
+    s.add_argument("--epochs", type=float, default=1.0)
+    s.add_argument("--max-images", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", default="runs")
+
+    sub.add_parser("presets", help="list the model presets")
+
+    s = sub.add_parser("reproduce", help="run every notebook headless with papermill")
+    s.add_argument("--profile", default="cpu", help="smoke | cpu | paper")
+    s.add_argument("--params", help="YAML file of parameters overriding the profile")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one parameter (repeatable), e.g. --set epochs=2")
+    s.add_argument("--only", action="append", default=[], help="run only notebooks with this prefix")
+    s.add_argument("--reports", default="reports")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        _dispatch(args)
+    except CxrnbError as e:
+        print(f"cxrnb {args.command}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"cxrnb {args.command}: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _dispatch(a: argparse.Namespace) -> None:
+    if a.command == "prepare":
+        from cxrnb.cache import prepare
+        prepare(root=a.root, csv=a.csv, size=a.size, workers=a.workers, cache_dir=a.cache_dir,
+                on_missing=a.on_missing)
+    elif a.command == "download":
+        from cxrnb.download import download
+        download(parts=a.parts, out=a.out, base_url=a.base_url)
+    elif a.command == "phantom":
+        from cxrnb.phantom import write_phantom
+        print(write_phantom(a.out, n=a.n, size=a.size, seed=a.seed))
+    elif a.command == "params":
+        from cxrnb.table5 import print_table5
+        print_table5(device=a.device, size=a.size, steps=a.steps)
+    elif a.command == "train":
+        from cxrnb.train import train_preset
+        train_preset(a.preset, root=a.root, size=a.size, epochs=a.epochs, max_images=a.max_images,
+                     seed=a.seed, device=a.device, out=a.out)
+    elif a.command == "presets":
+        from cxrnb.models.presets import PRESETS
+        print("\n".join(PRESETS))
+    elif a.command == "reproduce":
+        from cxrnb.run import reproduce
+        reproduce(profile=a.profile, params_file=a.params, overrides=a.set, only=a.only,
+                  reports=a.reports)

@@ -1,0 +1,58 @@
+"""Where an artefact came from: every figure, table and checkpoint carries one of these."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# The three data sources a number in this project can come from.
+SOURCES = ("real CXR14 subset", "full CXR14", "synthetic phantom")
+
+
+def git_commit() -> str:
+    """The short commit of the package's checkout (with '+dirty' when it has changes), or 'unknown'."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+    try:
+        rev, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "-uno")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev or "unknown") + ("+dirty" if dirty else "")
+
+
+@dataclass
+class Provenance:
+    """Data source, image count and size, epochs and seed: what a reader needs to weigh a result."""
+
+    source: str                 # one of SOURCES
+    n_images: int               # images the result was computed from (e.g. training images)
+    image_size: int
+    epochs: float = 0.0
+    seed: int = 0
+    extra: dict = field(default_factory=dict)   # anything else worth stating (beta, preset, n samples)
+    commit: str = field(default_factory=git_commit)
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown data source {self.source!r}; expected one of {SOURCES}")
+
+    def line(self) -> str:
+        """One human line for a figure footer."""
+        bits = [f"data: {self.source}", f"{self.n_images:,} images", f"{self.image_size}px",
+                f"epochs: {self.epochs:g}", f"seed {self.seed}"]
+        bits += [f"{k}: {v}" for k, v in self.extra.items()]
+        return " · ".join(bits) + f" · cxrnb {self.commit}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save_json(self, path: str | Path) -> Path:
+        """Write the record beside an artefact (``fig.png`` -> ``fig.json``)."""
+        path = Path(path).with_suffix(".json")
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path

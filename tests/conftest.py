@@ -1,0 +1,25 @@
+"""Shared fixtures: the real CXR14 folder (when CXR14_ROOT is set) and a small phantom dataset."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REAL_ROOT = os.environ.get("CXR14_ROOT")
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    """The real CXR14 folder, or skip: these tests need images that cannot be downloaded here."""
+    if not REAL_ROOT or not Path(REAL_ROOT).is_dir():
+        pytest.skip("needs real CXR14 images: set CXR14_ROOT to a CXR14 folder "
+                    "(e.g. ../shared/data/cxr14-subset)")
+    return Path(REAL_ROOT)
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    """A 64-image synthetic dataset in the official CXR14 layout, written once per test session."""
+    from cxrnb.phantom import write_phantom
+
+    return write_phantom(tmp_path_factory.mktemp("phantom"), n=64, size=128, seed=0)
