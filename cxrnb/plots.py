@@ -1,0 +1,178 @@
+"""Every figure of the study, and the one way to save it: with its provenance printed on it.
+
+Figures are built as plain ``matplotlib.figure.Figure`` objects, not through pyplot, so nothing
+depends on a display or a backend (headless runs render with Agg when saving) and no figure leaks
+into pyplot's global registry. A notebook shows one by ending a cell with ``fig``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from cxrnb.provenance import Provenance
+
+DPI = 100             # small PNGs: the figures are for reading, not printing
+FOOTER_FONTSIZE = 7
+
+
+def save_figure(fig: Figure, path: str | Path, prov: Provenance) -> Path:
+    """Stamp ``prov.line()`` under the figure, write ``path`` (PNG) and ``path.json`` beside it.
+
+    Both files are written under temporary names and renamed, so a failure leaves nothing
+    half-written. The figure is closed if pyplot manages it.
+    """
+    path = Path(path).with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chars_per_line = max(40, int(fig.get_figwidth() * 120 / FOOTER_FONTSIZE))
+    footer = textwrap.fill(prov.line(), chars_per_line, break_on_hyphens=False,
+                           break_long_words=False)
+    for old in [t for t in fig.texts if t.get_gid() == "provenance"]:
+        old.remove()                            # saving twice restamps instead of stacking
+    # Just below the axes area; bbox_inches="tight" grows the canvas to include it.
+    fig.text(0.01, -0.01, footer, ha="left", va="top", fontsize=FOOTER_FONTSIZE, color="0.3",
+             gid="provenance")
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+        tmp_json = prov.save_json(tmp)
+        os.replace(tmp_json, path.with_suffix(".json"))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_suffix(".json").unlink(missing_ok=True)
+        if fig.canvas.manager is not None:      # a pyplot figure: release it
+            import matplotlib.pyplot as plt
+            plt.close(fig)
+    return path
+
+
+def tile(images: Tensor | np.ndarray, nrow: int = 8, padding: int = 2) -> Tensor:
+    """(N, 1, H, W) images in [0, 1] -> one (H', W') greyscale grid, ``nrow`` images per row,
+    separated by white lines."""
+    images = torch.as_tensor(images, dtype=torch.float32).detach().cpu()
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    return make_grid(images, nrow=nrow, padding=padding, pad_value=1.0)[0]
+
+
+def _show(ax, grid: Tensor, title: str | None = None) -> None:
+    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10)
+
+
+def image_grid(images: Tensor | np.ndarray, nrow: int = 8, title: str | None = None) -> Figure:
+    """A grid of samples or real images, e.g. a training run's sample sheet."""
+    grid = tile(images, nrow)
+    h, w = grid.shape
+    fig = Figure(figsize=(np.clip(1 + w / 64, 3, 10), np.clip(1 + h / 64, 3, 10)))
+    _show(fig.add_subplot(), grid, title)
+    return fig
+
+
+def sample_rows(rows: dict[str, Tensor], title: str | None = None) -> Figure:
+    """Panels side by side, one per label: e.g. samples at iterations 0, 100 and 250 (paper Fig. 6, 8)."""
+    fig = Figure(figsize=(3.2 * len(rows), 3.6))
+    for i, (label, images) in enumerate(rows.items()):
+        nrow = math.ceil(math.sqrt(len(images)))
+        _show(fig.add_subplot(1, len(rows), i + 1), tile(images, nrow), label)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def smoothed(y: pd.Series, window: int) -> pd.Series:
+    """Trailing moving average over ``window`` logged steps (window <= 1: unchanged)."""
+    return y.rolling(window, min_periods=1).mean() if window > 1 else y
+
+
+def loss_curves(history: pd.DataFrame | dict[str, pd.DataFrame], keys: list[str] | tuple[str, ...],
+                title: str | None = None, smooth: int = 1) -> Figure:
+    """One panel per logged quantity, one line per run (paper Fig. 5: the beta sweep; Fig. 9: D and G).
+
+    ``history`` is a training history (columns ``step`` and the logged keys) or a dict of them by
+    label. With ``smooth`` > 1 the raw values are drawn faintly under their moving average.
+    """
+    runs = {"": history} if isinstance(history, pd.DataFrame) else history
+    fig = Figure(figsize=(4.5 * len(keys), 3.4))
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        for label, df in runs.items():
+            x = df["step"] if "step" in df else df.index
+            line, = ax.plot(x, smoothed(df[key], smooth), label=label or None, lw=1.2)
+            if smooth > 1:
+                ax.plot(x, df[key], color=line.get_color(), alpha=0.25, lw=0.6)
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        if len(runs) > 1:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def recon_pairs(inputs: Tensor, recons: Tensor, title: str | None = "input (top) and reconstruction (bottom)") -> Figure:
+    """Real images above their reconstructions, column by column."""
+    n = len(inputs)
+    grid = tile(torch.cat([torch.as_tensor(inputs), torch.as_tensor(recons)]), nrow=n)
+    fig = Figure(figsize=(min(12, 1.2 * n), 3))
+    _show(fig.add_subplot(), grid, title)
+    return fig
+
+
+def label_bar(counts: pd.Series, title: str | None = None) -> Figure:
+    """Horizontal bars of image counts per label, largest at the top, each bar annotated."""
+    counts = counts.sort_values()
+    fig = Figure(figsize=(7, 0.3 * len(counts) + 1.2))
+    ax = fig.add_subplot()
+    ax.barh(counts.index.astype(str), counts.to_numpy(), color="#4c72b0")
+    for y, v in enumerate(counts.to_numpy()):
+        ax.text(v, y, f" {v:,}", va="center", fontsize=8)
+    ax.set_xlabel("images")
+    ax.margins(x=0.15)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def cooccurrence_heatmap(matrix: pd.DataFrame, title: str | None = None) -> Figure:
+    """A label-by-label table (counts or rates) as an annotated heatmap."""
+    integer = np.issubdtype(matrix.to_numpy().dtype, np.integer)
+    fig = Figure(figsize=(0.55 * len(matrix.columns) + 2.5, 0.5 * len(matrix) + 1.5))
+    ax = fig.add_subplot()
+    sns.heatmap(matrix, ax=ax, annot=True, fmt="d" if integer else ".2f", cmap="viridis",
+                annot_kws={"fontsize": 6}, cbar_kws={"shrink": 0.6})
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def hist(series: pd.Series | np.ndarray, bins: int = 50, title: str | None = None,
+         xlabel: str | None = None) -> Figure:
+    """A histogram, e.g. images per patient or patient age."""
+    values = pd.Series(series).dropna()
+    fig = Figure(figsize=(5, 3.4))
+    ax = fig.add_subplot()
+    ax.hist(values, bins=bins, color="#4c72b0")
+    ax.set_xlabel(xlabel or getattr(series, "name", None) or "value")
+    ax.set_ylabel("count")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,81 @@
+"""Figures carry their provenance on the image and in a JSON beside it; grids place every image."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from cxrnb import plots
+from cxrnb.provenance import Provenance
+
+PROV = Provenance("synthetic phantom", n_images=64, image_size=32, epochs=1, seed=3,
+                  extra={"preset": "VAE-beta0.1"})
+
+
+def _footer(fig) -> str:
+    return "\n".join(t.get_text() for t in fig.texts if t.get_gid() == "provenance")
+
+
+def _check_saved(fig, path):
+    out = plots.save_figure(fig, path, PROV)
+    assert out == path and path.exists()
+    # The footer is on the figure, word for word (modulo line wrapping).
+    assert _footer(fig).replace("\n", " ") == PROV.line()
+    with Image.open(path) as im:
+        pixels = np.asarray(im.convert("L"))
+    assert pixels.shape[0] > 50 and pixels.shape[1] > 50 and pixels.std() > 0
+    assert json.loads(path.with_suffix(".json").read_text()) == PROV.to_dict()
+    assert [p.name for p in path.parent.iterdir()] and not list(path.parent.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: plots.image_grid(torch.rand(10, 1, 16, 16), nrow=5, title="samples"),
+    lambda: plots.sample_rows({f"iteration {i}": torch.rand(4, 1, 16, 16) for i in (0, 100, 250)}),
+    lambda: plots.loss_curves({"beta=1": pd.DataFrame({"step": range(20), "loss": np.arange(20.0)}),
+                               "beta=0.1": pd.DataFrame({"step": range(20), "loss": np.ones(20)})},
+                              keys=["loss"], smooth=5),
+    lambda: plots.recon_pairs(torch.rand(6, 1, 16, 16), torch.rand(6, 1, 16, 16)),
+    lambda: plots.label_bar(pd.Series({"Effusion": 13317, "Hernia": 227}), title="labels"),
+    lambda: plots.cooccurrence_heatmap(pd.DataFrame([[5, 1], [1, 3]], index=list("ab"), columns=list("ab"))),
+    lambda: plots.hist(pd.Series(np.random.default_rng(0).normal(size=200), name="age")),
+], ids=["image_grid", "sample_rows", "loss_curves", "recon_pairs", "label_bar", "heatmap", "hist"])
+def test_every_figure_saves_with_its_provenance(tmp_path, make):
+    _check_saved(make(), tmp_path / "figs" / "fig.png")
+
+
+def test_saving_twice_restamps_instead_of_stacking(tmp_path):
+    fig = plots.hist(np.arange(10.0))
+    plots.save_figure(fig, tmp_path / "a.png", PROV)
+    plots.save_figure(fig, tmp_path / "b.png", PROV)
+    assert sum(t.get_gid() == "provenance" for t in fig.texts) == 1
+
+
+def test_a_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
+    fig = plots.hist(np.arange(10.0))
+    monkeypatch.setattr(fig, "savefig", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        plots.save_figure(fig, tmp_path / "fig.png", PROV)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tile_places_image_i_at_row_i_div_nrow_column_i_mod_nrow():
+    images = torch.rand(7, 1, 5, 6)
+    grid, pad, nrow = plots.tile(images, nrow=3), 2, 3
+    assert grid.shape == (pad + 3 * (5 + pad), pad + 3 * (6 + pad))   # 3 rows of 3 (last one short)
+    for i in range(7):
+        r, c = divmod(i, nrow)
+        top, left = pad + r * (5 + pad), pad + c * (6 + pad)
+        assert torch.equal(grid[top:top + 5, left:left + 6], images[i, 0])
+    assert grid[0].eq(1).all()                                          # white separators
+
+
+def test_smoothing_is_a_trailing_moving_average():
+    y = pd.Series(np.random.default_rng(1).normal(size=30))
+    window = 4
+    expected = [y[max(0, i - window + 1): i + 1].mean() for i in range(len(y))]   # by hand
+    np.testing.assert_allclose(plots.smoothed(y, window), expected)
+    fig = plots.loss_curves(pd.DataFrame({"step": range(30), "loss": y}), keys=["loss"], smooth=window)
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), expected)
