@@ -1,0 +1,199 @@
+"""The CXR14 index: one DataFrame row per image, with its multi-hot labels, patient and file path.
+
+Reads the official release layout unchanged: ``Data_Entry_2017.csv`` (or the v2020 table) beside
+``images/`` and/or the archives' ``images_001/images/`` ... ``images_012/images/`` folders, full or
+partial. The phantom (``cxrnb.phantom``) writes the same layout, so everything downstream is
+indifferent to where the pixels came from; ``data_source`` says which it was.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrnb.errors import CxrnbError
+from cxrnb.labels import LABELS, VIEWS
+
+FULL_SIZE = 112_120                     # images in the complete release
+TABLE_NAMES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
+# Official column -> our name. The rest (original size, pixel spacing) is not needed.
+COLUMNS = {"Image Index": "image", "Finding Labels": "labels", "Follow-up #": "follow_up",
+           "Patient ID": "patient", "Patient Age": "age", "Patient Gender": "sex",
+           "View Position": "view"}
+PHANTOM_MARKER = "PHANTOM"              # file the phantom writer leaves in its root
+
+
+def _repo_dir() -> Path:
+    """The checkout this package runs from (editable install), else the working directory."""
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+def resolve_root(root: str | Path | None) -> Path:
+    """The CXR14 folder to read: ``root``, else $CXR14_ROOT; ``"phantom"`` means data/phantom in
+    the checkout, written on first use (512 images, 256 px, seed 0)."""
+    if root is None:
+        root = os.environ.get("CXR14_ROOT")
+    if root is None:
+        raise CxrnbError("no CXR14 folder given: set CXR14_ROOT or pass --root "
+                         "(`cxrnb download` fetches CXR14, `cxrnb phantom` writes a stand-in)")
+    if str(root) == "phantom":
+        path = _repo_dir() / "data" / "phantom"
+        if not (path / PHANTOM_MARKER).is_file():
+            from cxrnb.phantom import write_phantom
+            write_phantom(path, n=512, size=256, seed=0)
+        return path
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise CxrnbError(f"CXR14 folder {path} does not exist: set CXR14_ROOT or pass --root "
+                         "(`cxrnb download` fetches CXR14, `cxrnb phantom` writes a stand-in)")
+    return path
+
+
+def packaged_table() -> Path:
+    """The complete official label table that ships inside torchxrayvision (no network needed)."""
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is None or not spec.submodule_search_locations:
+        raise CxrnbError("no label table given and torchxrayvision is not installed: "
+                         "pass the path of Data_Entry_2017.csv")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "Data_Entry_2017_v2020.csv.gz"
+    if not path.is_file():
+        raise CxrnbError(f"torchxrayvision has no {path.name}: pass the path of Data_Entry_2017.csv")
+    return path
+
+
+def find_label_table(root: str | Path) -> Path:
+    """The official label table inside ``root`` (plain or gzipped, 2017 or v2020 name)."""
+    root = Path(root)
+    for name in TABLE_NAMES:
+        for candidate in (root / name, root / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    raise CxrnbError(f"no Data_Entry_2017.csv in {root}: put the official label table there "
+                     "or pass --csv")
+
+
+def read_labels(csv: str | Path | None = None) -> pd.DataFrame:
+    """The label table, normalised: image, labels (raw "Finding Labels"), follow_up, patient, age,
+    sex, view, then one uint8 column per name in LABELS. ``csv=None`` reads the full packaged table,
+    so label statistics work without a single image."""
+    path = Path(csv) if csv is not None else packaged_table()
+    if not path.is_file():
+        raise CxrnbError(f"label table {path} does not exist: pass the path of Data_Entry_2017.csv")
+    raw = pd.read_csv(path)
+    missing = [c for c in COLUMNS if c not in raw.columns]
+    if missing:
+        raise CxrnbError(f"{path} lacks the CXR14 columns {missing}: is it Data_Entry_2017.csv?")
+    df = raw[list(COLUMNS)].rename(columns=COLUMNS)
+    hot = df["labels"].str.get_dummies(sep="|")
+    unknown = sorted(set(hot.columns) - set(LABELS))
+    if unknown:
+        raise CxrnbError(f"{path} has labels outside the CXR14 vocabulary: {unknown}; "
+                         f"expected {list(LABELS)}")
+    hot = hot.reindex(columns=list(LABELS), fill_value=0).astype(np.uint8)
+    return pd.concat([df, hot], axis=1)
+
+
+def locate_images(root: str | Path) -> dict[str, Path]:
+    """File name -> path for every PNG in ``root/images/`` and ``root/images_NNN/images/``."""
+    root = Path(root)
+    folders = [root / "images"]
+    with os.scandir(root) as it:
+        folders += sorted(Path(e.path) / "images" for e in it
+                          if e.is_dir() and e.name.startswith("images_"))
+    found: dict[str, Path] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.endswith(".png") and entry.name not in found:
+                    found[entry.name] = Path(entry.path)
+    return found
+
+
+def load_index(root: str | Path | None = None, csv: str | Path | None = None,
+               on_missing: str = "skip") -> pd.DataFrame:
+    """The label table joined with image paths (column ``path``), in table order.
+
+    Rows whose image is absent (a partial download, the subset) are counted and then dropped with
+    a warning (``on_missing="skip"``) or refused (``"error"``).
+    """
+    if on_missing not in ("skip", "error"):
+        raise CxrnbError(f"on_missing must be 'skip' or 'error', not {on_missing!r}")
+    root = resolve_root(root)
+    df = read_labels(csv if csv is not None else find_label_table(root))
+    paths = locate_images(root)
+    if not paths:
+        raise CxrnbError(f"no PNG images in {root}/images or {root}/images_NNN/images: "
+                         "point --root at a CXR14 folder or run `cxrnb download`")
+    df["path"] = df["image"].map(paths)
+    absent = int(df["path"].isna().sum())
+    if absent:
+        msg = f"{absent:,} of {len(df):,} images in the label table are absent from {root}"
+        if on_missing == "error":
+            raise CxrnbError(f"{msg}: finish the download or use --on-missing skip")
+        warnings.warn(f"{msg}; skipped", stacklevel=2)
+        df = df[df["path"].notna()]
+    if df.empty:
+        raise CxrnbError(f"none of the images in {root} is in the label table: wrong --csv?")
+    return df.reset_index(drop=True)
+
+
+def filter_index(df: pd.DataFrame, views: list[str] | None = None,
+                 labels: list[str] | None = None) -> pd.DataFrame:
+    """Rows whose view is in ``views`` and that carry at least one of ``labels`` (None: all)."""
+    keep = np.ones(len(df), bool)
+    if views is not None:
+        bad = sorted(set(views) - set(VIEWS))
+        if bad:
+            raise CxrnbError(f"unknown view(s) {bad}; valid views: {list(VIEWS)}")
+        keep &= df["view"].isin(views).to_numpy()
+    if labels is not None:
+        bad = sorted(set(labels) - set(LABELS))
+        if bad:
+            raise CxrnbError(f"unknown label(s) {bad}; valid labels: {list(LABELS)}")
+        keep &= df[list(labels)].to_numpy().any(axis=1)
+    return df[keep].reset_index(drop=True)
+
+
+def split_by_patient(df: pd.DataFrame, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                     seed: int = 0) -> pd.DataFrame:
+    """Add a ``split`` column (train/val/test) so that all images of a patient share one split.
+
+    Patients are shuffled (seeded) and dealt out in order until each split holds about its fraction
+    of the *images*; a patient goes where its first image falls, so no split overshoots by more
+    than one patient's images.
+    """
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise CxrnbError(f"split fractions must be three non-negative numbers summing to 1, "
+                         f"not {fractions}")
+    counts = df["patient"].value_counts().sort_index()
+    order = np.random.default_rng(seed).permutation(len(counts))
+    sizes = counts.to_numpy()[order]
+    first = (np.cumsum(sizes) - sizes) / sizes.sum()          # image fraction before each patient
+    which = np.searchsorted(np.cumsum(fractions)[:-1], first, side="right")
+    split_of = pd.Series(np.array(["train", "val", "test"])[which], index=counts.index[order])
+    return df.assign(split=df["patient"].map(split_of).to_numpy())
+
+
+def label_matrix(df: pd.DataFrame) -> np.ndarray:
+    """The (N, 15) float32 multi-hot matrix in LABELS order."""
+    return df[list(LABELS)].to_numpy(np.float32)
+
+
+def data_source(root: str | Path, n_images: int | None = None) -> str:
+    """Which of provenance.SOURCES a folder is: the phantom (marker file), the full release (all
+    112,120 images present) or a real subset. ``n_images`` saves re-listing the folder."""
+    root = Path(root)
+    if (root / PHANTOM_MARKER).is_file():
+        return "synthetic phantom"
+    if n_images is None:
+        n_images = len(locate_images(root))
+    return "full CXR14" if n_images >= FULL_SIZE else "real CXR14 subset"

