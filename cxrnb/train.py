@@ -1,0 +1,456 @@
+"""The one training loop every model shares.
+
+The loop knows nothing about VAEs or GANs. For each batch it walks the model's ``schedule``
+(``(("model", 1),)`` for the VAEs, ``(("d", 1), ("g", 3))`` for the LSGAN) and, for each part, takes
+that many optimiser steps on ``model.loss(x, y, part)["loss"]``. Around that it does what makes a run
+trustworthy: it seeds everything, logs every loss entry to ``history.csv``, saves sample grids of a
+FIXED latent batch (so grids are comparable across iterations and runs), writes checkpoints
+atomically, resumes bit-exactly mid-epoch, and stops at the first non-finite loss while keeping the
+last good checkpoint.
+
+A run directory holds::
+
+    checkpoint.pt        model, optimisers, step, RNG states, fixed latents, config, model identity
+    history.csv          iteration, epoch, part, name, value  (one row per logged scalar)
+    samples/iter_000400.png  grids of model.generate(z_fixed) at cfg.sample_at and at the end
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from cxrnb.errors import CxrnbError
+from cxrnb.models.base import GenerativeModel
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.csv"
+HISTORY_COLUMNS = ("iteration", "epoch", "part", "name", "value")
+
+# Iterations at which the paper shows samples: Figure 6 (VAE, beta = 0.1) and Figure 8 (LSGAN; its
+# third grid is the final iteration, which every run saves anyway).
+PAPER_SAMPLE_AT = {"vae": (0, 100, 250), "gan": (0, 400), "gmvae": (0,)}
+
+
+@dataclass
+class TrainConfig:
+    """How long, where and how to train. Batch size is the paper's (§5); the rest is engineering."""
+
+    epochs: float = 1.0
+    max_steps: int | None = None        # iterations (batches); overrides epochs when set
+    batch_size: int = 64                # paper §5; the loader is built with it (see train_preset)
+    seed: int = 0
+    device: str = "auto"                # auto: CUDA, then Apple MPS, then CPU
+    amp: bool = True                    # bf16 autocast, on CUDA only (the paper's T4 ran fp32)
+    channels_last: bool | None = None   # None: on CUDA only, where cuDNN convolutions prefer NHWC
+    sample_at: tuple[int, ...] = (0,)   # iterations with a sample grid; the final one is always saved
+    n_samples: int = 64
+    checkpoint_every: int | None = 500  # iterations; a checkpoint is always written at the end
+    log_every: int = 10                 # iterations between flushes of losses to CSV and progress bar
+    out_dir: str = "runs/run"
+    resume: bool = True                 # continue from out_dir/checkpoint.pt when there is one
+    progress: bool = True
+    compile: bool = False               # torch.compile the model's loss
+
+    def __post_init__(self):
+        if self.max_steps is None and not self.epochs > 0:
+            raise CxrnbError(f"epochs must be > 0 (got {self.epochs}); or set max_steps")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise CxrnbError(f"max_steps must be >= 1 (got {self.max_steps})")
+        for name in ("batch_size", "n_samples", "log_every"):
+            if getattr(self, name) < 1:
+                raise CxrnbError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise CxrnbError(f"checkpoint_every must be >= 1 or None (got {self.checkpoint_every})")
+        self.out_dir = str(self.out_dir)
+        self.sample_at = tuple(int(i) for i in self.sample_at)
+
+
+@dataclass
+class History:
+    """What a run left behind: the loss table, the sample grids, the checkpoint, the speed."""
+
+    frame: pd.DataFrame             # history.csv: iteration, epoch, part, name, value
+    samples: dict[int, Path]        # iteration -> sample grid PNG
+    checkpoint: Path
+    images_per_s: float             # this call's training images / wall time (incl. logging, grids)
+    out_dir: Path
+
+    def wide(self, name: str = "loss") -> pd.DataFrame:
+        """One column per part (e.g. d, g) of one logged scalar, indexed by iteration: ready to plot."""
+        rows = self.frame[self.frame.name == name]
+        return rows.pivot(index="iteration", columns="part", values="value")
+
+
+# --- device -----------------------------------------------------------------------------------------
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA, then Apple MPS, then CPU. An explicit device must exist (else CxrnbError)."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CxrnbError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available() and (d.index or 0) < torch.cuda.device_count(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if d.type not in available:
+        raise CxrnbError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    if not available[d.type]:
+        raise CxrnbError(f"device {device!r} is not available on this machine; use --device auto")
+    return d
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so wall-clock timings measure the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch (all devices) from one seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --- one iteration ------------------------------------------------------------------------------------
+
+def _fused(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The same Adam with fused=True: one CUDA kernel per step instead of one per parameter tensor."""
+    if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)) or opt.defaults.get("fused"):
+        return opt
+    groups = [{**g, "fused": True, "foreach": None} for g in opt.param_groups]
+    return type(opt)(groups, **{**opt.defaults, "fused": True, "foreach": None})
+
+
+class Stepper:
+    """One training iteration: the model's schedule of optimiser steps on one batch, on one device.
+
+    Where the device allows it, this is the fast path: bf16 autocast and channels_last and fused
+    Adam on CUDA, pinned non-blocking host-to-device copies, gradients freed (set_to_none) rather than
+    zeroed. Loss values stay on the device (no per-step synchronisation); the caller reads them.
+    """
+
+    def __init__(self, model: GenerativeModel, device: torch.device, *, amp: bool = True,
+                 channels_last: bool | None = None, compile: bool = False):
+        cuda = device.type == "cuda"
+        self.device = device
+        self.amp = amp and cuda
+        self.channels_last = cuda if channels_last is None else channels_last
+        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+        self.model = model.to(device, memory_format=fmt)
+        self.optimizers = {}
+        for part, _ in model.schedule:
+            opt = model.optimizer(part)
+            self.optimizers[part] = _fused(opt) if cuda else opt
+        self.loss_fn: Callable[..., dict[str, Tensor]] = (
+            torch.compile(model.loss) if compile else model.loss)
+
+    def __call__(self, u8: Tensor, y: Tensor) -> dict[str, dict[str, Tensor]]:
+        """Train on one batch; returns {part: {name: value averaged over that part's repeats}}."""
+        if self.device.type == "cuda" and not u8.is_pinned():
+            u8, y = u8.pin_memory(), y.pin_memory()
+        x = self.model.input_spec.to_model(u8.to(self.device, non_blocking=True))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(self.device, non_blocking=True)
+        logs = {}
+        for part, repeats in self.model.schedule:
+            opt, total = self.optimizers[part], {}
+            for _ in range(repeats):
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    out = self.loss_fn(x, y, part)
+                out["loss"].backward()
+                opt.step()
+                for k, v in out.items():
+                    total[k] = total.get(k, 0) + v.detach().float()
+            logs[part] = {k: v / repeats for k, v in total.items()}
+        return logs
+
+
+def throughput(step: Callable[[Tensor, Tensor], object], u8: Tensor, y: Tensor,
+               device: torch.device, steps: int = 3, warmup: int = 1) -> float:
+    """Training images per second of ``step`` on one batch, timed after ``warmup`` untimed steps
+    (the first step pays for cuDNN autotuning, allocator growth and lazy initialisation)."""
+    for _ in range(warmup):
+        step(u8, y)
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step(u8, y)
+    synchronize(device)
+    return steps * u8.shape[0] / (time.perf_counter() - t0)
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------
+
+def _model_id(model: GenerativeModel) -> dict:
+    """What a checkpoint must match to be loaded into ``model``."""
+    return {"model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "preset": getattr(model, "preset", None),
+            "input_spec": asdict(model.input_spec)}
+
+
+def _rng_state() -> dict:
+    # NumPy's state as a tensor, so checkpoints load with torch.load(weights_only=True).
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, stepper: Stepper, step: int, batches_per_epoch: int,
+                    fixed: tuple[Tensor, Tensor | None], cfg: TrainConfig) -> None:
+    """Write the whole training state to ``path`` atomically (a crash never leaves half a file)."""
+    bad = [n for n, p in stepper.model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise CxrnbError(f"parameter {bad[0]} is not finite after iteration {step}; training stopped, "
+                         f"the last good checkpoint {path} is kept; lower the learning rate or check the data")
+    state = {**_model_id(stepper.model), "step": step, "batches_per_epoch": batches_per_epoch,
+             "model": stepper.model.state_dict(),
+             "optimizers": {p: o.state_dict() for p, o in stepper.optimizers.items()},
+             "rng": _rng_state(), "z_fixed": fixed[0], "y_fixed": fixed[1], "config": asdict(cfg)}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, model: GenerativeModel,
+                    optimizers: dict[str, torch.optim.Optimizer] | None = None) -> dict:
+    """Load a checkpoint written by ``train`` into ``model`` (and ``optimizers``); returns it whole.
+
+    A checkpoint of another model class, preset or input size is refused with a CxrnbError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CxrnbError(f"no checkpoint at {path}; train first (cxrnb train PRESET) or fix the path")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    for key, want in _model_id(model).items():
+        if ckpt[key] != want:
+            raise CxrnbError(f"{path} holds {key} {ckpt[key]!r}, but the model has {want!r}; "
+                             f"build the model the checkpoint was trained with, or use another out_dir")
+    model.load_state_dict(ckpt["model"])
+    for part, opt in (optimizers or {}).items():
+        opt.load_state_dict(ckpt["optimizers"][part])
+    return ckpt
+
+
+# --- the loop ---------------------------------------------------------------------------------------------
+
+def fixed_inputs(model: GenerativeModel, loader, n: int, seed: int) -> tuple[Tensor, Tensor | None]:
+    """The latent batch (and, for conditional models, the label batch) every sample grid decodes.
+
+    Latents come from their own seeded generator, so they do not depend on how far training got;
+    labels are the first ``n`` of epoch 0, so they carry real label co-occurrence.
+    """
+    z = model.sample_latent(n, torch.Generator(model.device).manual_seed(seed))
+    if not model.conditional:
+        return z, None
+    ys, have = [], 0
+    for _, y in loader.epoch_batches(0):
+        ys.append(y)
+        have += len(y)
+        if have >= n:
+            break
+    return z, torch.cat(ys)[:n].float().to(model.device)
+
+
+def _save_grid(model: GenerativeModel, fixed: tuple[Tensor, Tensor | None], path: Path) -> Path:
+    was_training = model.training
+    model.eval()                                    # BatchNorm running stats: no side effects
+    images = model.generate(*fixed)
+    model.train(was_training)
+    tmp = path.with_name("tmp-" + path.name)        # keeps the .png suffix save_image reads
+    save_image(images, tmp, nrow=int(math.sqrt(len(images))) or 1)
+    os.replace(tmp, path)
+    return path
+
+
+class _Log:
+    """Loss values per iteration, kept on the device until flushed to the CSV in one transfer."""
+
+    def __init__(self, path: Path, batches_per_epoch: int):
+        self.path, self.n = path, batches_per_epoch
+        self.pending: list[tuple[int, dict[str, dict[str, Tensor]]]] = []
+        self.last: dict[str, float] = {}
+
+    def add(self, iteration: int, logs: dict[str, dict[str, Tensor]]) -> None:
+        self.pending.append((iteration, logs))
+
+    def flush(self) -> None:
+        """Append pending rows to the CSV; CxrnbError at the first non-finite value."""
+        rows = [(it, part, name, v) for it, logs in self.pending
+                for part, entries in logs.items() for name, v in entries.items()]
+        self.pending = []
+        if not rows:
+            return
+        values = torch.stack([v for *_, v in rows]).cpu().tolist()
+        bad = None
+        with open(self.path, "a") as f:
+            for (it, part, name, _), v in zip(rows, values):
+                f.write(f"{it},{it / self.n!r},{part},{name},{v!r}\n")
+                if name == "loss":
+                    self.last[part] = v
+                if bad is None and not math.isfinite(v):
+                    bad = (it, part, name, v)
+        if bad:
+            it, part, name, v = bad
+            raise CxrnbError(f"{name} of part {part!r} is {v} at iteration {it}; training stopped, the "
+                             f"last good checkpoint is kept; lower the learning rate or check the data")
+
+
+def _read_history(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=HISTORY_COLUMNS)
+
+
+def _start_history(path: Path, upto: int | None) -> None:
+    """A fresh CSV (new run), or the old one cut to the checkpoint's iteration (resumed run)."""
+    rows = _read_history(path)
+    rows = rows[rows.iteration <= upto] if upto is not None else rows.iloc[:0]
+    tmp = path.with_name(path.name + ".tmp")
+    rows.to_csv(tmp, index=False, columns=list(HISTORY_COLUMNS))
+    os.replace(tmp, path)
+
+
+def _history(out: Path, images_per_s: float) -> History:
+    samples = {int(p.stem.split("_")[1]): p for p in sorted((out / "samples").glob("iter_*.png"))}
+    return History(_read_history(out / HISTORY), samples, out / CHECKPOINT, images_per_s, out)
+
+
+def train(model: GenerativeModel, loader, cfg: TrainConfig = TrainConfig()) -> History:
+    """Train ``model`` on ``loader`` (see the module docstring); returns the run's History."""
+    n_batches = len(loader)
+    if n_batches == 0:
+        raise CxrnbError("the loader yields no batch (fewer images than one batch); "
+                         "lower batch_size or use more images")
+    total = cfg.max_steps or math.ceil(cfg.epochs * n_batches)
+    out = Path(cfg.out_dir)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    ckpt_path, hist_path = out / CHECKPOINT, out / HISTORY
+
+    seed_everything(cfg.seed)
+    fixed = fixed_inputs(model, loader, cfg.n_samples, cfg.seed)
+    stepper = Stepper(model, pick_device(cfg.device), amp=cfg.amp, channels_last=cfg.channels_last,
+                      compile=cfg.compile)
+    start = 0
+    if cfg.resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, model, stepper.optimizers)
+        if ckpt["batches_per_epoch"] != n_batches:
+            raise CxrnbError(f"{ckpt_path} was trained with {ckpt['batches_per_epoch']} batches per epoch, "
+                             f"this loader has {n_batches}; use the same data and batch size, or resume=False")
+        start = ckpt["step"]
+        if start > total:
+            raise CxrnbError(f"{ckpt_path} is already at iteration {start}, past the {total} asked for; "
+                             f"ask for more epochs or use another out_dir")
+        fixed = (ckpt["z_fixed"].to(stepper.device),
+                 None if ckpt["y_fixed"] is None else ckpt["y_fixed"].to(stepper.device))
+        _set_rng_state(ckpt["rng"])
+        _start_history(hist_path, upto=start)
+    else:
+        for old in (out / "samples").glob("iter_*.png"):   # a fresh run: no grids of an older one
+            old.unlink()
+        _start_history(hist_path, upto=None)
+    fixed = (fixed[0].to(stepper.device), None if fixed[1] is None else fixed[1].to(stepper.device))
+
+    def grid(it: int) -> None:
+        _save_grid(stepper.model, fixed, out / "samples" / f"iter_{it:06d}.png")
+
+    def checkpoint(it: int) -> None:
+        log.flush()                                 # raises on a non-finite loss: old file kept
+        save_checkpoint(ckpt_path, stepper, it, n_batches, fixed, cfg)
+
+    log = _Log(hist_path, n_batches)
+    model.train()
+    if start == 0 and 0 in cfg.sample_at:
+        grid(0)
+    bar = tqdm(total=total, initial=start, unit="it", disable=not cfg.progress,
+               desc=getattr(model, "preset", None) or type(model).__name__)
+    it, images, t0 = start, 0, time.perf_counter()
+    try:
+        while it < total:
+            epoch, offset = divmod(it, n_batches)
+            for u8, y in loader.epoch_batches(epoch, offset):
+                log.add(it + 1, stepper(u8, y))
+                it, images = it + 1, images + len(u8)
+                bar.update()
+                if it % cfg.log_every == 0:
+                    log.flush()
+                    bar.set_postfix({p: f"{v:.4g}" for p, v in log.last.items()}, refresh=False)
+                if it in cfg.sample_at or it == total:
+                    grid(it)
+                if it == total or (cfg.checkpoint_every and it % cfg.checkpoint_every == 0):
+                    checkpoint(it)
+                if it == total:
+                    break
+    finally:
+        bar.close()
+    synchronize(stepper.device)
+    seconds = time.perf_counter() - t0
+    return _history(out, images / seconds if images else float("nan"))
+
+
+def train_preset(preset: str, root: str | None = None, size: int | None = None, epochs: float = 1.0,
+                 max_images: int | None = None, seed: int = 0, device: str = "auto",
+                 out: str = "runs", **config) -> History:
+    """Train a named preset on the cached CXR14 (or phantom) images: the `cxrnb train` command.
+
+    The run goes to ``out/<preset>``; extra keyword arguments go to TrainConfig (e.g. max_steps).
+    """
+    from cxrnb.cache import prepare
+    from cxrnb.data import resolve_root
+    from cxrnb.models import build
+
+    torch.manual_seed(seed)                         # the model's initial weights
+    model = build(preset, image_size=size)
+    cfg = TrainConfig(epochs=epochs, seed=seed, device=device, out_dir=str(Path(out) / preset),
+                      sample_at=PAPER_SAMPLE_AT.get(model.family, (0,)), **config)
+    cache = prepare(resolve_root(root), size=model.input_spec.size)
+    loader = cache.loader("train", batch_size=cfg.batch_size, shuffle=True, seed=seed,
+                          max_images=max_images)
+    history = train(model, loader, cfg)
+    cache.provenance(split="train", max_images=max_images, epochs=epochs, seed=seed,
+                     extra={"preset": preset}).save_json(history.out_dir / "provenance.json")
+    print(f"{preset}: {history.frame.iteration.max()} iterations at {history.images_per_s:.1f} images/s "
+          f"on {describe_device(device)}\n  checkpoint   {history.checkpoint}\n"
+          f"  losses       {history.out_dir / HISTORY}\n  samples      {history.out_dir / 'samples'}")
+    return history
+
+
+def describe_device(device: str) -> str:
+    """The device a run on ``device`` uses, in words (GPU name where there is one)."""
+    d = pick_device(device)
+    return f"{d} ({torch.cuda.get_device_name(d)})" if d.type == "cuda" else str(d)

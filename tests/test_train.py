@@ -1,0 +1,262 @@
+"""The shared training loop, on a toy two-part model and an in-memory loader (16 px, a few steps)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.utils import make_grid
+
+from cxrnb.errors import CxrnbError
+from cxrnb.models.base import GenerativeModel, InputSpec
+from cxrnb.train import (CHECKPOINT, HISTORY, Stepper, TrainConfig, load_checkpoint, pick_device,
+                         throughput, train)
+
+S = 16
+
+
+class Toy(GenerativeModel):
+    """Two linear layers with their own optimisers and a 1:2 schedule, like the LSGAN's D:G = 1:3.
+
+    The loss draws noise (so resuming must restore the RNG) and can be made NaN from one iteration on.
+    """
+
+    family = "vae"
+    input_spec = InputSpec(size=S, channels=1, value_range="tanh")
+    latent_dim = 4
+    schedule = (("enc", 1), ("dec", 2))
+
+    def __init__(self, nan_from: int | None = None, conditional: bool = False):
+        super().__init__()
+        self.conditional = conditional
+        self.enc = nn.Linear(S * S, self.latent_dim)
+        self.dec = nn.Linear(self.latent_dim + (15 if conditional else 0), S * S)
+        self.nan_from, self.calls = nan_from, 0
+
+    def optimizer(self, part):
+        return torch.optim.Adam(getattr(self, part).parameters(), lr=1e-2)
+
+    def decode(self, z, y=None):
+        z = torch.cat([z, y], 1) if self.conditional else z
+        return torch.tanh(self.dec(z)).view(-1, 1, S, S)
+
+    def loss(self, x, y, part="enc"):
+        self.calls += part == "enc"
+        z = self.enc(x.flatten(1)) + 0.1 * torch.randn(len(x), self.latent_dim)
+        mse = (self.decode(z, y) - x).pow(2).mean()
+        if self.nan_from is not None and self.calls >= self.nan_from:
+            mse = mse * float("nan")
+        return {"loss": mse, "z_norm": z.norm(dim=1).mean()}
+
+    def sample_latent(self, n, generator=None):
+        return torch.randn(n, self.latent_dim, generator=generator, device=generator.device)
+
+
+class ToyLoader:
+    """The loader protocol of COMMON.md: a seeded permutation per epoch, resumable mid-epoch."""
+
+    def __init__(self, n=40, batch_size=8, seed=0):
+        rng = np.random.default_rng(123)
+        self.images = rng.integers(0, 256, (n, 1, S, S), dtype=np.uint8)
+        self.labels = (rng.random((n, 15)) < 0.2).astype(np.float32)
+        self.batch_size, self.seed = batch_size, seed
+
+    def __len__(self):
+        return len(self.images) // self.batch_size
+
+    def epoch_batches(self, epoch, start=0):
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
+        for b in range(start, len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield torch.from_numpy(self.images[idx]), torch.from_numpy(self.labels[idx])
+
+    def __iter__(self):
+        return self.epoch_batches(0)
+
+
+def toy(**kw):
+    torch.manual_seed(0)
+    return Toy(**kw)
+
+
+def cfg(tmp_path, name="run", **kw):
+    kw = {"device": "cpu", "progress": False, "n_samples": 16, "log_every": 1, **kw}
+    return TrainConfig(out_dir=str(tmp_path / name), **kw)
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_pick_device():
+    want = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert pick_device("auto").type == want
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(CxrnbError, match="unknown device"):
+        pick_device("gpu0")
+    with pytest.raises(CxrnbError, match="unsupported device"):
+        pick_device("meta")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_pick_device_refuses_missing_cuda():
+    with pytest.raises(CxrnbError, match="not available"):
+        pick_device("cuda")
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(CxrnbError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(CxrnbError, match="max_steps"):
+        TrainConfig(max_steps=0)
+    with pytest.raises(CxrnbError, match="checkpoint_every"):
+        TrainConfig(checkpoint_every=0)
+
+
+def test_empty_loader_is_refused(tmp_path):
+    with pytest.raises(CxrnbError, match="no batch"):
+        train(toy(), ToyLoader(n=4, batch_size=8), cfg(tmp_path))
+
+
+def test_schedule_history_and_epochs(tmp_path):
+    """1.5 epochs of 5 batches = 8 iterations (ceil); the dec optimiser steps twice per iteration."""
+    model, loader = toy(), ToyLoader()
+    h = train(model, loader, cfg(tmp_path, epochs=1.5))
+    ckpt = torch.load(h.checkpoint, weights_only=True)
+    assert ckpt["step"] == math.ceil(1.5 * len(loader)) == 8
+    adam_steps = {p: int(next(iter(o["state"].values()))["step"]) for p, o in ckpt["optimizers"].items()}
+    assert adam_steps == {"enc": 8, "dec": 16}
+    # one row per (iteration, part, logged name); the CSV on disk is the History's frame
+    assert list(h.frame.columns) == ["iteration", "epoch", "part", "name", "value"]
+    assert len(h.frame) == 8 * 2 * 2
+    pd.testing.assert_frame_equal(h.frame, pd.read_csv(tmp_path / "run" / HISTORY))
+    np.testing.assert_allclose(h.frame.epoch, h.frame.iteration / len(loader))
+    assert list(h.wide().columns) == ["dec", "enc"] and list(h.wide().index) == list(range(1, 9))
+    assert h.images_per_s > 0 and not (tmp_path / "run" / (CHECKPOINT + ".tmp")).exists()
+
+
+def test_logged_loss_is_the_loss_of_that_batch(tmp_path):
+    """The first enc loss logged equals the toy's loss recomputed by hand on the first batch."""
+    model, loader = toy(), ToyLoader()
+    ref = toy()
+    torch.manual_seed(7)  # train seeds with cfg.seed; reproduce the noise draw it makes
+    u8, y = next(loader.epoch_batches(0))
+    with torch.no_grad():
+        want = ref.loss(ref.input_spec.to_model(u8), y, "enc")["loss"].item()
+    h = train(model, loader, cfg(tmp_path, max_steps=1, seed=7))
+    got = h.frame.query("iteration == 1 and part == 'enc' and name == 'loss'").value.item()
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("first,second", [(2, 4), (3, 7)])  # mid-epoch; across an epoch boundary
+def test_resume_is_exact(tmp_path, first, second):
+    loader = ToyLoader()
+    straight = toy()
+    h_straight = train(straight, loader, cfg(tmp_path, "straight", max_steps=second))
+
+    resumed = toy()
+    train(resumed, loader, cfg(tmp_path, "resumed", max_steps=first))
+    again = toy()   # a new process would rebuild the model from scratch
+    h_resumed = train(again, loader, cfg(tmp_path, "resumed", max_steps=second))
+
+    for k, v in params(straight).items():
+        assert torch.equal(v, params(again)[k]), k
+    pd.testing.assert_frame_equal(h_straight.frame, h_resumed.frame)
+    assert torch.load(h_resumed.checkpoint, weights_only=True)["step"] == second
+
+
+def test_resume_cuts_history_written_after_the_checkpoint(tmp_path):
+    """Rows logged after the last checkpoint (a crash) are dropped, not duplicated, on resume."""
+    loader = ToyLoader()
+    train(toy(), loader, cfg(tmp_path, max_steps=2))
+    with open(tmp_path / "run" / HISTORY, "a") as f:
+        f.write("3,0.6,enc,loss,9.0\n")
+    h = train(toy(), loader, cfg(tmp_path, max_steps=4))
+    assert sorted(h.frame.iteration.unique()) == [1, 2, 3, 4]
+    assert len(h.frame) == 4 * 2 * 2 and 9.0 not in h.frame.value.values
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
+    loader = ToyLoader()
+    good = toy()
+    train(good, loader, cfg(tmp_path, "good", max_steps=2))
+    with pytest.raises(CxrnbError, match=r"part 'enc' is nan at iteration 3"):
+        train(toy(nan_from=3), loader, cfg(tmp_path, "bad", max_steps=5, checkpoint_every=2,
+                                                  log_every=10))
+    kept = toy()
+    assert load_checkpoint(tmp_path / "bad" / CHECKPOINT, kept)["step"] == 2
+    for k, v in params(good).items():
+        assert torch.equal(v, params(kept)[k]), k
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    loader = ToyLoader()
+    train(toy(), loader, cfg(tmp_path, max_steps=1))
+
+    class Other(Toy):
+        pass
+
+    with pytest.raises(CxrnbError, match="model_class"):
+        train(Other(), loader, cfg(tmp_path, max_steps=2))
+    renamed = toy()
+    renamed.preset = "LSGAN"
+    with pytest.raises(CxrnbError, match="preset"):
+        load_checkpoint(tmp_path / "run" / CHECKPOINT, renamed)
+    with pytest.raises(CxrnbError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nowhere.pt", toy())
+
+
+def test_resume_with_other_data_or_past_the_end_is_refused(tmp_path):
+    train(toy(), ToyLoader(), cfg(tmp_path, max_steps=3))
+    with pytest.raises(CxrnbError, match="batches per epoch"):
+        train(toy(), ToyLoader(batch_size=4), cfg(tmp_path, max_steps=4))
+    with pytest.raises(CxrnbError, match="already at iteration 3"):
+        train(toy(), ToyLoader(), cfg(tmp_path, max_steps=2))
+
+
+def test_sample_grids_decode_the_fixed_latents(tmp_path):
+    """Grids at the asked iterations and the final one; each equals torchvision's grid of
+    model.generate(z_fixed) recomputed from the saved state; iteration 0 is the same across runs."""
+    loader = ToyLoader()
+    h = train(toy(), loader, cfg(tmp_path, "a", max_steps=3, sample_at=(0, 2)))
+    assert sorted(h.samples) == [0, 2, 3]
+    ckpt = torch.load(h.checkpoint, weights_only=True)
+    assert torch.equal(ckpt["z_fixed"],
+                       torch.randn(16, Toy.latent_dim, generator=torch.Generator().manual_seed(0)))
+    model = toy()
+    model.load_state_dict(ckpt["model"])
+    grid = make_grid(model.eval().generate(ckpt["z_fixed"]), nrow=4)  # sqrt(16) per row
+    want = grid.mul(255).add(0.5).clamp(0, 255).to(torch.uint8)[0].numpy()
+    got = np.asarray(Image.open(h.samples[3]).convert("L"))
+    assert got.shape == (2 + 4 * (S + 2), 2 + 4 * (S + 2))
+    np.testing.assert_array_equal(got, want)
+    h2 = train(toy(), loader, cfg(tmp_path, "b", max_steps=1, sample_at=(0,)))
+    np.testing.assert_array_equal(np.asarray(Image.open(h.samples[0])),
+                                  np.asarray(Image.open(h2.samples[0])))
+
+
+def test_conditional_model_gets_a_fixed_label_batch(tmp_path):
+    loader = ToyLoader(batch_size=8)
+    h = train(toy(conditional=True), loader, cfg(tmp_path, max_steps=2, n_samples=12))
+    y_fixed = torch.load(h.checkpoint, weights_only=True)["y_fixed"]
+    first = torch.cat([y for _, y in loader.epoch_batches(0)])[:12]
+    assert torch.equal(y_fixed, first)
+
+
+def test_fresh_run_replaces_an_old_one(tmp_path):
+    loader = ToyLoader()
+    train(toy(), loader, cfg(tmp_path, max_steps=3, sample_at=(0, 1)))
+    h = train(toy(), loader, cfg(tmp_path, max_steps=2, resume=False))
+    assert sorted(h.samples) == [0, 2] and h.frame.iteration.max() == 2
+
+
+def test_throughput_counts_images_over_time():
+    model, loader = toy(), ToyLoader()
+    step = Stepper(model, torch.device("cpu"))
+    u8, y = next(iter(loader))
+    calls = []
+    rate = throughput(lambda a, b: calls.append(step(a, b)), u8, y, torch.device("cpu"), steps=3)
+    assert len(calls) == 4 and rate > 0   # one warm-up + three timed steps
