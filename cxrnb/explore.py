@@ -1,0 +1,221 @@
+"""Walking a trained model's latent space: directions, traversals, interpolations, and a widget.
+
+Everything here works on flat latent vectors (D,) and returns images (1 channel, [0, 1]), so a
+headless run saves the same grids the interactive explorer shows. The widget only wraps these
+functions: a slider per direction moves the latent along it in units of the data's spread.
+
+VAEs and GMVAEs are explored along the principal directions of their encoded means (the axes the
+data actually uses); the GAN has no encoder, so it is explored along random orthonormal directions
+of its N(0, I) prior. Models with an encoder expose ``encode(x) -> (mu, logvar)``; a mixture model
+exposes ``n_components`` and ``sample_latent(n, generator, component=k)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import math
+from contextlib import contextmanager
+from typing import Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from cxrnb.errors import CxrnbError
+from cxrnb.models.base import GenerativeModel
+from cxrnb.plots import tile
+
+STEPS = (-3, -2, -1, 0, 1, 2, 3)   # traversal offsets, in standard deviations along a direction
+
+
+@contextmanager
+def _evaluating(model: GenerativeModel):
+    """Eval mode (BatchNorm running statistics, no dropout) and no gradients, then back as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _generator(model: GenerativeModel, seed: int) -> torch.Generator:
+    return torch.Generator(device=model.device).manual_seed(seed)
+
+
+def _labels(model: GenerativeModel, y: Tensor | None, n: int) -> Tensor | None:
+    """Labels for a conditional model, broadcast to n rows; None for an unconditional one."""
+    if not model.conditional:
+        return None
+    if y is None:
+        raise CxrnbError(f"{type(model).__name__} decodes with labels: pass y, a multi-hot "
+                         "vector over cxrnb.labels.LABELS (15,) or one per image (n, 15)")
+    y = torch.as_tensor(y, dtype=torch.float32, device=model.device)
+    return y.expand(n, -1) if y.dim() == 1 else y
+
+
+def generate(model: GenerativeModel, z: Tensor, y: Tensor | None = None) -> Tensor:
+    """Flat latents (n, D) -> images (n, 1, H, W) in [0, 1], reshaped to the model's latent shape."""
+    with _evaluating(model):
+        shape = model.sample_latent(1, _generator(model, 0)).shape[1:]     # e.g. (100, 1, 1) for the GAN
+        z = torch.as_tensor(z, dtype=torch.float32).to(model.device).reshape(len(z), *shape)
+        return model.generate(z, _labels(model, y, len(z))).cpu()
+
+
+def decode_grid(model: GenerativeModel, z: Tensor, y: Tensor | None = None, nrow: int = 8) -> Tensor:
+    """Latents (n, D) -> one (H', W') image grid, ``nrow`` images per row."""
+    return tile(generate(model, z, y), nrow)
+
+
+def _model_input(model: GenerativeModel, u8: Tensor) -> Tensor:
+    if u8.dtype != torch.uint8:
+        raise CxrnbError(f"expected uint8 images as cached (0..255), got {u8.dtype}: "
+                         "pass the cache's images, not converted tensors")
+    while u8.dim() < 4:                                   # (S, S) or (N, S, S) -> (N, 1, S, S)
+        u8 = u8.unsqueeze(0) if u8.dim() == 2 else u8.unsqueeze(1)
+    return model.input_spec.to_model(u8.to(model.device))
+
+
+def encode_means(model: GenerativeModel, data: Tensor | Iterable, progress: bool = True) -> Tensor:
+    """Posterior means (N, D) of uint8 images (N, 1, S, S), or of every batch ``(u8, y)`` of a loader."""
+    if not hasattr(model, "encode"):
+        raise CxrnbError(f"{type(model).__name__} has no encoder: explore it with "
+                         "random_directions(model.latent_dim) instead of principal directions")
+    batches = [data] if isinstance(data, Tensor) else (u8 for u8, _ in data)
+    with _evaluating(model):
+        means = [model.encode(_model_input(model, u8))[0].flatten(1).float().cpu()
+                 for u8 in tqdm(batches, desc="encoding", disable=not progress, leave=False)]
+    return torch.cat(means)
+
+
+def principal_directions(model: GenerativeModel, data: Tensor | Iterable, k: int = 8,
+                         progress: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+    """PCA of the encoded means: (mean (D,), directions (k, D) orthonormal, std (k,) along each).
+
+    Directions are ordered by variance; each is signed so its largest entry is positive, which
+    makes the result reproducible (SVD alone fixes a direction only up to sign).
+    """
+    means = encode_means(model, data, progress).double()
+    n, dim = means.shape
+    if not 1 <= k <= min(n - 1, dim):
+        raise CxrnbError(f"k={k} principal directions need more than k images and k <= latent "
+                         f"dim; have {n} images and dim {dim}")
+    mean = means.mean(0)
+    _, s, vh = torch.linalg.svd(means - mean, full_matrices=False)
+    directions = vh[:k]
+    signs = torch.sign(directions.gather(1, directions.abs().argmax(1, keepdim=True)))
+    return mean.float(), (directions * signs).float(), (s[:k] / math.sqrt(n - 1)).float()
+
+
+def random_directions(dim: int, k: int = 8, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """k random orthonormal directions of an N(0, I) prior, as (mean = 0, directions (k, D), std = 1).
+
+    Under N(0, I) a latent's projection on any unit vector has mean 0 and std 1, so the triple has
+    the same meaning as ``principal_directions``' and the explorer treats both alike.
+    """
+    if not 1 <= k <= dim:
+        raise CxrnbError(f"k={k} random directions need 1 <= k <= latent dim {dim}")
+    gaussian = torch.randn(dim, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    q, _ = torch.linalg.qr(gaussian)                     # orthonormal columns spanning a random subspace
+    return torch.zeros(dim), q.T.float().contiguous(), torch.ones(k)
+
+
+def traverse(model: GenerativeModel, base: Tensor, directions: Tensor, std: Tensor,
+             steps: tuple[float, ...] = STEPS, y: Tensor | None = None) -> Tensor:
+    """A grid with one row per direction: ``base + step * std[i] * directions[i]`` for each step."""
+    offsets = torch.as_tensor(steps, dtype=torch.float32)
+    z = base + (offsets[None, :, None] * std[:, None, None] * directions[:, None, :])  # (k, steps, D)
+    return decode_grid(model, z.reshape(-1, z.shape[-1]), y, nrow=len(steps))
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation between a and b at fractions t (n,); linear when they are parallel.
+
+    Random Gaussian latents concentrate near a sphere, and a straight line between two of them cuts
+    through the low-density interior; the great-circle path stays where the prior puts its mass.
+    """
+    cos = torch.dot(a / a.norm(), b / b.norm()).clamp(-1, 1)
+    omega = torch.arccos(cos)
+    if omega.abs() < 1e-4:
+        return torch.lerp(a, b, t[:, None])
+    return (torch.sin((1 - t) * omega)[:, None] * a + torch.sin(t * omega)[:, None] * b) / torch.sin(omega)
+
+
+def interpolate(model: GenerativeModel, x_a: Tensor, x_b: Tensor, n: int = 8, method: str = "linear",
+                y: Tensor | None = None) -> Tensor:
+    """Encode two real uint8 images, walk between their means, decode: images (n, 1, H, W)."""
+    if method not in ("linear", "slerp"):
+        raise CxrnbError(f"unknown interpolation {method!r}: use 'linear' or 'slerp'")
+    mu = encode_means(model, torch.stack([torch.as_tensor(x_a), torch.as_tensor(x_b)]), progress=False)
+    t = torch.linspace(0, 1, n)
+    z = torch.lerp(mu[0], mu[1], t[:, None]) if method == "linear" else slerp(mu[0], mu[1], t)
+    return generate(model, z, y)
+
+
+def n_components(model: GenerativeModel) -> int:
+    """Mixture components the model can sample from one at a time (0 when it has no mixture)."""
+    if "component" not in inspect.signature(model.sample_latent).parameters:
+        return 0
+    return int(getattr(model, "n_components", 0))
+
+
+def component_samples(model: GenerativeModel, component: int, n: int = 16, seed: int = 0,
+                      y: Tensor | None = None) -> Tensor:
+    """n images decoded from draws of one mixture component of a GMVAE's prior: (n, 1, H, W)."""
+    k = n_components(model)
+    if not 0 <= component < k:
+        raise CxrnbError(f"{type(model).__name__} has {k} mixture components; "
+                         f"component {component} does not exist" if k else
+                         f"{type(model).__name__} has no mixture prior to sample a component from")
+    with _evaluating(model):
+        z = model.sample_latent(n, _generator(model, seed), component=component)
+    return generate(model, z.flatten(1), y)
+
+
+def _png(image: Tensor) -> bytes:
+    """A (H, W) [0, 1] image as PNG bytes, for the widget."""
+    buf = io.BytesIO()
+    Image.fromarray((image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)).save(buf, format="png")
+    return buf.getvalue()
+
+
+def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, std: Tensor,
+                    y: Tensor | None = None, limit: float = 3.0, seed: int = 0, width: int = 256):
+    """Sliders (one per direction, in std units) and, for a mixture, a component menu, over the image.
+
+    The displayed latent is ``base + sum_i slider_i * std[i] * directions[i]``, where the base is
+    ``mean`` or, when a component is chosen, a fixed draw (``seed``) from that component.
+    Returns the container; ``container.sliders`` and ``container.image`` give the parts.
+    """
+    import ipywidgets as w
+
+    sliders = [w.FloatSlider(value=0.0, min=-limit, max=limit, step=0.1, description=f"dir {i + 1}",
+                             continuous_update=False) for i in range(len(directions))]
+    k = n_components(model)
+    menu = w.Dropdown(options=[("data mean", None)] + [(f"component {c}", c) for c in range(k)],
+                      description="base")
+    image = w.Image(format="png", layout=w.Layout(width=f"{width}px"))
+
+    def base() -> Tensor:
+        if menu.value is None:
+            return mean
+        with _evaluating(model):
+            z = model.sample_latent(1, _generator(model, seed), component=menu.value)
+        return z.flatten().float().cpu()
+
+    def redraw(_=None) -> None:
+        offsets = torch.tensor([s.value for s in sliders]) * std
+        z = base() + offsets @ directions
+        image.value = _png(generate(model, z[None], y)[0, 0])
+
+    for control in sliders + [menu]:
+        control.observe(redraw, names="value")
+    redraw()
+    controls = sliders + ([menu] if k else [])
+    container = w.HBox([w.VBox(controls), image])
+    container.sliders, container.menu, container.image = sliders, (menu if k else None), image
+    return container

@@ -1,0 +1,180 @@
+"""The latent explorer on a toy linear model, checked against numpy and hand-computed latents."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from cxrnb import explore
+from cxrnb.errors import CxrnbError
+from cxrnb.models.base import GenerativeModel, InputSpec
+
+D, S = 8, 16
+
+
+class Toy(GenerativeModel):
+    """A linear encoder/decoder (z=8 <-> 16x16) with a 3-component mixture prior."""
+
+    family = "gmvae"
+    input_spec = InputSpec(size=S, channels=1, value_range="unit")
+    latent_dim = D
+    n_components = 3
+
+    def __init__(self, latent_shape=(D,)):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc, self.dec = nn.Linear(S * S, D), nn.Linear(D, S * S)
+        self.register_buffer("means", 3 * torch.randn(3, D))
+        self.latent_shape = latent_shape
+
+    def encode(self, x):
+        return self.enc(x.flatten(1)), torch.zeros(len(x), D)
+
+    def sample_latent(self, n, generator=None, component=None):
+        k = torch.full((n,), component) if component is not None else torch.randint(3, (n,), generator=generator)
+        return (self.means[k] + torch.randn(n, D, generator=generator)).view(n, *self.latent_shape)
+
+    def decode(self, z, y=None):
+        assert z.shape[1:] == self.latent_shape          # the explorer restores the model's latent shape
+        return torch.sigmoid(self.dec(z.flatten(1))).view(-1, 1, S, S)
+
+
+class NoEncoder(GenerativeModel):
+    """A GAN-like toy: prior latents shaped (n, D, 1, 1), no encoder, no mixture."""
+
+    latent_dim = D
+
+    def __init__(self):
+        super().__init__()
+        self.toy = Toy(latent_shape=(D, 1, 1))
+
+    def sample_latent(self, n, generator=None):
+        return torch.randn(n, D, 1, 1, generator=generator)
+
+    def decode(self, z, y=None):
+        return self.toy.decode(z) * 2 - 1                 # tanh range, as the LSGAN
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return Toy()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randint(0, 256, (40, 1, S, S), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+
+def _decode_by_hand(model, z):
+    w, b = model.dec.weight.detach().numpy(), model.dec.bias.detach().numpy()
+    return 1 / (1 + np.exp(-(np.asarray(z, dtype=np.float64) @ w.T + b)))
+
+
+def test_principal_directions_equal_numpy_svd(toy, images):
+    x = images.numpy().reshape(len(images), -1) / 255.0
+    mu = x @ toy.enc.weight.detach().numpy().T + toy.enc.bias.detach().numpy()
+    centred = mu - mu.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+
+    k = 5
+    mean, directions, std = explore.principal_directions(toy, images, k=k, progress=False)
+    np.testing.assert_allclose(mean, mu.mean(0), atol=1e-5)
+    np.testing.assert_allclose(std, s[:k] / np.sqrt(len(x) - 1), rtol=1e-5)
+    for d, ref in zip(directions.numpy(), vt[:k]):
+        assert min(np.abs(d - ref).max(), np.abs(d + ref).max()) < 1e-4   # equal up to sign
+    # The same from a loader's (u8, y) batches.
+    loader = [(images[i:i + 16], torch.zeros(len(images[i:i + 16]), 15)) for i in range(0, 40, 16)]
+    _, from_loader, _ = explore.principal_directions(toy, loader, k=k, progress=False)
+    torch.testing.assert_close(from_loader, directions)
+
+
+def test_interpolation_endpoints_decode_the_encoded_means(toy, images):
+    a, b = images[0, 0], images[1, 0]
+    mu = toy.encode(torch.stack([a, b]).float().div(255).unsqueeze(1))[0].detach()
+    for method in ("linear", "slerp"):
+        out = explore.interpolate(toy, a, b, n=5, method=method)
+        assert out.shape == (5, 1, S, S)
+        np.testing.assert_allclose(out[0, 0].flatten(), _decode_by_hand(toy, mu[0]), atol=1e-5)
+        np.testing.assert_allclose(out[-1, 0].flatten(), _decode_by_hand(toy, mu[1]), atol=1e-5)
+    mid = explore.interpolate(toy, a, b, n=3)[1, 0].flatten()
+    np.testing.assert_allclose(mid, _decode_by_hand(toy, (mu[0] + mu[1]) / 2), atol=1e-5)
+
+
+def test_slerp_midpoint_of_orthogonal_unit_vectors():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    mid = explore.slerp(a, b, torch.tensor([0.5]))[0]
+    torch.testing.assert_close(mid, torch.tensor([2 ** -0.5, 2 ** -0.5]))      # on the circle, at 45 degrees
+
+
+def test_traverse_rows_walk_each_direction_and_centre_column_is_the_base():
+    gan = NoEncoder()
+    mean, directions, std = explore.random_directions(D, k=3, seed=0)
+    torch.testing.assert_close(directions @ directions.T, torch.eye(3))        # orthonormal
+    grid = explore.traverse(gan, mean, directions, std, steps=(-2, 0, 2))
+    pad = 2
+    assert grid.shape == (pad + 3 * (S + pad), pad + 3 * (S + pad))
+    for row in range(3):
+        for col, step in enumerate((-2, 0, 2)):
+            top, left = pad + row * (S + pad), pad + col * (S + pad)
+            z = mean + step * directions[row]
+            expected = _decode_by_hand(gan.toy, z).reshape(S, S)               # tanh output mapped to [0, 1]
+            np.testing.assert_allclose(grid[top:top + S, left:left + S], expected, atol=1e-5)
+
+
+def test_component_samples_decode_that_components_draws(toy):
+    out = explore.component_samples(toy, component=2, n=4, seed=7)
+    z = toy.sample_latent(4, torch.Generator().manual_seed(7), component=2)
+    np.testing.assert_allclose(out.flatten(1), _decode_by_hand(toy, z), atol=1e-5)
+
+
+def _shown(widget) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(widget.image.value)))
+
+
+def test_widget_slider_and_component_menu_redraw_the_image(toy, images):
+    mean, directions, std = explore.principal_directions(toy, images, k=3, progress=False)
+    ui = explore.explorer_widget(toy, mean, directions, std)
+    assert len(ui.sliders) == 3 and list(ui.menu.options)[1:] == [("component 0", 0), ("component 1", 1),
+                                                                    ("component 2", 2)]
+    at_mean = ui.image.value
+    np.testing.assert_allclose(_shown(ui), _decode_by_hand(toy, mean).reshape(S, S) * 255, atol=0.51)
+
+    ui.sliders[1].value = 1.5
+    assert ui.image.value != at_mean
+    z = mean + 1.5 * std[1] * directions[1]
+    np.testing.assert_allclose(_shown(ui), _decode_by_hand(toy, z).reshape(S, S) * 255, atol=0.51)
+
+    ui.menu.value = 2
+    base = toy.sample_latent(1, torch.Generator().manual_seed(0), component=2)[0]
+    np.testing.assert_allclose(_shown(ui), _decode_by_hand(toy, base + 1.5 * std[1] * directions[1])
+                               .reshape(S, S) * 255, atol=0.51)
+    ui.sliders[1].value, ui.menu.value = 0.0, None
+    assert ui.image.value == at_mean
+
+
+def test_bad_input_errors(toy, images):
+    with pytest.raises(CxrnbError, match="no encoder"):
+        explore.principal_directions(NoEncoder(), images)
+    with pytest.raises(CxrnbError, match="k=50"):
+        explore.principal_directions(toy, images, k=50, progress=False)
+    with pytest.raises(CxrnbError, match="uint8"):
+        explore.principal_directions(toy, images.float(), progress=False)
+    with pytest.raises(CxrnbError, match="'cubic'"):
+        explore.interpolate(toy, images[0], images[1], method="cubic")
+    with pytest.raises(CxrnbError, match="has 3 mixture components"):
+        explore.component_samples(toy, component=3)
+    with pytest.raises(CxrnbError, match="no mixture"):
+        explore.component_samples(NoEncoder(), component=0)
+    with pytest.raises(CxrnbError, match="k=9"):
+        explore.random_directions(D, k=9)
+
+
+def test_conditional_model_needs_labels(toy):
+    cond = Toy()
+    cond.conditional = True
+    with pytest.raises(CxrnbError, match="pass y"):
+        explore.decode_grid(cond, torch.zeros(2, D))
+    assert explore.decode_grid(cond, torch.zeros(2, D), y=torch.zeros(15)).shape == (2 + S + 2, 2 + 2 * (S + 2))
