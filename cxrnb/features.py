@@ -1,0 +1,213 @@
+"""Feature spaces for the sample-quality metrics: where a Fréchet distance is measured matters.
+
+Three extractors share one interface (``name``, ``dim``, ``available``, ``why_unavailable``,
+``__call__(x) -> (N, D)`` for 1-channel images in [0, 1]):
+
+- ``classifier``: penultimate features of the project's own CXR classifier (``cxrnb.classifier``),
+  trained here, so it always exists once trained;
+- ``xrv-densenet121``: torchxrayvision's DenseNet121 trained on seven CXR datasets, the usual
+  domain-specific feature space for chest X-rays;
+- ``inception-v3``: the ImageNet network behind the standard FID.
+
+Pretrained weights cannot be downloaded on this project's machines. An extractor whose weights file
+is absent from its local cache says so (``why_unavailable``) and is never constructed: nothing
+triggers a download, and nothing is silently substituted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from cxrnb.classifier import Classifier
+
+XRV_WEIGHTS = "densenet121-res224-all"                    # trained on NIH, PadChest, CheXpert, MIMIC ...
+TV_INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"     # torchvision's Inception_V3_Weights.IMAGENET1K_V1
+FID_INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's TF-FID port
+
+
+def as_unit_images(x) -> Tensor:
+    """uint8 (N, H, W) / (N, 1, H, W) or float in [0, 1], numpy or torch -> float32 (N, 1, H, W)."""
+    x = torch.as_tensor(np.asarray(x)) if not isinstance(x, Tensor) else x
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    return x.unsqueeze(1) if x.dim() == 3 else x
+
+
+class FeatureExtractor:
+    """A feature space: ``extractor(images) -> (N, D)`` float32 on the CPU, computed in batches."""
+
+    name: str = "base"
+    dim: int = 0
+
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 64):
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.why_unavailable: str | None = None   # set by subclasses whose weights are missing
+
+    @property
+    def available(self) -> bool:
+        return self.why_unavailable is None
+
+    def status(self) -> str:
+        return "available" if self.available else f"unavailable: {self.why_unavailable}"
+
+    def _forward(self, x: Tensor) -> Tensor:
+        """One batch of (B, 1, H, W) images in [0, 1] on ``self.device`` -> (B, D)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def __call__(self, images) -> Tensor:
+        if not self.available:
+            raise RuntimeError(f"feature space {self.name!r} is {self.status()}")
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            batch = as_unit_images(images[i:i + self.batch_size]).to(self.device)
+            out.append(self._forward(batch).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.dim)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}: {self.status()})"
+
+
+class ClassifierFeatures(FeatureExtractor):
+    """Penultimate (global-average-pooled) features of the project's CXR classifier."""
+
+    name = "classifier"
+
+    def __init__(self, classifier: Classifier | None, device: str | torch.device = "cpu",
+                 batch_size: int = 256):
+        super().__init__(device, batch_size)
+        self.classifier = classifier
+        if classifier is None:
+            self.why_unavailable = "no project classifier given (train one with fit_classifier)"
+        else:
+            self.dim = classifier.net.dim
+            classifier.net.to(self.device).eval()
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.classifier.net.features(x)
+
+
+def xrv_weights_path(cache_dir: str | Path | None = None) -> Path:
+    """Where torchxrayvision keeps the DenseNet weights (``~/.torchxrayvision/models_data/<file>``)."""
+    import torchxrayvision as xrv
+
+    filename = os.path.basename(xrv.models.model_urls[XRV_WEIGHTS]["weights_url"])
+    return Path(cache_dir or xrv.utils.get_cache_dir()).expanduser() / filename
+
+
+class XrvDenseNetFeatures(FeatureExtractor):
+    """torchxrayvision DenseNet121 ("densenet121-res224-all") pooled features, D = 1024.
+
+    xrv's convention: 1 channel, 224 px, grey levels scaled to [-1024, 1024]
+    (``xrv.utils.normalize(img, 255)`` = (2 img/255 - 1) 1024); resizing uses the same
+    bilinear antialiased interpolation as ``xrv.utils.fix_resolution``.
+    """
+
+    name = "xrv-densenet121"
+    dim = 1024
+    size = 224
+
+    def __init__(self, cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                 batch_size: int = 32):
+        super().__init__(device, batch_size)
+        self.weights_path = xrv_weights_path(cache_dir)
+        self.model: nn.Module | None = None
+        if not self.weights_path.is_file():
+            self.why_unavailable = (f"weights file {self.weights_path} not found (it cannot be "
+                                    f"downloaded here; copy it there to enable this feature space)")
+
+    def _load(self) -> nn.Module:
+        import torchxrayvision as xrv
+
+        # The file exists (checked in __init__), so xrv.models.get_weights finds it and downloads nothing.
+        model = xrv.models.DenseNet(weights=XRV_WEIGHTS, cache_dir=str(self.weights_path.parent))
+        return model.to(self.device).eval()
+
+    def _forward(self, x: Tensor) -> Tensor:
+        if self.model is None:
+            self.model = self._load()
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
+        return self.model.features2((2 * x - 1) * 1024)
+
+
+def hub_checkpoints(hub_dir: str | Path | None = None) -> Path:
+    """torch.hub's weights folder (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(hub_dir or torch.hub.get_dir()) / "checkpoints"
+
+
+def _torch_fidelity_installed() -> bool:
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class InceptionFeatures(FeatureExtractor):
+    """Inception-v3 2048-d pool features, the feature space of the standard FID.
+
+    Prefers the TF-FID weights that torchmetrics' FID uses (torch-fidelity's file, needs the
+    ``torch-fidelity`` package); otherwise torchvision's ImageNet weights, which give a different
+    (non-standard) FID. ``weights`` says which one was found. Grey images are repeated to 3 channels.
+    """
+
+    name = "inception-v3"
+    dim = 2048
+    size = 299
+
+    def __init__(self, hub_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                 batch_size: int = 32):
+        super().__init__(device, batch_size)
+        ckpt = hub_checkpoints(hub_dir)
+        fid, tv = ckpt / FID_INCEPTION_FILE, ckpt / TV_INCEPTION_FILE
+        self.model: nn.Module | None = None
+        if fid.is_file() and _torch_fidelity_installed():
+            self.weights, self.weights_path = "tf-fid (torch-fidelity)", fid
+        elif tv.is_file():
+            self.weights, self.weights_path = "torchvision IMAGENET1K_V1", tv
+        else:
+            self.weights, self.weights_path = None, None
+            self.why_unavailable = (f"neither {fid} (with torch-fidelity installed) nor {tv} found "
+                                    f"(they cannot be downloaded here)")
+
+    def _load(self) -> nn.Module:
+        if self.weights_path.name == FID_INCEPTION_FILE:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+
+            model = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                       feature_extractor_weights_path=str(self.weights_path))
+        else:
+            from torchvision.models import inception_v3
+
+            model = inception_v3(weights=None, aux_logits=True, init_weights=False)
+            model.load_state_dict(torch.load(self.weights_path, map_location="cpu", weights_only=True))
+            model.fc = nn.Identity()
+        return model.to(self.device).eval()
+
+    def _forward(self, x: Tensor) -> Tensor:
+        if self.model is None:
+            self.model = self._load()
+        x = x.expand(-1, 3, -1, -1)
+        if self.weights_path.name == FID_INCEPTION_FILE:       # takes uint8 and resizes itself
+            return self.model((x * 255).round().to(torch.uint8))
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
+        # Google's weights expect [-1, 1]: what torchvision's transform_input makes of ImageNet-normalised input.
+        return self.model(2 * x - 1)
+
+
+def available_extractors(classifier: Classifier | None = None, device: str | torch.device = "cpu",
+                         xrv_cache_dir: str | Path | None = None,
+                         hub_dir: str | Path | None = None) -> list[FeatureExtractor]:
+    """Every feature space with its status; callers use the available ones and report the rest."""
+    return [ClassifierFeatures(classifier, device=device),
+            XrvDenseNetFeatures(xrv_cache_dir, device=device),
+            InceptionFeatures(hub_dir, device=device)]
