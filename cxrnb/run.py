@@ -1,0 +1,257 @@
+"""`cxrnb reproduce`: run the numbered notebooks headless with papermill and index what they made.
+
+Each ``notebooks/NN_name.ipynb`` (committed without outputs) runs in name order. Its parameters
+come from four layers, later ones winning: the profile, the profile's section for that notebook, a
+YAML file, then ``--set key=value``. Only the parameters a notebook declares in its ``parameters``
+cell are passed. A layer's keys that start with a digit are per-notebook sections, matched by
+prefix: ``{"epochs": 3, "02": {"epochs": 1}}`` gives notebook 02 one epoch and the others three
+(on the command line: ``--set 02.epochs=1``).
+
+The runner adds ``reports_dir`` = ``reports/figures/<notebook>/`` (absolute), where the notebook
+writes its figures and tables, and runs the kernel in the directory ``reproduce`` is called from
+(the repository root under ``make``); every path it passes is absolute, so the notebooks do not
+depend on it. Executed copies go to ``reports/runs/``, and ``reports/index.md`` links everything.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import papermill as pm
+import yaml
+from papermill.exceptions import PapermillExecutionError
+from tqdm.auto import tqdm
+
+from cxrnb.errors import CxrnbError
+from cxrnb.provenance import git_commit
+
+KERNEL = "python3"
+
+# Literal parameter sets. A string "$NAME" is read from the environment when the run starts.
+PROFILES: dict[str, dict] = {
+    # Seconds per notebook, on the synthetic phantom: does every notebook run end to end?
+    "smoke": {"data_root": "phantom", "image_size": 32, "epochs": 1, "max_images": 64,
+              "batch_size": 16, "seed": 0, "device": "cpu", "smoke": True},
+    # Minutes per notebook on a CPU, on the real images at reduced size.
+    "cpu": {"data_root": "$CXR14_ROOT", "image_size": 64, "epochs": 3, "max_images": None,
+            "batch_size": 64, "seed": 0, "device": "cpu", "smoke": False},
+    # The paper's settings (SPEC.md), for a GPU: 128 px for the VAE and LSGAN, batch 64, 5 epochs.
+    # The GMVAE notebook's section sets its 224 px once that notebook's number is fixed.
+    "paper": {"data_root": "$CXR14_ROOT", "image_size": 128, "epochs": 5, "max_images": None,
+              "batch_size": 64, "seed": 0, "device": "auto", "smoke": False},
+}
+RUNNER_PARAMS = ("reports_dir",)   # set by the runner for each notebook, never by the user
+TABLE_SUFFIXES = (".csv", ".md", ".tex")
+
+
+@dataclass
+class NotebookRun:
+    """What happened to one notebook: for the index."""
+
+    name: str
+    status: str = "not run"
+    seconds: float = 0.0
+    parameters: dict = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+def find_notebooks(folder: str | Path) -> list[Path]:
+    """The numbered notebooks ``NN_name.ipynb`` in name order."""
+    found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise CxrnbError(f"no notebooks named NN_name.ipynb in {folder}: run from the repository root "
+                         "or pass notebooks=")
+    return found
+
+
+def _is_section(key: str) -> bool:
+    return key[:1].isdigit()          # parameter names are identifiers, which never start with one
+
+
+def _for_notebook(layer: dict, name: str) -> dict:
+    """One layer's values for one notebook: its common keys, then its matching sections'."""
+    out = {k: v for k, v in layer.items() if not _is_section(k)}
+    for key in sorted(k for k in layer if _is_section(k) and name.startswith(k)):
+        out.update(layer[key])
+    return out
+
+
+def read_overrides(params_file: str | Path | None, overrides: tuple[str, ...] | list[str]) -> list[dict]:
+    """The YAML file's mapping and the ``--set key=value`` pairs (values parsed as YAML)."""
+    layers = []
+    if params_file:
+        path = Path(params_file)
+        if not path.is_file():
+            raise CxrnbError(f"parameters file {path} not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise CxrnbError(f"parameters file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for k, v in data.items() if _is_section(str(k))):
+            raise CxrnbError(f"parameters file {path} must be a mapping of name: value "
+                             "(and notebook prefix: {name: value})")
+        layers.append({str(k): v for k, v in data.items()})
+    cli: dict = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CxrnbError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=2")
+        section, _, name = key.strip().rpartition(".")
+        target = cli.setdefault(section, {}) if section else cli
+        target[name] = yaml.safe_load(value)
+    return layers + [cli]
+
+
+def _check_keys(layers: list[dict], notebooks: list[Path], declared: dict[str, dict]) -> None:
+    """Every override names a parameter some notebook declares, in a section some notebook has."""
+    valid = set().union(*declared.values()) - set(RUNNER_PARAMS)
+    for layer in layers:
+        for key, value in layer.items():
+            if _is_section(key):
+                if not any(nb.stem.startswith(key) for nb in notebooks):
+                    raise CxrnbError(f"no notebook starts with {key!r}; notebooks: "
+                                     f"{', '.join(nb.stem for nb in notebooks)}")
+                names = value
+            else:
+                names = [key]
+            for name in names:
+                if name in RUNNER_PARAMS:
+                    raise CxrnbError(f"{name} is set by the runner for each notebook: choose the "
+                                     "folder with --reports instead")
+                if name not in valid:
+                    raise CxrnbError(f"no notebook declares a parameter {name!r}; valid names: "
+                                     f"{', '.join(sorted(valid))}")
+
+
+def _resolve(params: dict, profile: str) -> dict:
+    """Read "$NAME" values from the environment; make data_root absolute and check it exists."""
+    out = dict(params)
+    for key, value in params.items():
+        if isinstance(value, str) and value.startswith("$"):
+            if not os.environ.get(value[1:]):
+                raise CxrnbError(f"profile {profile!r} reads {key} from {value}, which is unset: export "
+                                 f"{value[1:]}=/path/to/cxr14, or --set {key}=..., or use --profile smoke")
+            out[key] = os.environ[value[1:]]
+    root = out.get("data_root")
+    if root not in (None, "phantom"):
+        if not Path(root).is_dir():
+            raise CxrnbError(f"data_root {root} is not a folder: point it at a CXR14 folder "
+                             "(Data_Entry_2017.csv + images/) or use 'phantom'")
+        out["data_root"] = str(Path(root).resolve())
+    return out
+
+
+def _check_kernel() -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    try:
+        KernelSpecManager().get_kernel_spec(KERNEL)
+    except NoSuchKernel:
+        raise CxrnbError(f"no Jupyter kernel named {KERNEL!r}: run `python -m ipykernel install "
+                         f"--sys-prefix --name {KERNEL}` (make install does)") from None
+
+
+def _failure(name: str, e: PapermillExecutionError, executed: Path) -> str:
+    first_line = next((line for line in e.source.splitlines() if line.strip()), "").strip()
+    evalue = (e.evalue.strip().splitlines() or [""])[0][:200]
+    return (f"notebook {name} failed in cell [{e.exec_count}] `{first_line[:80]}`: "
+            f"{e.ename}: {evalue} (traceback in {executed})")
+
+
+def _execute(nb: Path, run: NotebookRun, reports: Path, progress: bool) -> None:
+    """Run one notebook into reports/runs/, recording its status, time and the files it wrote."""
+    out_dir, executed = reports / "figures" / nb.stem, reports / "runs" / nb.name
+    shutil.rmtree(out_dir, ignore_errors=True)           # what the index lists is what this run made
+    out_dir.mkdir(parents=True)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(nb), str(executed), parameters=run.parameters, kernel_name=KERNEL,
+                            progress_bar=progress, cwd=str(Path.cwd()))
+        run.status = "ok"
+    except PapermillExecutionError as e:
+        run.status = f"failed: {e.ename} in cell [{e.exec_count}]"
+        raise CxrnbError(_failure(nb.stem, e, executed)) from None
+    finally:
+        run.seconds = time.perf_counter() - start
+        run.files = sorted(p for p in out_dir.rglob("*") if p.is_file())
+
+
+def reproduce(profile: str = "cpu", params_file: str | Path | None = None,
+              overrides: tuple[str, ...] | list[str] = (), only: tuple[str, ...] | list[str] = (),
+              reports: str | Path = "reports", notebooks: str | Path = "notebooks",
+              progress: bool = True) -> Path:
+    """Run the notebooks (those whose name starts with one of ``only``, or all) and write
+    ``reports/index.md``. Every parameter is checked before the first kernel starts. The first
+    failing notebook stops the run with a one-line error; its executed copy keeps the traceback."""
+    if profile not in PROFILES:
+        raise CxrnbError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    all_notebooks = find_notebooks(notebooks)
+    selected = [nb for nb in all_notebooks if not only or any(nb.stem.startswith(p) for p in only)]
+    if not selected:
+        raise CxrnbError(f"no notebook starts with {', '.join(only)}; notebooks: "
+                         f"{', '.join(nb.stem for nb in all_notebooks)}")
+    declared = {nb.stem: set(pm.inspect_notebook(str(nb))) for nb in all_notebooks}
+    layers = read_overrides(params_file, overrides)
+    _check_keys(layers, all_notebooks, declared)
+    _check_kernel()
+
+    reports = Path(reports).resolve()
+    runs, roots = [], set()                     # every notebook's parameters before running any
+    for nb in selected:
+        merged = {}
+        for layer in [PROFILES[profile], *layers]:
+            merged.update(_for_notebook(layer, nb.stem))
+        merged = _resolve({**merged, "reports_dir": str(reports / "figures" / nb.stem)}, profile)
+        roots.add(merged.get("data_root"))
+        runs.append(NotebookRun(nb.stem, parameters={k: v for k, v in merged.items()
+                                                     if k in declared[nb.stem]}))
+    (reports / "runs").mkdir(parents=True, exist_ok=True)
+    try:
+        with tqdm(total=len(selected), desc="notebooks", disable=not progress) as bar:
+            for nb, run in zip(selected, runs):
+                bar.set_postfix_str(nb.stem)
+                _execute(nb, run, reports, progress)
+                bar.update()
+    finally:
+        write_index(reports, runs, profile, _data_source(roots))
+    return reports / "index.md"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+def _data_source(roots: set) -> str:
+    names = ["synthetic phantom" if r == "phantom" else f"CXR14 images in `{r}`" for r in roots if r]
+    return ", ".join(sorted(names)) or "no data_root set"
+
+
+def write_index(reports: Path, runs: list[NotebookRun], profile: str, source: str) -> Path:
+    """``reports/index.md``: per notebook its status, run time, parameters, figures and tables."""
+    lines = ["# Reports", "",
+             f"Profile `{profile}` · data: {source} · cxrnb {git_commit()} · "
+             f"{datetime.now():%Y-%m-%d %H:%M}", "",
+             "| notebook | status | time | executed copy |", "|---|---|---|---|"]
+    for r in runs:
+        copy = f"[runs/{r.name}.ipynb](runs/{r.name}.ipynb)" if r.status != "not run" else ""
+        lines.append(f"| {r.name} | {r.status} | {_duration(r.seconds) if r.status != 'not run' else ''} | {copy} |")
+    for r in runs:
+        if r.status == "not run":
+            continue
+        shown = [f"`{k}={v!r}`" for k, v in r.parameters.items() if k != "reports_dir"]
+        lines += ["", f"## {r.name}", "", "Parameters: " + (", ".join(shown) or "defaults")]
+        for title, keep in (("Figures", lambda p: p.suffix == ".png"),
+                            ("Tables", lambda p: p.suffix in TABLE_SUFFIXES)):
+            links = [f"- [{p.relative_to(reports / 'figures' / r.name).as_posix()}]"
+                     f"({p.relative_to(reports).as_posix()})" for p in r.files if keep(p)]
+            if links:
+                lines += ["", f"{title}:", "", *links]
+    index = reports / "index.md"
+    tmp = index.with_name(".index.md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, index)
+    return index

@@ -1,0 +1,130 @@
+"""The papermill runner on tiny notebooks written here: parameter layers, the index, failures."""
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from cxrnb import run
+from cxrnb.errors import CxrnbError
+
+
+def write_notebook(path: Path, parameters: str, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}"), params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+# Writes its effective parameters, a 2x2 PNG and a table into reports_dir.
+FIGURE_BODY = """\
+import json, pathlib
+from PIL import Image
+out = pathlib.Path(reports_dir)
+(out / "params.json").write_text(json.dumps({k: globals()[k] for k in NAMES}))
+Image.new("L", (2, 2), 128).save(out / "fig.png")
+(out / "counts.csv").write_text("label,count\\nHernia,227\\n")
+"""
+
+
+@pytest.fixture
+def two_notebooks(tmp_path, monkeypatch):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "01_data.ipynb",
+                   "data_root = 'x'\nimage_size = 0\nepochs = 0\nseed = 0\nreports_dir = ''",
+                   "NAMES = ['data_root', 'image_size', 'epochs', 'seed']\n" + FIGURE_BODY)
+    write_notebook(folder / "02_train.ipynb", "epochs = 0\nbetas = []\nseed = 0\nreports_dir = ''",
+                   "NAMES = ['epochs', 'betas', 'seed']\n" + FIGURE_BODY)
+    monkeypatch.setitem(run.PROFILES, "test", {"data_root": "phantom", "image_size": 32, "epochs": 1,
+                                               "seed": 5, "device": "cpu",
+                                               "02": {"betas": [1, 0.1], "epochs": 4}})
+    return folder
+
+
+@pytest.mark.slow
+def test_parameter_layers_and_index(tmp_path, two_notebooks):
+    reports = tmp_path / "reports"
+    (reports / "figures" / "01_data").mkdir(parents=True)
+    (reports / "figures" / "01_data" / "stale.png").write_bytes(b"from an earlier run")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"epochs": 2, "seed": 6}))
+
+    index = run.reproduce("test", params_file=params, overrides=["seed=7", "02.betas=[0.002]"],
+                          reports=reports, notebooks=two_notebooks, progress=False)
+
+    def effective(name):
+        return json.loads((reports / "figures" / name / "params.json").read_text())
+    # profile < profile section < YAML < --set; undeclared parameters (device) are not passed.
+    assert effective("01_data") == {"data_root": "phantom", "image_size": 32, "epochs": 2, "seed": 7}
+    assert effective("02_train") == {"epochs": 2, "betas": [0.002], "seed": 7}
+    injected = nbformat.read(reports / "runs" / "01_data.ipynb", 4).metadata.papermill.parameters
+    assert set(injected) == {"data_root", "image_size", "epochs", "seed", "reports_dir"}
+
+    text = index.read_text()
+    assert "Profile `test`" in text and "synthetic phantom" in text
+    for name in ("01_data", "02_train"):
+        assert re.search(rf"\| {name} \| ok \| \d+\.\d s \| \[runs/{name}.ipynb\]", text)
+        for link in (f"figures/{name}/fig.png", f"figures/{name}/counts.csv", f"runs/{name}.ipynb"):
+            assert f"({link})" in text and (reports / link).is_file()
+    assert "stale.png" not in text and not (reports / "figures" / "01_data" / "stale.png").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_stops_the_run_and_is_indexed(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "01_ok.ipynb", "reports_dir = ''", "x = 1")
+    write_notebook(folder / "02_fail.ipynb", "reports_dir = ''",
+                   "y = 2\nraise ValueError('bad beta')\n# never reached")
+    write_notebook(folder / "03_never.ipynb", "reports_dir = ''", "z = 3")
+    reports = tmp_path / "reports"
+    with pytest.raises(CxrnbError) as err:
+        run.reproduce("smoke", reports=reports, notebooks=folder, progress=False)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "02_fail" in message and "`y = 2`" in message and "ValueError: bad beta" in message
+    text = (reports / "index.md").read_text()
+    assert re.search(r"\| 01_ok \| ok \| \d+\.\d s \|", text)
+    assert re.search(r"\| 02_fail \| failed: ValueError in cell \[\d+\] \| \d+\.\d s \|", text)
+    assert "| 03_never | not run |" in text
+    assert not (reports / "runs" / "03_never.ipynb").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"profile": "gpu"}, "unknown profile 'gpu'; profiles: smoke, cpu, paper"),
+    ({"overrides": ["epoch=2"]}, "no notebook declares a parameter 'epoch'; valid names: betas, data_root"),
+    ({"overrides": ["02.epoch=2"]}, "no notebook declares a parameter 'epoch'"),
+    ({"overrides": ["09.epochs=2"]}, "no notebook starts with '09'"),
+    ({"overrides": ["epochs"]}, "expected KEY=VALUE"),
+    ({"overrides": ["reports_dir=/tmp"]}, "set by the runner"),
+    ({"only": ["07"]}, "no notebook starts with 07; notebooks: 01_data, 02_train"),
+    ({"params_file": "missing.yaml"}, "parameters file missing.yaml not found"),
+    ({"profile": "cpu"}, r"reads data_root from \$CXR14_ROOT, which is unset"),
+    ({"overrides": ["data_root=/no/such/folder"]}, "data_root /no/such/folder is not a folder"),
+])
+def test_bad_input_fails_before_any_notebook_runs(tmp_path, two_notebooks, monkeypatch, kwargs, message):
+    monkeypatch.delenv("CXR14_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    kwargs = {"profile": "test", **kwargs}
+    with pytest.raises(CxrnbError, match=message):
+        run.reproduce(**kwargs, reports=tmp_path / "reports", notebooks=two_notebooks, progress=False)
+    assert not (tmp_path / "reports").exists()
+
+
+def test_yaml_file_must_be_a_mapping(tmp_path, two_notebooks):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- epochs\n- 2\n")
+    with pytest.raises(CxrnbError, match="must be a mapping"):
+        run.reproduce("test", params_file=bad, notebooks=two_notebooks, progress=False)
+
+
+def test_empty_notebook_folder(tmp_path):
+    with pytest.raises(CxrnbError, match="no notebooks named NN_name.ipynb"):
+        run.reproduce("smoke", notebooks=tmp_path, progress=False)
