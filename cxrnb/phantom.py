@@ -220,7 +220,7 @@ def _pneumothorax(X, Y, an, lungs, parts, rng):   # air rim without vessels, a f
     edge = 1.0 - rng.uniform(0.25, 0.45)                    # where the collapsed lung ends
     upper = _step((an.dome[lung.side > 0] - 0.25 - Y) / 0.08)
     rim = lung.mask * _step((lung.u - edge) / 0.03) * upper
-    line = np.exp(-((lung.u - edge) * lung.half / 0.005) ** 2) * lung.mask * upper
+    line = np.exp(-((lung.u - edge) * lung.half / max(0.005, parts["px"])) ** 2) * lung.mask * upper
     return -rim * (0.25 + parts["markings"]) + 0.35 * line
 
 
@@ -293,7 +293,7 @@ def _hernia(X, Y, an, lungs, parts, rng):         # hiatus hernia: a bowl with a
     y0, r = an.heart_y - 0.3 * an.heart_h, rng.uniform(0.11, 0.15)
     bowl = _step((r - np.hypot((X - x0) * 0.85, Y - y0)) / EDGE)
     air = bowl * _step((y0 - 0.2 * r - Y) / EDGE)        # gas above a flat fluid level
-    rim = np.exp(-((np.hypot((X - x0) * 0.85, Y - y0) - r) / 0.008) ** 2)
+    rim = np.exp(-((np.hypot((X - x0) * 0.85, Y - y0) - r) / max(0.008, parts["px"])) ** 2)
     return 0.35 * rim + 0.2 * bowl - 1.0 * air
 
 
@@ -312,7 +312,7 @@ OVERLAYS = {"Effusion": _effusion, "Pneumothorax": _pneumothorax, "Nodule": _nod
 
 def _normal_chest(X, Y, an: Anatomy, lungs: list[_Lung], sex: str, rng) -> tuple[np.ndarray, dict]:
     """Density of a healthy chest: body and arms, lungs with vessels, mediastinum, heart, bones."""
-    ax = np.abs(X)
+    ax, px = np.abs(X), 2.0 / X.shape[1]         # px: pixel pitch, the thinnest line we can draw
     torso = an.thorax_w * (0.5 + 0.5 * _step((Y + 0.9) / 0.06))           # neck, then shoulders
     D = an.soft * _step((torso - ax) / 0.02) * (0.85 + 0.3 * (1 - (X / an.thorax_w) ** 2).clip(0))
     arms = _step((0.09 - np.abs(ax - an.thorax_w - 0.13)) / 0.02) * _step((Y + 0.8) / 0.08)
@@ -349,7 +349,8 @@ def _normal_chest(X, Y, an: Anatomy, lungs: list[_Lung], sex: str, rng) -> tuple
         phase = (Y - shape - an.lung_top + 0.04 - an.rib_phase) / an.rib_pitch
         frac = np.abs(np.mod(phase, 1.0) - 0.5) * an.rib_pitch       # distance from a rib's axis
         half = 0.2 * an.rib_pitch
-        rib = 0.6 * _step((half - frac) / 0.006) + 0.6 * np.exp(-((frac - half) / 0.006) ** 2)
+        edge = max(0.006, px)
+        rib = 0.6 * _step((half - frac) / edge) + 0.6 * np.exp(-((frac - half) / edge) ** 2)
         inside = ((phase > 0) & (phase < 10)) * _step((ax - lo) / 0.03)
         ribs = ribs + weight * rib * inside * _step((an.lung_x + an.lung_w + 0.05 - ax) / 0.03)
     D = D + 0.3 * an.bone * ribs
@@ -357,7 +358,7 @@ def _normal_chest(X, Y, an: Anatomy, lungs: list[_Lung], sex: str, rng) -> tuple
     clavicles = (np.exp(-((Y - clav_y) / 0.024) ** 4) * _step((ax - 0.07) / 0.01)
                  * _step((0.62 - ax) / 0.02))
     D = D + 0.8 * an.bone * clavicles
-    return D, {"markings": markings}
+    return D, {"markings": markings, "px": px}
 
 
 def draw_chest(findings: Iterable[str] = (), size: int = 256, seed: int = 0, patient: int = 1,
