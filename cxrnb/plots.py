@@ -2,7 +2,8 @@
 
 Figures are built as plain ``matplotlib.figure.Figure`` objects, not through pyplot, so nothing
 depends on a display or a backend (headless runs render with Agg when saving) and no figure leaks
-into pyplot's global registry. A notebook shows one by ending a cell with ``fig``.
+into pyplot's global registry. A notebook shows one by ending a cell with ``fig`` once
+``%matplotlib inline`` has run (or shows the saved PNG, footer included, with IPython's ``Image``).
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ def loss_curves(history: pd.DataFrame | dict[str, pd.DataFrame], keys: list[str]
     return fig
 
 
-def recon_pairs(inputs: Tensor, recons: Tensor, title: str | None = "input (top) and reconstruction (bottom)") -> Figure:
+def recon_pairs(inputs: Tensor, recons: Tensor,
+                title: str | None = "input (top) and reconstruction (bottom)") -> Figure:
     """Real images above their reconstructions, column by column."""
     n = len(inputs)
     grid = tile(torch.cat([torch.as_tensor(inputs), torch.as_tensor(recons)]), nrow=n)

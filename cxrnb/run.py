@@ -92,10 +92,15 @@ def read_overrides(params_file: str | Path | None, overrides: tuple[str, ...] | 
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise CxrnbError(f"parameters file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict) or not all(isinstance(v, dict) for k, v in data.items() if _is_section(str(k))):
+        if not isinstance(data, dict):
             raise CxrnbError(f"parameters file {path} must be a mapping of name: value "
                              "(and notebook prefix: {name: value})")
-        layers.append({str(k): v for k, v in data.items()})
+        # YAML reads an unquoted 02 as the integer 2: give prefixes back their two digits.
+        layer = {f"{k:02d}" if isinstance(k, int) else str(k): v for k, v in data.items()}
+        if not all(isinstance(v, dict) for k, v in layer.items() if _is_section(k)):
+            raise CxrnbError(f"parameters file {path}: a notebook prefix must hold a mapping, "
+                             "e.g. '02': {epochs: 1}")
+        layers.append(layer)
     cli: dict = {}
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -129,12 +134,15 @@ def _check_keys(layers: list[dict], notebooks: list[Path], declared: dict[str, d
 
 
 def _resolve(params: dict, profile: str) -> dict:
-    """Read "$NAME" values from the environment; make data_root absolute and check it exists."""
+    """Read "$NAME" values from the environment; make data_root absolute and check it exists.
+
+    Only a notebook's declared parameters are resolved, so a notebook that does not read the
+    images runs without CXR14_ROOT."""
     out = dict(params)
     for key, value in params.items():
         if isinstance(value, str) and value.startswith("$"):
             if not os.environ.get(value[1:]):
-                raise CxrnbError(f"profile {profile!r} reads {key} from {value}, which is unset: export "
+                raise CxrnbError(f"{key} is read from {value} (profile {profile!r}), which is unset: export "
                                  f"{value[1:]}=/path/to/cxr14, or --set {key}=..., or use --profile smoke")
             out[key] = os.environ[value[1:]]
     root = out.get("data_root")
@@ -205,10 +213,10 @@ def reproduce(profile: str = "cpu", params_file: str | Path | None = None,
         merged = {}
         for layer in [PROFILES[profile], *layers]:
             merged.update(_for_notebook(layer, nb.stem))
-        merged = _resolve({**merged, "reports_dir": str(reports / "figures" / nb.stem)}, profile)
-        roots.add(merged.get("data_root"))
-        runs.append(NotebookRun(nb.stem, parameters={k: v for k, v in merged.items()
-                                                     if k in declared[nb.stem]}))
+        merged["reports_dir"] = str(reports / "figures" / nb.stem)
+        params = _resolve({k: v for k, v in merged.items() if k in declared[nb.stem]}, profile)
+        roots.add(params.get("data_root"))
+        runs.append(NotebookRun(nb.stem, parameters=params))
     (reports / "runs").mkdir(parents=True, exist_ok=True)
     try:
         with tqdm(total=len(selected), desc="notebooks", disable=not progress) as bar:
@@ -237,8 +245,9 @@ def write_index(reports: Path, runs: list[NotebookRun], profile: str, source: st
              f"{datetime.now():%Y-%m-%d %H:%M}", "",
              "| notebook | status | time | executed copy |", "|---|---|---|---|"]
     for r in runs:
-        copy = f"[runs/{r.name}.ipynb](runs/{r.name}.ipynb)" if r.status != "not run" else ""
-        lines.append(f"| {r.name} | {r.status} | {_duration(r.seconds) if r.status != 'not run' else ''} | {copy} |")
+        ran = r.status != "not run"
+        time_, copy = (_duration(r.seconds), f"[runs/{r.name}.ipynb](runs/{r.name}.ipynb)") if ran else ("", "")
+        lines.append(f"| {r.name} | {r.status} | {time_} | {copy} |")
     for r in runs:
         if r.status == "not run":
             continue

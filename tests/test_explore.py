@@ -34,7 +34,7 @@ class Toy(GenerativeModel):
         return self.enc(x.flatten(1)), torch.zeros(len(x), D)
 
     def sample_latent(self, n, generator=None, component=None):
-        k = torch.full((n,), component) if component is not None else torch.randint(3, (n,), generator=generator)
+        k = torch.randint(3, (n,), generator=generator) if component is None else torch.full((n,), component)
         return (self.means[k] + torch.randn(n, D, generator=generator)).view(n, *self.latent_shape)
 
     def decode(self, z, y=None):
@@ -177,4 +177,5 @@ def test_conditional_model_needs_labels(toy):
     cond.conditional = True
     with pytest.raises(CxrnbError, match="pass y"):
         explore.decode_grid(cond, torch.zeros(2, D))
-    assert explore.decode_grid(cond, torch.zeros(2, D), y=torch.zeros(15)).shape == (2 + S + 2, 2 + 2 * (S + 2))
+    grid = explore.decode_grid(cond, torch.zeros(2, D), y=torch.zeros(15))
+    assert grid.shape == (2 + S + 2, 2 + 2 * (S + 2))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
 from cxrnb import run
 from cxrnb.errors import CxrnbError
@@ -54,16 +53,16 @@ def test_parameter_layers_and_index(tmp_path, two_notebooks):
     (reports / "figures" / "01_data").mkdir(parents=True)
     (reports / "figures" / "01_data" / "stale.png").write_bytes(b"from an earlier run")
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"epochs": 2, "seed": 6}))
+    params.write_text("epochs: 2\nseed: 6\n02:\n  epochs: 3\n")     # an unquoted 02 is read as int 2
 
     index = run.reproduce("test", params_file=params, overrides=["seed=7", "02.betas=[0.002]"],
                           reports=reports, notebooks=two_notebooks, progress=False)
 
     def effective(name):
         return json.loads((reports / "figures" / name / "params.json").read_text())
-    # profile < profile section < YAML < --set; undeclared parameters (device) are not passed.
+    # profile < profile section < YAML < YAML section < --set; undeclared ones (device) are not passed.
     assert effective("01_data") == {"data_root": "phantom", "image_size": 32, "epochs": 2, "seed": 7}
-    assert effective("02_train") == {"epochs": 2, "betas": [0.002], "seed": 7}
+    assert effective("02_train") == {"epochs": 3, "betas": [0.002], "seed": 7}
     injected = nbformat.read(reports / "runs" / "01_data.ipynb", 4).metadata.papermill.parameters
     assert set(injected) == {"data_root", "image_size", "epochs", "seed", "reports_dir"}
 
@@ -77,23 +76,27 @@ def test_parameter_layers_and_index(tmp_path, two_notebooks):
 
 
 @pytest.mark.slow
-def test_a_failing_notebook_stops_the_run_and_is_indexed(tmp_path):
+def test_a_failing_notebook_stops_the_run_and_is_indexed(tmp_path, monkeypatch):
     folder = tmp_path / "notebooks"
     folder.mkdir()
     write_notebook(folder / "01_ok.ipynb", "reports_dir = ''", "x = 1")
     write_notebook(folder / "02_fail.ipynb", "reports_dir = ''",
                    "y = 2\nraise ValueError('bad beta')\n# never reached")
     write_notebook(folder / "03_never.ipynb", "reports_dir = ''", "z = 3")
+    write_notebook(folder / "04_not_selected.ipynb", "reports_dir = ''", "z = 4")
     reports = tmp_path / "reports"
+    # The cpu profile needs CXR14_ROOT only for notebooks that declare data_root: none here.
+    monkeypatch.delenv("CXR14_ROOT", raising=False)
     with pytest.raises(CxrnbError) as err:
-        run.reproduce("smoke", reports=reports, notebooks=folder, progress=False)
+        run.reproduce("cpu", only=["01", "02", "03"], reports=reports, notebooks=folder, progress=False)
     message = str(err.value)
     assert "\n" not in message
     assert "02_fail" in message and "`y = 2`" in message and "ValueError: bad beta" in message
     text = (reports / "index.md").read_text()
     assert re.search(r"\| 01_ok \| ok \| \d+\.\d s \|", text)
     assert re.search(r"\| 02_fail \| failed: ValueError in cell \[\d+\] \| \d+\.\d s \|", text)
-    assert "| 03_never | not run |" in text
+    assert "| 03_never | not run |" in text and "04_not_selected" not in text
+    assert "data: no data_root set" in text
     assert not (reports / "runs" / "03_never.ipynb").exists()
 
 
@@ -106,7 +109,7 @@ def test_a_failing_notebook_stops_the_run_and_is_indexed(tmp_path):
     ({"overrides": ["reports_dir=/tmp"]}, "set by the runner"),
     ({"only": ["07"]}, "no notebook starts with 07; notebooks: 01_data, 02_train"),
     ({"params_file": "missing.yaml"}, "parameters file missing.yaml not found"),
-    ({"profile": "cpu"}, r"reads data_root from \$CXR14_ROOT, which is unset"),
+    ({"profile": "cpu"}, r"data_root is read from \$CXR14_ROOT \(profile 'cpu'\), which is unset"),
     ({"overrides": ["data_root=/no/such/folder"]}, "data_root /no/such/folder is not a folder"),
 ])
 def test_bad_input_fails_before_any_notebook_runs(tmp_path, two_notebooks, monkeypatch, kwargs, message):
@@ -118,10 +121,13 @@ def test_bad_input_fails_before_any_notebook_runs(tmp_path, two_notebooks, monke
     assert not (tmp_path / "reports").exists()
 
 
-def test_yaml_file_must_be_a_mapping(tmp_path, two_notebooks):
+@pytest.mark.parametrize("text, message", [("- epochs\n- 2\n", "must be a mapping"),
+                                           ("'02': 5\n", "a notebook prefix must hold a mapping"),
+                                           ("epochs: [1\n", "is not valid YAML")])
+def test_bad_yaml_file(tmp_path, two_notebooks, text, message):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("- epochs\n- 2\n")
-    with pytest.raises(CxrnbError, match="must be a mapping"):
+    bad.write_text(text)
+    with pytest.raises(CxrnbError, match=message):
         run.reproduce("test", params_file=bad, notebooks=two_notebooks, progress=False)
 
 
