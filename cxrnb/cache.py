@@ -170,7 +170,8 @@ class ArrayLoader:
                  rows: np.ndarray | None = None):
         self.images, self.labels = images, np.asarray(labels, np.float32)
         self.rows = np.arange(len(images)) if rows is None else np.asarray(rows, np.int64)
-        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed = seed
         self.epoch = 0   # the epoch the next plain iteration yields
 
     def __len__(self) -> int:
@@ -209,7 +210,8 @@ class CachedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.rows[i]
-        return torch.from_numpy(np.array(self.images[r])).unsqueeze(0), torch.from_numpy(self.labels[r])
+        u8 = torch.from_numpy(np.array(self.images[r])).unsqueeze(0)
+        return u8, torch.from_numpy(self.labels[r])
 
 
 class ImageCache:
@@ -242,8 +244,8 @@ class ImageCache:
         self.meta, size, n_rows, n_images = meta, meta["size"], meta["n_rows"], meta["n_images"]
         index = pd.read_csv(self.path / "index.csv")
         if len(index) != n_images:
-            raise CxrnbError(f"cache {self.path} index has {len(index)} rows, meta says {n_images}: "
-                             "delete it and run `cxrnb prepare` again")
+            raise CxrnbError(f"cache {self.path} index has {len(index)} rows, meta says "
+                             f"{n_images}: delete it and run `cxrnb prepare` again")
         self.size, self.source = size, meta["source"]
         self.images = np.memmap(images_file, np.uint8, "r", shape=(n_rows, size, size))
         self.index = split_by_patient(index, fractions, split_seed)

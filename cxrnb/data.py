@@ -63,7 +63,8 @@ def packaged_table() -> Path:
                          "pass the path of Data_Entry_2017.csv")
     path = Path(spec.submodule_search_locations[0]) / "data" / "Data_Entry_2017_v2020.csv.gz"
     if not path.is_file():
-        raise CxrnbError(f"torchxrayvision has no {path.name}: pass the path of Data_Entry_2017.csv")
+        raise CxrnbError(f"torchxrayvision has no {path.name}: "
+                         "pass the path of Data_Entry_2017.csv")
     return path
 
 
@@ -184,8 +185,8 @@ def split_by_patient(df: pd.DataFrame, fractions: tuple[float, float, float] = (
 
 
 def label_matrix(df: pd.DataFrame) -> np.ndarray:
-    """The (N, 15) float32 multi-hot matrix in LABELS order."""
-    return df[list(LABELS)].to_numpy(np.float32)
+    """The (N, 15) float32 multi-hot matrix in LABELS order (a writable copy, torch-ready)."""
+    return np.array(df[list(LABELS)], dtype=np.float32)
 
 
 def data_source(root: str | Path, n_images: int | None = None) -> str:

@@ -172,7 +172,8 @@ def test_resolve_root_phantom_writes_it_once(tmp_path, monkeypatch):
         return path
 
     monkeypatch.setattr(data, "_repo_dir", lambda: tmp_path)
-    monkeypatch.setitem(sys.modules, "cxrnb.phantom", types.SimpleNamespace(write_phantom=write_phantom))
+    fake = types.SimpleNamespace(write_phantom=write_phantom)
+    monkeypatch.setitem(sys.modules, "cxrnb.phantom", fake)
     first, second = resolve_root("phantom"), resolve_root("phantom")
     assert first == second == tmp_path / "data" / "phantom"
     assert calls == [(tmp_path / "data" / "phantom", 512, 256, 0)]

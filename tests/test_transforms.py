@@ -119,8 +119,8 @@ def reference_pipeline(size: int) -> T.Compose:
 @pytest.mark.parametrize("shape,size", [((300, 217), 64), ((256, 256), 128)])
 def test_preprocess_matches_paper_pipeline(shape, size):
     y, x = np.mgrid[: shape[0], : shape[1]]
-    u8 = (127 + 60 * np.sin(x / 17) * np.cos(y / 23) + np.random.default_rng(1).normal(0, 20, shape))
-    u8 = u8.clip(0, 255).astype(np.uint8)
+    noise = np.random.default_rng(1).normal(0, 20, shape)
+    u8 = (127 + 60 * np.sin(x / 17) * np.cos(y / 23) + noise).clip(0, 255).astype(np.uint8)
     np.testing.assert_array_equal(preprocess(u8, size),
                                   np.asarray(reference_pipeline(size)(Image.fromarray(u8))))
 
