@@ -1,0 +1,212 @@
+"""Gaussian-mixture VAE (Dilokthanakul et al.) and its label-conditioned FS-GMVAE: paper §4, §5.1, Table 4.
+
+    x (3 x S x S) -> ImageNet encoder (VGG16 or DenseNet121 ``.features``)
+      -> [transition net: Conv1x1(C -> 300) BatchNorm ReLU MaxPool] or flatten
+      -> Linear -> mean, log-variance of q(z|x)
+    z (, y) -> decoder ("linear", Table 2's "decoder1" or Table 3's "decoder2") -> 3 x S x S
+
+The prior is a uniform mixture of K Gaussians with learned means and log-variances, so KL(q || p) has
+no closed form; it is estimated from the one reparameterised sample, log q(z|x) - log p(z), with
+log p(z) a log-sum-exp over the components (as in Dilokthanakul et al. and CS236 HW2's GMVAE).
+FS-GMVAE concatenates the multi-hot label y (the 15 ``LABELS``) to z before decoding: it generates
+the findings it is given. The encoder sees only x.
+
+Choices the paper leaves open, stated here:
+
+* Decoders 1 and 2 start from a (14 x 14) grid (size / 16 in general) of 14 or 128 channels; a
+  Linear(z [+ 15] -> channels * grid^2) + ReLU makes that grid from z. Tables 2-3 list only the
+  ConvT layers, and their counts (1,920 and 172,800) are the ConvT *weights*; ``param_counts``
+  reports that number as "decoder_weights" beside the full decoder. ReLU between ConvTs.
+* "Linear Layers" (FS V1-V2): Linear(z + 15 -> 512) ReLU Linear(512 -> S * S): one grey channel,
+  copied to the 3 input channels (the input is a grey image copied to 3 channels too).
+* Every decoder ends in a Sigmoid ([0, 1] image), then applies the ImageNet normalisation when the
+  preset uses it, so reconstructions are compared (MSE, averaged over pixels) in the input space.
+* Transition net: MaxPool2d(7) on VGG16's 7 x 7 map at 224 px is a global max; it is written as
+  ``AdaptiveMaxPool2d(1)``, identical at 224 and defined at smaller sizes (2 x 2 at 64 px).
+* "Encoder in Eval" (``freeze_encoder=True``, the default): ImageNet weights frozen and the encoder
+  kept in eval mode (DenseNet's BatchNorm statistics stay ImageNet's). Table 4 does not say which
+  variants froze it; Table 5 reports both.
+
+Image size: any multiple of 32 (the encoders downsample 32x); the paper's is 224.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from cxrnb.errors import CxrnbError
+from cxrnb.labels import LABELS
+from cxrnb.models.base import IMAGENET_MEAN, IMAGENET_STD, GenerativeModel, InputSpec
+
+ENCODERS = {"vgg16": (512, torchvision.models.VGG16_Weights.IMAGENET1K_V1),
+            "densenet121": (1024, torchvision.models.DenseNet121_Weights.IMAGENET1K_V1)}
+DECONV_WIDTHS = {"decoder1": (14, 6, 3, 3, 3), "decoder2": (128, 64, 32, 16, 3)}   # Tables 2 and 3
+DECODERS = ("linear", *DECONV_WIDTHS)
+LINEAR_HIDDEN = 512
+TRANSITION_CHANNELS = 300
+
+
+def imagenet_file(encoder: str) -> Path:
+    """Where torchvision keeps (and looks for) the encoder's ImageNet weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(ENCODERS[encoder][1].url).name
+
+
+def backbone(encoder: str, weights: str | None) -> tuple[nn.Module, bool]:
+    """The encoder's ``.features`` and whether ImageNet weights were loaded into it.
+
+    weights: "imagenet" (required), "auto" (used when the file is in the torch hub cache, otherwise
+    random weights and a warning), or None (random). Nothing is ever downloaded.
+    """
+    path = imagenet_file(encoder)
+    if weights == "imagenet" and not path.exists():
+        raise CxrnbError(f"ImageNet weights for {encoder} not found: put {path.name} (from "
+                         f"{ENCODERS[encoder][1].url}) in {path.parent}, or build with weights=None")
+    pretrained = weights is not None and path.exists()
+    if weights == "auto" and not pretrained:
+        warnings.warn(f"no ImageNet weights for {encoder} at {path}: its encoder starts from RANDOM "
+                      f"weights, unlike the paper's; put {path.name} there to use them", stacklevel=3)
+    tv_weights = ENCODERS[encoder][1] if pretrained else None
+    if encoder == "densenet121":        # torchvision's DenseNet applies this ReLU after .features
+        return nn.Sequential(torchvision.models.densenet121(weights=tv_weights).features, nn.ReLU()), pretrained
+    if pretrained:
+        return torchvision.models.vgg16(weights=tv_weights).features, True
+    # The same 13 conv layers, without building VGG16's 120M-parameter classifier only to drop it.
+    return torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"]), False
+
+
+def conv_decoder(widths: tuple[int, ...], in_dim: int, grid: int) -> nn.Sequential:
+    """Linear -> widths[0] x grid x grid, then ConvT(k4 s2 p1) doublings through ``widths``."""
+    layers: list[nn.Module] = [nn.Linear(in_dim, widths[0] * grid * grid), nn.ReLU(True),
+                               nn.Unflatten(1, (widths[0], grid, grid))]
+    for c_in, c_out in zip(widths, widths[1:]):
+        layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.ReLU(True)]
+    layers[-1] = nn.Sigmoid()
+    return nn.Sequential(*layers)
+
+
+def linear_decoder(in_dim: int, size: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, LINEAR_HIDDEN), nn.ReLU(True), nn.Linear(LINEAR_HIDDEN, size * size),
+                         nn.Sigmoid(), nn.Unflatten(1, (1, size, size)))
+
+
+def log_normal(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mean, diag(exp(logvar))), summed over the last dimension."""
+    return -0.5 * (math.log(2 * math.pi) + logvar + (z - mean).pow(2) / logvar.exp()).sum(-1)
+
+
+def log_normal_mixture(z: Tensor, means: Tensor, logvars: Tensor) -> Tensor:
+    """log of the uniform mixture (1/K) sum_k N(z; means[k], exp(logvars[k])); z (B, D), means (K, D)."""
+    log_components = log_normal(z.unsqueeze(1), means, logvars)             # (B, K)
+    return torch.logsumexp(log_components, dim=1) - math.log(means.shape[0])
+
+
+class GMVAE(GenerativeModel):
+    """One row of Table 4: ``conditional=True`` makes it the FS-GMVAE."""
+
+    family = "gmvae"
+
+    def __init__(self, image_size: int = 224, z_dim: int = 1000, k: int = 50, transition: bool = True,
+                 normalize: bool = True, encoder: str = "vgg16", decoder: str = "decoder1",
+                 conditional: bool = False, freeze_encoder: bool = True, weights: str | None = "auto",
+                 lr: float = 1e-4):
+        super().__init__()
+        if image_size % 32 or image_size < 32:
+            raise CxrnbError(f"the GMVAE needs an image size that is a multiple of 32 (its encoders "
+                             f"downsample 32x), e.g. 64 or 224; got {image_size}")
+        if encoder not in ENCODERS:
+            raise CxrnbError(f"unknown encoder {encoder!r}; valid: {', '.join(ENCODERS)}")
+        if decoder not in DECODERS:
+            raise CxrnbError(f"unknown decoder {decoder!r}; valid: {', '.join(DECODERS)}")
+        if weights not in ("auto", "imagenet", None):
+            raise CxrnbError(f"weights must be 'auto', 'imagenet' or None; got {weights!r}")
+        self.input_spec = InputSpec(size=image_size, channels=3, value_range="unit", imagenet_norm=normalize)
+        self.latent_dim, self.conditional = z_dim, conditional
+        self.freeze_encoder, self.lr = freeze_encoder, lr
+
+        self.encoder, self.pretrained = backbone(encoder, weights)
+        if freeze_encoder:
+            self.encoder.requires_grad_(False).eval()
+        channels, grid = ENCODERS[encoder][0], image_size // 32
+        if transition:
+            self.to_latent = nn.Sequential(
+                nn.Conv2d(channels, TRANSITION_CHANNELS, 1), nn.BatchNorm2d(TRANSITION_CHANNELS), nn.ReLU(True),
+                nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(TRANSITION_CHANNELS, 2 * z_dim))
+        else:
+            self.to_latent = nn.Sequential(nn.Flatten(), nn.Linear(channels * grid * grid, 2 * z_dim))
+
+        in_dim = z_dim + (len(LABELS) if conditional else 0)
+        self.decoder = (linear_decoder(in_dim, image_size) if decoder == "linear"
+                        else conv_decoder(DECONV_WIDTHS[decoder], in_dim, image_size // 16))
+
+        # The mixture prior: K learned Gaussians (means spread as in CS236 HW2, unit variances).
+        self.prior_mean = nn.Parameter(torch.randn(k, z_dim) / math.sqrt(k * z_dim))
+        self.prior_logvar = nn.Parameter(torch.zeros(k, z_dim))
+
+    def train(self, mode: bool = True) -> GMVAE:
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()                    # "Encoder in Eval"
+        return self
+
+    def optimizer(self, part: str = "model") -> torch.optim.Optimizer:
+        return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.lr)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            h = self.encoder(x)
+        mean, logvar = self.to_latent(h).chunk(2, dim=1)
+        return mean, logvar
+
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.conditional:
+            if y is None:
+                raise CxrnbError(f"this FS-GMVAE is conditional: pass labels y of shape "
+                                 f"({len(z)}, {len(LABELS)}) (multi-hot over cxrnb.labels.LABELS)")
+            z = torch.cat([z, y.to(z.dtype)], dim=1)
+        x = self.decoder(z).expand(-1, 3, -1, -1)     # [0, 1]; the linear decoder's grey copied to 3
+        if not self.input_spec.imagenet_norm:
+            return x
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The decoded posterior mean."""
+        return self.decode(self.encode(x)[0], y)
+
+    def loss(self, x: Tensor, y: Tensor | None = None, part: str = "model") -> dict[str, Tensor]:
+        mean, logvar = (t.float() for t in self.encode(x))
+        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        kl = (log_normal(z, mean, logvar) - log_normal_mixture(z, self.prior_mean, self.prior_logvar)).mean()
+        recon = F.mse_loss(self.decode(z, y).float(), x.float())
+        return {"loss": recon + kl, "recon": recon.detach(), "kl": kl.detach()}
+
+    @torch.no_grad()
+    def sample_latent(self, n: int, generator: torch.Generator | None = None,
+                      component: int | None = None) -> Tensor:
+        """n draws from the mixture prior, or from its component ``component`` alone."""
+        k = self.prior_mean.shape[0]
+        if component is not None and not 0 <= component < k:
+            raise CxrnbError(f"component must be in 0..{k - 1}; got {component}")
+        device = generator.device if generator is not None else self.device
+        which = (torch.randint(k, (n,), generator=generator, device=device) if component is None
+                 else torch.full((n,), component, device=device))
+        eps = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        which, eps = which.to(self.device), eps.to(self.device)
+        return self.prior_mean[which] + (0.5 * self.prior_logvar[which]).exp() * eps
+
+    def param_counts(self) -> dict[str, int]:
+        count = {name: sum(p.numel() for p in getattr(self, name).parameters())
+                 for name in ("encoder", "to_latent", "decoder")}
+        count["decoder_weights"] = sum(m.weight.numel() for m in self.decoder.modules()
+                                       if isinstance(m, nn.ConvTranspose2d))    # Table 5's "Decoder1/2"
+        count["prior"] = self.prior_mean.numel() + self.prior_logvar.numel()
+        count["total"] = sum(p.numel() for p in self.parameters())
+        return count
