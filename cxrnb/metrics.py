@@ -106,15 +106,15 @@ def _chunks(x, chunk: int):
     """(start, float32 (c, D) rows) of a feature array or an image array (flattened, uint8 / 255)."""
     for i in range(0, len(x), chunk):
         part = x[i:i + chunk]
-        part = as_unit_images(part).flatten(1) if np.asarray(part).ndim != 2 else torch.as_tensor(
-            np.asarray(part), dtype=torch.float32)
-        yield i, part
+        yield i, (as_unit_images(part).flatten(1) if part.ndim > 2
+                  else torch.as_tensor(np.asarray(part), dtype=torch.float32))
 
 
-def nearest(a, b, chunk: int = 512) -> tuple[Tensor, Tensor]:
+def nearest(a, b, chunk: int = 512, progress: bool = False) -> tuple[Tensor, Tensor]:
     """For each row of ``a``, the L2 distance to and index of its nearest row of ``b``; chunked over
     both so that neither the (|a|, |b|) matrix nor ``b`` as floats has to fit in memory at once."""
     dists, idxs = [], []
+    bar = tqdm(total=len(a), desc="nearest training image", disable=not progress)
     for _, qa in _chunks(a, chunk):
         best_d = torch.full((len(qa),), float("inf"))
         best_i = torch.zeros(len(qa), dtype=torch.long)
@@ -124,6 +124,8 @@ def nearest(a, b, chunk: int = 512) -> tuple[Tensor, Tensor]:
             best_d, best_i = torch.where(better, d, best_d), torch.where(better, i + j, best_i)
         dists.append(best_d)
         idxs.append(best_i)
+        bar.update(len(qa))
+    bar.close()
     return torch.cat(dists), torch.cat(idxs)
 
 
@@ -202,16 +204,17 @@ class Memorisation:
                              "distance": self.gen_dist[order]})
 
 
-def _memorisation(space: str, gen, train, test, quantile: float, chunk: int, scale: float) -> Memorisation:
-    gd, gi = nearest(gen, train, chunk)
-    td, _ = nearest(test, train, chunk)
+def _memorisation(space: str, gen, train, test, quantile: float, chunk: int, scale: float,
+                  progress: bool) -> Memorisation:
+    gd, gi = nearest(gen, train, chunk, progress)
+    td, _ = nearest(test, train, chunk, progress)
     gd, td = gd.numpy() / scale, td.numpy() / scale
     thr = float(np.quantile(td, quantile))
     return Memorisation(space, gd, gi.numpy(), td, quantile, thr, float((gd < thr).mean()))
 
 
 def memorisation(generated, train, test, feature_fn: Callable | None = None, quantile: float = 0.05,
-                 chunk: int = 512) -> dict[str, Memorisation]:
+                 chunk: int = 512, progress: bool = True) -> dict[str, Memorisation]:
     """Does the model copy its training images?
 
     For every generated image, the nearest training image by pixel distance (RMS grey-level
@@ -224,11 +227,12 @@ def memorisation(generated, train, test, feature_fn: Callable | None = None, qua
     if len(shapes) != 1:
         raise CxrnbError(f"generated, train and test images must share one shape, got {sorted(shapes)}")
     (c, h, w), = shapes
-    out = {"pixel": _memorisation("pixel", generated, train, test, quantile, chunk, (c * h * w) ** 0.5)}
+    out = {"pixel": _memorisation("pixel", generated, train, test, quantile, chunk,
+                                  (c * h * w) ** 0.5, progress)}
     if feature_fn is not None:
         feats = [torch.cat([feature_fn(x[i:i + chunk]) for i in range(0, len(x), chunk)])
                  for x in (generated, train, test)]
-        out["feature"] = _memorisation("feature", *feats, quantile, chunk, 1.0)
+        out["feature"] = _memorisation("feature", *feats, quantile, chunk, 1.0, progress)
     return out
 
 
@@ -237,13 +241,16 @@ REAL = "real (held-out)"   # the reference row: a second real subset scored like
 
 def evaluate(real_test, generated, extractors: Sequence[FeatureExtractor], n_repeats: int = 5,
              subset_size: int | None = None, seed: int = 0, k: int = 3, kid_subsets: int = 50,
-             kid_subset_size: int = 1000, ms_ssim_pairs: int = 200, progress: bool = True) -> pd.DataFrame:
+             kid_subset_size: int = 1000, ms_ssim_pairs: int = 200, train=None,
+             quantile: float = 0.05, progress: bool = True) -> pd.DataFrame:
     """Every metric in every available feature space, mean ± std over ``n_repeats`` random subsets.
 
     ``generated`` is one image set or a mapping {model name: images}. Each repeat draws two disjoint
     real subsets A and B of ``subset_size`` (default: half the real set, capped by the smallest
     generated set) and one of each generated set: every model is scored against A, and B is scored
     against A as the row ``"real (held-out)"`` — the value a perfect generator would get at this n.
+    With ``train`` images, metric "memorised" (pixel space) is the fraction of a subset closer to
+    its nearest training image than the ``quantile`` of A's distances (see ``memorisation``).
 
     Returns long-form rows: model, space, metric, mean, std, n_real, n_generated, n_repeats, note.
     An unavailable feature space gets one row with its reason in ``note`` and no numbers.
@@ -286,6 +293,14 @@ def evaluate(real_test, generated, extractors: Sequence[FeatureExtractor], n_rep
         for name, x in sets.items():
             v = ms_ssim_diversity(as_unit_images(x[np.sort(pick(name, r))]), ms_ssim_pairs, seed + r)
             scores.setdefault((name, "pixel", "MS-SSIM"), []).append(v)
+    if train is not None:
+        dist = {name: nearest(x, train)[0].numpy() for name, x in
+                tqdm(sets.items(), desc="memorisation", disable=not progress)}
+        for r in range(n_repeats):
+            threshold = np.quantile(dist[REAL][ref(r)], quantile)
+            for name in sets:
+                v = float((dist[name][pick(name, r)] < threshold).mean())
+                scores.setdefault((name, "pixel", "memorised"), []).append(v)
     for (name, space, metric), vals in scores.items():
         rows.append({"model": name, "space": space, "metric": metric, "mean": float(np.mean(vals)),
                      "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else np.nan, "note": ""})

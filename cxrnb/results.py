@@ -18,7 +18,8 @@ from cxrnb.metrics import REAL
 
 # Which way is better. MS-SSIM diversity is best near the real images' own value: lower than that
 # is not "more realistic", only noisier.
-DIRECTION = {"FID": "↓", "KID": "↓", "precision": "↑", "recall": "↑", "MS-SSIM": "≈ real"}
+DIRECTION = {"FID": "↓", "KID": "↓", "precision": "↑", "recall": "↑", "MS-SSIM": "≈ real",
+             "memorised": "≈ real"}
 
 
 def family_of(model: str) -> str | None:
@@ -110,7 +111,10 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
         lines.append("| " + " | ".join([model, *cells, counts]) + " |")
     lines += ["", f"- Row `{REAL}`: a second real test subset scored like a model, what a perfect "
               "generator would get at the same n. ↓ lower is better, ↑ higher is better, "
-              "≈ real: best close to that row."]
+              "≈ real: best close to that row. MS-SSIM: mean similarity of random pairs within "
+              "the set (lower = more diverse). memorised: fraction of images closer to their "
+              "nearest training image than the real test images' 5th percentile (evaluate's "
+              "`quantile`) of that distance."]
     lines += [f"- Feature space `{r.space}`: {r.note}." for _, r in rows[rows.metric == ""].iterrows()]
     lines += ["", "## Does the paper's ranking hold?", ""]
     lines += [f"- {s}" for s in ranking_sentences(rows, families)] or ["- no FID rows."]

@@ -237,6 +237,17 @@ def test_evaluate_one_repeat_equals_the_metrics_on_its_subsets():
     assert np.isnan(df.loc[("generated", "pooled", "FID"), "std"])
 
 
+def test_evaluate_memorised_fraction_flags_a_model_that_copies_its_training_set():
+    g = torch.Generator().manual_seed(2)
+    train, real = _blobs(50, g), _blobs(40, g)
+    copies, fresh = train[:20], _blobs(20, g)
+    df = metrics.evaluate(real, {"copies": copies, "fresh": fresh}, [], n_repeats=3, train=train,
+                          ms_ssim_pairs=10, progress=False)
+    mem = df[df.metric == "memorised"].set_index("model")["mean"]
+    assert mem["copies"] == 1.0                  # distance 0 is below any threshold
+    assert mem["fresh"] < 0.5 and mem[metrics.REAL] < 0.5
+
+
 def test_evaluate_rejects_too_few_images():
     with pytest.raises(CxrnbError, match="subset_size"):
         metrics.evaluate(torch.rand(10, 1, 32, 32), torch.rand(10, 1, 32, 32), [Pooled()],
