@@ -140,11 +140,12 @@ def prepare(root: str | Path | None = None, csv: str | Path | None = None, size:
         failed = df["image"][state == FAILED].tolist()
         if not good.any():
             raise CxrnbError(f"none of the {len(df):,} images in {root} could be decoded: "
-                             "check the files")
+                             f"check the files, then delete {path} and prepare again")
         if failed:
             warnings.warn(f"{len(failed)} image(s) could not be decoded and were left out "
-                          f"(listed in {path / 'meta.json'}): {', '.join(failed[:5])}"
-                          + (" ..." if len(failed) > 5 else ""), stacklevel=2)
+                          f"(listed in {path / 'meta.json'}; delete that folder to retry them): "
+                          + ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""),
+                          stacklevel=2)
         index = df[good].assign(row=np.flatnonzero(good), path=df["path"][good].astype(str))
         _write_atomic(path / "index.csv", index.to_csv(index=False))
         meta = {"key": path.name, "version": PREP_VERSION, "root": str(root),
