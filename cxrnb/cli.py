@@ -75,11 +75,11 @@ def main(argv: list[str] | None = None) -> None:
 def _dispatch(a: argparse.Namespace) -> None:
     if a.command == "prepare":
         from cxrnb.cache import prepare
-        prepare(root=a.root, csv=a.csv, size=a.size, workers=a.workers, cache_dir=a.cache_dir,
-                on_missing=a.on_missing)
+        print(prepare(root=a.root, csv=a.csv, size=a.size, workers=a.workers,
+                      cache_dir=a.cache_dir, on_missing=a.on_missing))
     elif a.command == "download":
         from cxrnb.download import download
-        download(parts=a.parts, out=a.out, base_url=a.base_url)
+        print(download(parts=a.parts, out=a.out, base_url=a.base_url))
     elif a.command == "phantom":
         from cxrnb.phantom import write_phantom
         print(write_phantom(a.out, n=a.n, size=a.size, seed=a.seed))
