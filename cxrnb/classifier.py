@@ -48,7 +48,8 @@ class CxrNet(nn.Module):
         super().__init__()
 
         def conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                    nn.ReLU(True)]
 
         w = width
         self.body = nn.Sequential(
@@ -129,7 +130,8 @@ def _check(images, labels) -> tuple[Tensor, Tensor]:
     if x.dtype != torch.uint8:
         x = x.float()
         if x.numel() and (x.min() < 0 or x.max() > 1):
-            raise CxrnbError("float images must lie in [0, 1]; pass uint8 cache images or divide by 255")
+            raise CxrnbError("float images must lie in [0, 1]; pass uint8 cache images or "
+                             "divide by 255")
     return x, y[:, :len(FINDINGS)]
 
 
@@ -241,7 +243,8 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
             clf = fit_classifier(x, y, replace(cfg, seed=seed), device=device, progress=False)
             auc = auroc_per_finding(clf, xt, yt)
             auc["macro"] = auc.mean()
-            rows += [{"regime": regime, "seed": seed, "finding": f, "auroc": a} for f, a in auc.items()]
+            rows += [{"regime": regime, "seed": seed, "finding": f, "auroc": a}
+                     for f, a in auc.items()]
     per_seed = pd.DataFrame(rows)
     out = (per_seed.groupby(["regime", "finding"], sort=False)["auroc"]
            .agg(mean="mean", std="std", n_seeds="count").reset_index())

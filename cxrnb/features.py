@@ -24,12 +24,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from cxrnb.errors import CxrnbError
 
 if TYPE_CHECKING:
     from cxrnb.classifier import Classifier
 
-XRV_WEIGHTS = "densenet121-res224-all"                    # trained on NIH, PadChest, CheXpert, MIMIC ...
-TV_INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"     # torchvision's Inception_V3_Weights.IMAGENET1K_V1
+XRV_WEIGHTS = "densenet121-res224-all"            # trained on NIH, PadChest, CheXpert, MIMIC, ...
+TV_INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"            # torchvision IMAGENET1K_V1
 FID_INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's TF-FID port
 
 
@@ -63,11 +66,11 @@ class FeatureExtractor:
         raise NotImplementedError
 
     @torch.no_grad()
-    def __call__(self, images) -> Tensor:
+    def __call__(self, images, progress: bool = False) -> Tensor:
         if not self.available:
-            raise RuntimeError(f"feature space {self.name!r} is {self.status()}")
+            raise CxrnbError(f"feature space {self.name!r} is {self.status()}")
         out = []
-        for i in range(0, len(images), self.batch_size):
+        for i in tqdm(range(0, len(images), self.batch_size), desc=self.name, disable=not progress):
             batch = as_unit_images(images[i:i + self.batch_size]).to(self.device)
             out.append(self._forward(batch).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.dim)
@@ -127,7 +130,7 @@ class XrvDenseNetFeatures(FeatureExtractor):
     def _load(self) -> nn.Module:
         import torchxrayvision as xrv
 
-        # The file exists (checked in __init__), so xrv.models.get_weights finds it and downloads nothing.
+        # The file exists (checked in __init__): xrv.models.get_weights finds it, downloads nothing.
         model = xrv.models.DenseNet(weights=XRV_WEIGHTS, cache_dir=str(self.weights_path.parent))
         return model.to(self.device).eval()
 
@@ -200,7 +203,7 @@ class InceptionFeatures(FeatureExtractor):
         if self.weights_path.name == FID_INCEPTION_FILE:       # takes uint8 and resizes itself
             return self.model((x * 255).round().to(torch.uint8))
         x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
-        # Google's weights expect [-1, 1]: what torchvision's transform_input makes of ImageNet-normalised input.
+        # Google's weights expect [-1, 1], what transform_input makes of ImageNet-normalised input.
         return self.model(2 * x - 1)
 
 

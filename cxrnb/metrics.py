@@ -64,12 +64,13 @@ def _check_features(f1, f2, at_least: int = 2) -> tuple[np.ndarray, np.ndarray]:
     if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
         raise CxrnbError(f"features must be (N, D) with one D, got {f1.shape} and {f2.shape}")
     if min(len(f1), len(f2)) < at_least:
-        raise CxrnbError(f"need at least {at_least} feature vectors per set, got {len(f1)} and {len(f2)}")
+        raise CxrnbError(f"need at least {at_least} feature vectors per set, "
+                         f"got {len(f1)} and {len(f2)}")
     return f1, f2
 
 
 def frechet_from_features(f1, f2) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (unbiased covariances, as FID)."""
+    """Fréchet distance of Gaussians fitted to two feature sets (unbiased covariances, as FID)."""
     f1, f2 = _check_features(f1, f2)
     return frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
 
@@ -225,7 +226,8 @@ def memorisation(generated, train, test, feature_fn: Callable | None = None, qua
     """
     shapes = {tuple(as_unit_images(x[:1]).shape[1:]) for x in (generated, train, test)}
     if len(shapes) != 1:
-        raise CxrnbError(f"generated, train and test images must share one shape, got {sorted(shapes)}")
+        raise CxrnbError(f"generated, train and test images must share one shape, "
+                         f"got {sorted(shapes)}")
     (c, h, w), = shapes
     out = {"pixel": _memorisation("pixel", generated, train, test, quantile, chunk,
                                   (c * h * w) ** 0.5, progress)}
@@ -277,8 +279,7 @@ def evaluate(real_test, generated, extractors: Sequence[FeatureExtractor], n_rep
         if not ext.available:
             rows.append({"model": "", "space": ext.name, "metric": "", "note": ext.status()})
             continue
-        feats = {name: ext(x).double() for name, x in
-                 tqdm(sets.items(), desc=f"features: {ext.name}", disable=not progress)}
+        feats = {name: ext(x, progress).double() for name, x in sets.items()}
         for r in range(n_repeats):
             fa = feats[REAL][ref(r)]
             for name in sets:

@@ -6,6 +6,7 @@ import torch
 
 from cxrnb import features
 from cxrnb.classifier import Classifier, ClassifierConfig, CxrNet
+from cxrnb.errors import CxrnbError
 
 
 def test_as_unit_images_accepts_uint8_and_float():
@@ -34,7 +35,7 @@ def test_missing_xrv_weights_are_reported_not_constructed(tmp_path, no_construct
     assert not ext.available
     assert str(tmp_path) in ext.why_unavailable and "not found" in ext.why_unavailable
     assert ext.status().startswith("unavailable: ")
-    with pytest.raises(RuntimeError, match="unavailable"):
+    with pytest.raises(CxrnbError, match="unavailable"):
         ext(torch.rand(2, 1, 32, 32))
 
 
