@@ -2,7 +2,7 @@
 
 The paper concluded by eye that the LSGAN's samples were best and the VAEs' blurry. Here that
 ranking is read off the Fréchet distances in each feature space, and called settled only when the
-gap is larger than the spread over repeated subsets.
+gap is more than twice the spread of the difference over repeated subsets.
 """
 
 from __future__ import annotations
