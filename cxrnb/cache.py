@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from cxrnb.data import data_source, label_matrix, load_index, resolve_root, split_by_patient
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
+from cxrnb.paths import CACHE_DIR, in_repo
 from cxrnb.provenance import Provenance
 from cxrnb.transforms import PREP_VERSION, load_preprocessed
 
@@ -121,7 +122,7 @@ def _build(path: Path, df: pd.DataFrame, size: int, workers: int, progress: bool
 
 
 def prepare(root: str | Path | None = None, csv: str | Path | None = None, size: int = 128,
-            workers: int = 2, cache_dir: str | Path = "data/cache", on_missing: str = "skip",
+            workers: int = 2, cache_dir: str | Path = CACHE_DIR, on_missing: str = "skip",
             progress: bool = True, split_seed: int = 0) -> ImageCache:
     """Build (or resume, or just open) the cache of ``root``'s images at ``size`` px.
 
@@ -133,7 +134,7 @@ def prepare(root: str | Path | None = None, csv: str | Path | None = None, size:
     root = resolve_root(root).resolve()
     df = load_index(root, csv, on_missing)
     rows_hash = _rows_hash(df)
-    path = Path(cache_dir) / cache_key(str(root), rows_hash, size, PREP_VERSION)
+    path = in_repo(cache_dir) / cache_key(str(root), rows_hash, size, PREP_VERSION)
     if not (path / "meta.json").is_file():
         state = _build(path, df, size, workers, progress)
         good = state == DONE

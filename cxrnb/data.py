@@ -18,6 +18,7 @@ import pandas as pd
 
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS, VIEWS
+from cxrnb.paths import PHANTOM_DIR, in_repo
 
 FULL_SIZE = 112_120                     # images in the complete release
 TABLE_NAMES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
@@ -26,12 +27,6 @@ COLUMNS = {"Image Index": "image", "Finding Labels": "labels", "Follow-up #": "f
            "Patient ID": "patient", "Patient Age": "age", "Patient Gender": "sex",
            "View Position": "view"}
 PHANTOM_MARKER = "PHANTOM"              # file the phantom writer leaves in its root
-
-
-def _repo_dir() -> Path:
-    """The checkout this package runs from (editable install), else the working directory."""
-    here = Path(__file__).resolve().parents[1]
-    return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
 
 def resolve_root(root: str | Path | None) -> Path:
@@ -43,7 +38,7 @@ def resolve_root(root: str | Path | None) -> Path:
         raise CxrnbError("no CXR14 folder given: set CXR14_ROOT or pass --root "
                          "(`cxrnb download` fetches CXR14, `cxrnb phantom` writes a stand-in)")
     if str(root) == "phantom":
-        path = _repo_dir() / "data" / "phantom"
+        path = in_repo(PHANTOM_DIR)
         if not (path / PHANTOM_MARKER).is_file():
             from cxrnb.phantom import write_phantom
             write_phantom(path, n=512, size=256, seed=0)

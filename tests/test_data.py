@@ -171,7 +171,7 @@ def test_resolve_root_phantom_writes_it_once(tmp_path, monkeypatch):
         (path / "PHANTOM").write_text("synthetic")
         return path
 
-    monkeypatch.setattr(data, "_repo_dir", lambda: tmp_path)
+    monkeypatch.setattr(data, "in_repo", lambda p: tmp_path / p)
     fake = types.SimpleNamespace(write_phantom=write_phantom)
     monkeypatch.setitem(sys.modules, "cxrnb.phantom", fake)
     first, second = resolve_root("phantom"), resolve_root("phantom")
