@@ -119,10 +119,17 @@ def download(parts: int = 12, out: str | Path = "data/cxr14", base_url: str | No
     as CXR14_ROOT. Safe to run again: finished archives are skipped, broken downloads resumed."""
     archives = manifest(parts, base_url, checksums)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CxrnbError(f"{out} is a file: give a folder for the images")
     out.mkdir(parents=True, exist_ok=True)
     for a in archives:
         if (out / a.folder).is_dir():
             continue                                    # extracted by an earlier run (or by hand)
+        part = out / (a.name + ".part")
+        need = 2 * (a.size or 0) - (part.stat().st_size if part.exists() else 0)
+        if shutil.disk_usage(out).free < need:          # the archive, then as many bytes of PNGs
+            raise CxrnbError(f"{a.name} needs {need / 1e9:.1f} GB free in {out}: free some "
+                             "space or choose another --out")
         _extract(_fetch(a, out, progress, last=archives[-1].name), out / a.folder, progress)
     _copy_label_table(out)
     return out

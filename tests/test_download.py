@@ -11,6 +11,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.util import find_spec
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,7 +26,8 @@ NAMES = ("images_001.tar.gz", "images_002.tar.gz")
 def png(seed: int) -> bytes:
     """A small noisy greyscale PNG (noise, so that gzip cannot shrink the archive to nothing)."""
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 48), dtype=np.uint8)).save(buf, "PNG")
+    pixels = np.random.default_rng(seed).integers(0, 256, (48, 48), dtype=np.uint8)
+    Image.fromarray(pixels).save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -100,8 +102,8 @@ class Server:
 def server(monkeypatch):
     monkeypatch.setattr(dl, "RETRY_WAIT_S", 0.0)
     s = Server()
-    s.images = {name: {f"images/{i:08d}_000.png": png(10 * k + i) for i in range(1 + 10 * k, 4 + 10 * k)}
-                for k, name in enumerate(NAMES)}
+    s.images = {name: {f"images/{10 * k + i:08d}_000.png": png(10 * k + i) for i in (1, 2, 3)}
+                for k, name in enumerate(NAMES)}         # three PNGs per archive
     s.files = {name: tar_gz(members) for name, members in s.images.items()}
     yield s
     s.httpd.shutdown()
@@ -127,8 +129,9 @@ def test_download_extracts_the_release_layout(server, tmp_path):
         assert all((folder / Path(m).name).read_bytes() == data for m, data in members.items())
     assert leftovers(out) == []
     assert [r[1] for r in server.requests] == [None, None]            # one plain GET each
-    packaged = Path(find_spec("torchxrayvision").origin).parent / "data" / "Data_Entry_2017_v2020.csv.gz"
-    assert (out / "Data_Entry_2017_v2020.csv").read_bytes() == gzip.decompress(packaged.read_bytes())
+    xrv_data = Path(find_spec("torchxrayvision").origin).parent / "data"
+    packaged = gzip.open(xrv_data / "Data_Entry_2017_v2020.csv.gz").read()
+    assert (out / "Data_Entry_2017_v2020.csv").read_bytes() == packaged
 
 
 def test_second_run_fetches_nothing(server, tmp_path):
@@ -198,13 +201,14 @@ def test_truncated_gzip_is_rejected_without_half_extraction(server, tmp_path):
     assert list((tmp_path / "cxr14").iterdir()) == []
 
 
-@pytest.mark.parametrize("evil", ["../evil.png", "/tmp/evil.png", "link"])
+@pytest.mark.parametrize("evil", ["parent", "absolute", "link"])
 def test_unsafe_members_are_refused(server, tmp_path, evil):
     members = dict(server.images[NAMES[0]])
     if evil == "link":
         server.files[NAMES[0]] = tar_gz(members, symlink="/etc/passwd")
-    else:
-        server.files[NAMES[0]] = tar_gz(members | {evil: png(99)})
+    else:   # both would land in tmp_path if followed
+        name = "../../evil.png" if evil == "parent" else str(tmp_path / "evil.png")
+        server.files[NAMES[0]] = tar_gz(members | {name: png(99)})
     with pytest.raises(CxrnbError, match="unsafe member"):
         dl.download(parts=1, out=tmp_path / "cxr14", base_url=server.url, progress=False,
                     checksums=checksums(server))
@@ -259,9 +263,22 @@ def test_official_manifest():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(parts=0), "choose 1 to 12"), (dict(parts=13), "choose 1 to 12"),
-    (dict(base_url="ftp://mirror"), "http"), (dict(checksums={"images_001.tar.gz": "abc"}), "SHA-256"),
+    (dict(base_url="ftp://mirror"), "http"),
+    (dict(checksums={"images_001.tar.gz": "abc"}), "SHA-256"),
     (dict(checksums={"images_999.tar.gz": "0" * 64}), "unknown archives"),
 ])
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(CxrnbError, match=message):
         dl.download(out=tmp_path / "cxr14", progress=False, **kwargs)
+
+
+def test_out_must_be_a_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CxrnbError, match="is a file"):
+        dl.download(parts=1, out=tmp_path / "file", progress=False)
+
+
+def test_stops_before_filling_the_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(dl.shutil, "disk_usage", lambda path: SimpleNamespace(free=0))
+    with pytest.raises(CxrnbError, match=r"images_001.tar.gz needs 4.0 GB free"):
+        dl.download(parts=1, out=tmp_path / "cxr14", progress=False)   # 2 x 2,008,470,987 bytes
