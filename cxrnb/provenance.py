@@ -31,7 +31,7 @@ class Provenance:
 
     source: str                 # one of SOURCES
     n_images: int               # images the result was computed from (e.g. training images)
-    image_size: int
+    image_size: int             # 0 when no pixels were read (label-table statistics)
     epochs: float = 0.0
     seed: int = 0
     extra: dict = field(default_factory=dict)   # anything else worth stating (beta, preset, n samples)
@@ -43,7 +43,8 @@ class Provenance:
 
     def line(self) -> str:
         """One human line for a figure footer."""
-        bits = [f"data: {self.source}", f"{self.n_images:,} images", f"{self.image_size}px",
+        size = f"{self.image_size}px" if self.image_size else "label table only"
+        bits = [f"data: {self.source}", f"{self.n_images:,} images", size,
                 f"epochs: {self.epochs:g}", f"seed {self.seed}"]
         bits += [f"{k}: {v}" for k, v in self.extra.items()]
         return " · ".join(bits) + f" · cxrnb {self.commit}"
