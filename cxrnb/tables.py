@@ -1,0 +1,33 @@
+"""Tables for reports/: a CSV for machines and a Markdown file for readers, both with provenance."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from cxrnb.provenance import Provenance
+
+
+def markdown_table(df: pd.DataFrame, index: bool = False) -> str:
+    """A GitHub Markdown table (pandas' ``to_markdown`` needs the optional tabulate package)."""
+    df = df.reset_index() if index else df
+    cells = [[("" if pd.isna(v) else f"{v:,}" if isinstance(v, int) else str(v)) for v in row]
+             for row in df.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
+
+
+def save_table(df: pd.DataFrame, path: str | Path, prov: Provenance, title: str = "",
+               index: bool = False) -> Path:
+    """Write ``path.csv`` and ``path.md`` (title, table, provenance line) and the JSON record."""
+    path = Path(path).with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    md = (f"# {title}\n\n" if title else "") + markdown_table(df, index) + f"\n_{prov.line()}_\n"
+    for suffix, text in ((".csv", df.to_csv(index=index)), (".md", md)):
+        tmp = path.with_suffix(suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path.with_suffix(suffix))
+    prov.save_json(path)
+    return path.with_suffix(".md")

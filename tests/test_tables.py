@@ -1,0 +1,20 @@
+import pandas as pd
+
+from cxrnb.provenance import Provenance
+from cxrnb.tables import markdown_table, save_table
+
+
+def test_markdown_table_by_hand():
+    df = pd.DataFrame({"name": ["a", "b"], "count": [1234, 5], "x": [0.5, None]})
+    assert markdown_table(df) == ("| name | count | x |\n|---|---|---|\n"
+                                  "| a | 1,234 | 0.5 |\n| b | 5 |  |\n")
+
+
+def test_save_table_writes_csv_md_and_provenance(tmp_path):
+    df = pd.DataFrame({"label": ["Mass", "Hernia"], "n": [5782, 227]})
+    prov = Provenance("full CXR14", 112120, 0)
+    md = save_table(df, tmp_path / "t", prov, title="Counts")
+    assert pd.read_csv(tmp_path / "t.csv").equals(df)
+    text = md.read_text()
+    assert text.startswith("# Counts") and "| Mass | 5,782 |" in text and prov.line() in text
+    assert (tmp_path / "t.json").is_file() and not list(tmp_path.glob("*.tmp"))
