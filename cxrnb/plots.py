@@ -2,8 +2,8 @@
 
 Figures are built as plain ``matplotlib.figure.Figure`` objects, not through pyplot, so nothing
 depends on a display or a backend (headless runs render with Agg when saving) and no figure leaks
-into pyplot's global registry. A notebook shows one by ending a cell with ``fig`` once
-``%matplotlib inline`` has run (or shows the saved PNG, footer included, with IPython's ``Image``).
+into pyplot's global registry. Notebooks call ``publish``, which saves the figure and
+returns the saved PNG for display, so what a reader sees is the file in reports/.
 """
 
 from __future__ import annotations
@@ -57,6 +57,14 @@ def save_figure(fig: Figure, path: str | Path, prov: Provenance) -> Path:
             plt.close(fig)
     return path
 
+
+
+def publish(fig: Figure, path: str | Path, prov: Provenance):
+    """``save_figure``, then the saved PNG as an IPython image: a notebook shows exactly the file
+    that lands in reports/, provenance footer included."""
+    from IPython.display import Image
+
+    return Image(filename=str(save_figure(fig, path, prov)))
 
 def tile(images: Tensor | np.ndarray, nrow: int = 8, padding: int = 2) -> Tensor:
     """(N, 1, H, W) images in [0, 1] -> one (H', W') greyscale grid, ``nrow`` images per row,

@@ -79,3 +79,8 @@ def test_smoothing_is_a_trailing_moving_average():
     np.testing.assert_allclose(plots.smoothed(y, window), expected)
     fig = plots.loss_curves(pd.DataFrame({"step": range(30), "loss": y}), keys=["loss"], smooth=window)
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), expected)
+
+
+def test_publish_shows_the_saved_file(tmp_path):
+    image = plots.publish(plots.image_grid(torch.rand(4, 1, 16, 16)), tmp_path / "g.png", PROV)
+    assert image.data == (tmp_path / "g.png").read_bytes()
