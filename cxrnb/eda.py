@@ -97,3 +97,13 @@ def patients(df: pd.DataFrame) -> pd.Series:
         "share of images from patients with 10+ images": round(float(per[per >= 10].sum() / len(df)), 3),
         "max follow-up #": int(df["follow_up"].max()),
     })
+
+
+def subset_vs_full(index: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Label shares of the images at hand beside the full table's: how representative they are."""
+    here, full = label_counts(index), label_counts(table)
+    return pd.DataFrame({
+        "images here": here,
+        "share here": (here / len(index)).round(3),
+        "share in full table": (full[here.index] / len(table)).round(3),
+    }).rename_axis("label")

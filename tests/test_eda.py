@@ -51,3 +51,10 @@ def test_labels_per_image_and_patients(table):
     assert per[0] == (table["labels"] == "No Finding").sum()
     p = eda.patients(table)
     assert p["patients"] == table["patient"].nunique() == 30_805
+
+
+def test_subset_vs_full_shares(table):
+    sub = table[table["patient"] < 100]
+    mix = eda.subset_vs_full(sub, table)
+    assert mix.loc["Hernia", "images here"] == sub["Hernia"].sum()
+    assert mix.loc["Effusion", "share in full table"] == round(13317 / 112_120, 3)
