@@ -8,6 +8,7 @@ At the paper's 128 px the layers are exactly Figure 7 and the counts exactly Tab
   blocks can only double (from 4: 128 -> 256, never 224; from 7: 7, 14, 28, 56, 112, 224);
 * then log2(size / k) doublings, each a k4 s2 p1 ConvT narrowing 512, 256, ... and the last one to
   1 channel (5 doublings at 128 and 224; 4 at 64, where the 32-wide block is dropped).
+  Generator sizes: 3,574,656 at 64 px, 5,296,576 at 224 px (the 7 x 7 first layer).
 
 The discriminator is fully convolutional and identical at every size: its last k4 s2 p1 conv leaves a
 map of floor(size / 64) per side (2x2 at 128, as in the paper; 1x1 at 64; 3x3 at 224), and the
