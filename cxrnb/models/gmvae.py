@@ -87,7 +87,7 @@ def conv_decoder(widths: tuple[int, ...], in_dim: int, grid: int) -> nn.Sequenti
                                nn.Unflatten(1, (widths[0], grid, grid))]
     for c_in, c_out in zip(widths, widths[1:]):
         layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.ReLU(True)]
-    layers[-1] = nn.Sigmoid()
+    layers[-1] = nn.Sigmoid()                     # the last ConvT ends in [0, 1], not a ReLU
     return nn.Sequential(*layers)
 
 
