@@ -86,7 +86,8 @@ def image_grid(images: Tensor | np.ndarray, nrow: int = 8, title: str | None = N
     """A grid of samples or real images, e.g. a training run's sample sheet."""
     grid = tile(images, nrow)
     h, w = grid.shape
-    fig = Figure(figsize=(np.clip(1 + w / 64, 3, 10), np.clip(1 + h / 64, 3, 10)))
+    width = float(np.clip(w / 48, 4, 10))      # keep the grid's aspect: no empty band below it
+    fig = Figure(figsize=(width, width * h / w + (0.4 if title else 0.1)), layout="constrained")
     _show(fig.add_subplot(), grid, title)
     return fig
 
