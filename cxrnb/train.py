@@ -191,6 +191,14 @@ class Stepper:
         return logs
 
 
+def random_batch(n: int, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A batch shaped like the loader's (uint8 images, multi-hot labels): speed does not depend on
+    the pixels, so timings need no data on disk."""
+    gen = torch.Generator().manual_seed(seed)
+    u8 = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=gen)
+    return u8, (torch.rand(n, 15, generator=gen) < 0.2).float()
+
+
 def throughput(step: Callable[[Tensor, Tensor], object], u8: Tensor, y: Tensor,
                device: torch.device, steps: int = 3, warmup: int = 1) -> float:
     """Training images per second of ``step`` on one batch, timed after ``warmup`` untimed steps
@@ -431,20 +439,20 @@ def train_preset(preset: str, root: str | None = None, size: int | None = None, 
     The run goes to ``out/<preset>``; extra keyword arguments go to TrainConfig (e.g. max_steps).
     """
     from cxrnb.cache import prepare
-    from cxrnb.data import resolve_root
     from cxrnb.models import build
 
     torch.manual_seed(seed)                         # the model's initial weights
     model = build(preset, image_size=size)
     cfg = TrainConfig(epochs=epochs, seed=seed, device=device, out_dir=str(Path(out) / preset),
                       sample_at=PAPER_SAMPLE_AT.get(model.family, (0,)), **config)
-    cache = prepare(resolve_root(root), size=model.input_spec.size)
+    cache = prepare(root, size=model.input_spec.size, progress=cfg.progress)
     loader = cache.loader("train", batch_size=cfg.batch_size, shuffle=True, seed=seed,
                           max_images=max_images)
     history = train(model, loader, cfg)
-    cache.provenance(split="train", max_images=max_images, epochs=epochs, seed=seed,
-                     extra={"preset": preset}).save_json(history.out_dir / "provenance.json")
-    print(f"{preset}: {history.frame.iteration.max()} iterations at {history.images_per_s:.1f} images/s "
+    done = int(history.frame.iteration.max()) if len(history.frame) else 0
+    cache.provenance(epochs=done / len(loader), seed=seed, extra={"preset": preset}, split="train",
+                     max_images=max_images).save_json(history.out_dir / "provenance.json")
+    print(f"{preset}: {done} iterations at {history.images_per_s:.1f} images/s "
           f"on {describe_device(device)}\n  checkpoint   {history.checkpoint}\n"
           f"  losses       {history.out_dir / HISTORY}\n  samples      {history.out_dir / 'samples'}")
     return history

@@ -77,6 +77,15 @@ class ToyLoader:
         return self.epoch_batches(0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and the suite runs two test processes at once."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def toy(**kw):
     torch.manual_seed(0)
     return Toy(**kw)
@@ -260,3 +269,78 @@ def test_throughput_counts_images_over_time():
     calls = []
     rate = throughput(lambda a, b: calls.append(step(a, b)), u8, y, torch.device("cpu"), steps=3)
     assert len(calls) == 4 and rate > 0   # one warm-up + three timed steps
+
+
+# --- the real models ------------------------------------------------------------------------------------
+
+class RealLoader(ToyLoader):
+    """ToyLoader's protocol at another image size."""
+
+    def __init__(self, size, n=8, batch_size=4):
+        super().__init__(n, batch_size)
+        self.images = np.random.default_rng(1).integers(0, 256, (n, 1, size, size), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("preset", ["LSGAN", "VAE-beta0.1"])
+def test_real_presets_train_and_resume_exactly(tmp_path, preset):
+    """BatchNorm, two optimisers (LSGAN D:G = 1:3) and the models' own noise: 1 + 2 steps == 3."""
+    from cxrnb.models import build
+
+    def fresh():
+        torch.manual_seed(0)
+        return build(preset, image_size=64)
+
+    loader = RealLoader(64)
+    straight = fresh()
+    h = train(straight, loader, cfg(tmp_path, "straight", max_steps=3, n_samples=4))
+    parts = {p for p, _ in straight.schedule}
+    assert set(h.frame.part) == parts and h.frame.value.map(math.isfinite).all()
+    assert set(h.samples) == {0, 3}
+    train(fresh(), loader, cfg(tmp_path, "resumed", max_steps=1, n_samples=4))
+    again = fresh()
+    train(again, loader, cfg(tmp_path, "resumed", max_steps=3, n_samples=4))
+    for k, v in params(straight).items():
+        assert torch.equal(v, params(again)[k]), k
+
+
+def test_lsgan_steps_g_three_times_per_batch(tmp_path):
+    from cxrnb.models import build
+
+    torch.manual_seed(0)
+    h = train(build("LSGAN", image_size=64), RealLoader(64), cfg(tmp_path, max_steps=2, n_samples=4))
+    opt = torch.load(h.checkpoint, weights_only=True)["optimizers"]
+    steps = {p: int(next(iter(o["state"].values()))["step"]) for p, o in opt.items()}
+    assert steps == {"d": 2, "g": 6}
+
+
+def test_channels_last_computes_the_same_losses(tmp_path):
+    """The fast path's memory format changes the layout, not the maths: D's losses of iteration 1
+    (computed before any update) agree to float precision, and the weights really are NHWC."""
+    from cxrnb.models import build
+
+    first = []
+    for cl in (False, True):
+        torch.manual_seed(0)
+        model = build("LSGAN", image_size=64)
+        h = train(model, RealLoader(64), cfg(tmp_path, f"cl{cl}", max_steps=1, n_samples=4,
+                                             channels_last=cl))
+        first.append(h.frame.query("part == 'd'").set_index("name").value)
+        assert model.D[2].weight.is_contiguous(memory_format=torch.channels_last) == cl
+    pd.testing.assert_series_equal(first[0], first[1], rtol=1e-5)
+
+
+def test_train_preset_on_the_phantom(tmp_path, phantom_root, monkeypatch, capsys):
+    import json
+
+    from cxrnb.train import train_preset
+
+    monkeypatch.chdir(tmp_path)                     # the cache goes to ./data/cache
+    h = train_preset("VAE-beta0.1", root=str(phantom_root), size=64, out="runs", max_steps=2,
+                     batch_size=8, n_samples=4, progress=False)
+    assert h.out_dir.resolve() == tmp_path / "runs" / "VAE-beta0.1" and h.checkpoint.is_file()
+    assert sorted(h.samples) == [0, 2]              # the paper's VAE grids (0, 100, 250) and the final
+    prov = json.loads((h.out_dir / "provenance.json").read_text())
+    assert prov["source"] == "synthetic phantom" and prov["image_size"] == 64
+    assert str(h.checkpoint) in capsys.readouterr().out
+    with pytest.raises(CxrnbError, match="unknown model preset"):
+        train_preset("LSGAN2", root=str(phantom_root), size=64, out="runs")
