@@ -326,7 +326,7 @@ def test_channels_last_computes_the_same_losses(tmp_path):
                                              channels_last=cl))
         first.append(h.frame.query("part == 'd'").set_index("name").value)
         assert model.D[2].weight.is_contiguous(memory_format=torch.channels_last) == cl
-    pd.testing.assert_series_equal(first[0], first[1], rtol=1e-5)
+    pd.testing.assert_series_equal(first[0], first[1], rtol=1e-5, atol=1e-5)
 
 
 def test_train_preset_on_the_phantom(tmp_path, phantom_root, monkeypatch, capsys):
