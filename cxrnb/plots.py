@@ -145,6 +145,19 @@ def recon_pairs(inputs: Tensor, recons: Tensor,
     return fig
 
 
+
+def nearest_pairs(pairs: dict[str, tuple[Tensor, Tensor]], title: str | None = None) -> Figure:
+    """One panel per label, each with images (top row) above their matches (bottom row): e.g. a
+    model's samples above their nearest training images."""
+    fig = Figure(figsize=(max(6, 2.4 * len(pairs)), 2.6), layout="constrained")
+    for i, (label, (top, bottom)) in enumerate(pairs.items()):
+        grid = tile(torch.cat([torch.as_tensor(top).float(), torch.as_tensor(bottom).float()]),
+                    nrow=len(top))
+        _show(fig.add_subplot(1, len(pairs), i + 1), grid, label)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
 def label_bar(counts: pd.Series, title: str | None = None) -> Figure:
     """Horizontal bars of image counts per label, largest at the top, each bar annotated."""
     counts = counts.sort_values()

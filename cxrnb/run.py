@@ -35,17 +35,27 @@ KERNEL = "python3"
 # Literal parameter sets. A string "$NAME" is read from the environment when the run starts.
 PROFILES: dict[str, dict] = {
     # Seconds per notebook, on the synthetic phantom: does every notebook run end to end?
-    "smoke": {"data_root": "phantom", "image_size": 32, "epochs": 1, "max_images": 64,
-              "batch_size": 16, "seed": 0, "device": "cpu", "smoke": True},
-    # Minutes per notebook on a CPU, on the real images at reduced size.
+    "smoke": {"data_root": "phantom", "image_size": 64, "epochs": 1, "max_images": 64,
+              "batch_size": 16, "seed": 0, "device": "cpu", "smoke": True, "runs_dir": "runs/smoke",
+              "02": {"sample_at": [0, 2]}, "04": {"sample_at": [0, 2]},
+              "03": {"presets": ["FS-GMVAE-V1", "FS-GMVAE-V3", "GMVAE-V6", "GMVAE-V8"]},
+              "06": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 1,
+                     "usefulness_seeds": [0]}},
+    # Minutes per notebook on a CPU, on the real images at reduced size (64 px).
     "cpu": {"data_root": "$CXR14_ROOT", "image_size": 64, "epochs": 3, "max_images": None,
-            "batch_size": 64, "seed": 0, "device": "cpu", "smoke": False},
-    # The paper's settings (SPEC.md), for a GPU: 128 px for the VAE and LSGAN, batch 64, 5 epochs.
-    # The GMVAE notebook's section sets its 224 px once that notebook's number is fixed.
+            "batch_size": 64, "seed": 0, "device": "cpu", "smoke": False, "runs_dir": "runs/cpu",
+            "02": {"epochs": 12, "sample_at": [0, 100, 200]},
+            "03": {"epochs": 4},
+            "04": {"epochs": 25, "sample_at": [0, 100, 400]},
+            "06": {"n_generated": 300, "n_repeats": 5, "classifier_epochs": 15,
+                   "usefulness_seeds": [0, 1, 2]}},
+    # The paper's settings (SPEC.md), for a GPU: VAE and LSGAN at 128 px, GMVAE at 224 px, batch 64.
     "paper": {"data_root": "$CXR14_ROOT", "image_size": 128, "epochs": 5, "max_images": None,
-              "batch_size": 64, "seed": 0, "device": "auto", "smoke": False},
+              "batch_size": 64, "seed": 0, "device": "auto", "smoke": False, "runs_dir": "runs/paper",
+              "02": {"epochs": 2}, "03": {"image_size": 224, "epochs": 1},
+              "06": {"image_size": 128}},
 }
-RUNNER_PARAMS = ("reports_dir",)   # set by the runner for each notebook, never by the user
+RUNNER_PARAMS = ("reports_dir", "results_md")   # set by the runner for each notebook, never by the user
 TABLE_SUFFIXES = (".csv", ".md", ".tex")
 
 
@@ -214,6 +224,7 @@ def reproduce(profile: str = "cpu", params_file: str | Path | None = None,
         for layer in [PROFILES[profile], *layers]:
             merged.update(_for_notebook(layer, nb.stem))
         merged["reports_dir"] = str(reports / "figures" / nb.stem)
+        merged["results_md"] = str(reports / "results.md")
         params = _resolve({k: v for k, v in merged.items() if k in declared[nb.stem]}, profile)
         roots.add(params.get("data_root"))
         runs.append(NotebookRun(nb.stem, parameters=params))
@@ -251,7 +262,7 @@ def write_index(reports: Path, runs: list[NotebookRun], profile: str, source: st
     for r in runs:
         if r.status == "not run":
             continue
-        shown = [f"`{k}={v!r}`" for k, v in r.parameters.items() if k != "reports_dir"]
+        shown = [f"`{k}={v!r}`" for k, v in r.parameters.items() if k not in RUNNER_PARAMS]
         lines += ["", f"## {r.name}", "", "Parameters: " + (", ".join(shown) or "defaults")]
         for title, keep in (("Figures", lambda p: p.suffix == ".png"),
                             ("Tables", lambda p: p.suffix in TABLE_SUFFIXES)):

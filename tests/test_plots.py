@@ -38,10 +38,12 @@ def _check_saved(fig, path):
                                "beta=0.1": pd.DataFrame({"step": range(20), "loss": np.ones(20)})},
                               keys=["loss"], smooth=5),
     lambda: plots.recon_pairs(torch.rand(6, 1, 16, 16), torch.rand(6, 1, 16, 16)),
+    lambda: plots.nearest_pairs({"LSGAN": (torch.rand(4, 1, 16, 16), torch.rand(4, 1, 16, 16)),
+                                 "VAE": (torch.rand(4, 1, 16, 16), torch.rand(4, 1, 16, 16))}),
     lambda: plots.label_bar(pd.Series({"Effusion": 13317, "Hernia": 227}), title="labels"),
     lambda: plots.cooccurrence_heatmap(pd.DataFrame([[5, 1], [1, 3]], index=list("ab"), columns=list("ab"))),
     lambda: plots.hist(pd.Series(np.random.default_rng(0).normal(size=200), name="age")),
-], ids=["image_grid", "sample_rows", "loss_curves", "recon_pairs", "label_bar", "heatmap", "hist"])
+], ids=["image_grid", "sample_rows", "loss_curves", "recon_pairs", "nearest_pairs", "label_bar", "heatmap", "hist"])
 def test_every_figure_saves_with_its_provenance(tmp_path, make):
     _check_saved(make(), tmp_path / "figs" / "fig.png")
 

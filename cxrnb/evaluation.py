@@ -1,0 +1,103 @@
+"""The evaluation experiment (notebook 06) in steps: real data at one size, the feature classifier,
+memorisation summaries, and the usefulness of conditional samples for a classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from cxrnb import plots
+from cxrnb.cache import prepare
+from cxrnb.classifier import Classifier, ClassifierConfig, auroc_per_finding, fit_classifier, usefulness
+from cxrnb.errors import CxrnbError
+from cxrnb.labels import FINDINGS
+from cxrnb.metrics import Memorisation
+from cxrnb.paths import RUNS_DIR, in_repo
+from cxrnb.provenance import Provenance
+from cxrnb.study import Run, samples, split_images, split_labels
+
+
+@dataclass
+class EvalData:
+    """Real images (uint8, (N, 1, S, S)) and labels of each patient-level split, at one size."""
+
+    train: torch.Tensor
+    train_y: torch.Tensor
+    val: torch.Tensor
+    val_y: torch.Tensor
+    test: torch.Tensor
+    test_y: torch.Tensor
+    prov: Provenance
+    key: str                    # the cache's key: which images these are
+
+
+def eval_data(data_root: str | None, image_size: int, seed: int = 0) -> EvalData:
+    cache = prepare(data_root, size=image_size)
+    parts = {s: (split_images(cache, s), split_labels(cache, s)) for s in ("train", "val", "test")}
+    prov = cache.provenance(seed=seed, split=None, extra={
+        "train / val / test images": " / ".join(str(len(parts[s][0])) for s in parts)})
+    return EvalData(*parts["train"], *parts["val"], *parts["test"], prov, cache.path.name)
+
+
+def classifier(data: EvalData, cfg: ClassifierConfig, runs_dir: str | Path = RUNS_DIR,
+               device: str = "cpu") -> Classifier:
+    """The feature classifier, trained on the real training split (selected on val) or reloaded."""
+    path = in_repo(runs_dir) / f"classifier-{data.key}-e{cfg.epochs}-s{cfg.seed}.pt"
+    if path.is_file():
+        return Classifier.load(path, device=device)
+    clf = fit_classifier(data.train, data.train_y, cfg, val=(data.val, data.val_y), device=device)
+    clf.save(path)
+    return clf
+
+
+def auroc_table(clf: Classifier, data: EvalData) -> pd.DataFrame:
+    """Test AUROC per finding with the number of positive test images behind each value."""
+    return pd.DataFrame({"AUROC": auroc_per_finding(clf, data.test, data.test_y).round(3),
+                         "positives in test": data.test_y[:, :len(FINDINGS)].sum(0).int().numpy()},
+                        index=list(FINDINGS)).rename_axis("finding")
+
+
+def memorisation_table(mem: dict[str, dict[str, Memorisation]]) -> pd.DataFrame:
+    """Per model and space: the share of samples closer to a training image than the real test
+    images' 5th percentile (≈ 0.05 when nothing is copied), and the median distances."""
+    return pd.DataFrame([{"model": name, "space": m.space, "fraction below": round(m.fraction_below, 3),
+                          "expected if not copying": m.quantile, "threshold": round(m.threshold, 4),
+                          "median sample→train": round(float(np.median(m.gen_dist)), 4),
+                          "median test→train": round(float(np.median(m.test_dist)), 4)}
+                         for name, spaces in mem.items() for m in spaces.values()])
+
+
+def memorisation_figure(mem: dict[str, dict[str, Memorisation]], generated: dict[str, torch.Tensor],
+                        train: torch.Tensor, n: int = 4) -> Figure:
+    """For each model, its ``n`` samples closest to a training image (pixel space) above that image."""
+    pairs = {}
+    for name, spaces in mem.items():
+        close = spaces["pixel"].closest(n)
+        pairs[name] = (generated[name][close.generated.to_numpy()],
+                       train[close.train.to_numpy()].float() / 255)
+    return plots.nearest_pairs(pairs, title="Samples closest to a training image (top) and that image "
+                                            "(bottom), pixel distance")
+
+
+def conditional_samples(run: Run, labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    if not run.model.conditional:
+        raise CxrnbError(f"{run.preset} is not label-conditioned; use an FS-GMVAE preset")
+    return samples(run, n=len(labels), seed=seed, size=size, labels=labels)
+
+
+def synthetic_usefulness(data: EvalData, run: Run, cfg: ClassifierConfig, seeds=(0, 1, 2),
+                         device: str = "cpu") -> pd.DataFrame:
+    """AUROC on the real test split after training on real, real + synthetic and synthetic images;
+    the synthetic set is one sample per real training image, generated for that image's labels."""
+    synth = conditional_samples(run, data.train_y, data.train.shape[-1])
+    return usefulness(data.train, data.train_y, synth, data.train_y, data.test, data.test_y,
+                      seeds=tuple(seeds), cfg=replace(cfg), device=device)
+
+
+def families(runs: dict[str, Run]) -> dict[str, str]:
+    return {name: run.model.family for name, run in runs.items()}

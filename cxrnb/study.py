@@ -1,0 +1,187 @@
+"""The study's experiments in a few calls: train (or reload) a preset, then read off what a
+notebook shows. Notebooks hold the narrative; this module holds the steps.
+
+A run lives in ``runs_dir/<preset>-<size>px/``: the training loop's checkpoint, history.csv and
+sample grids, plus ``run.json`` (how to rebuild the model and which data it saw) and
+``provenance.json``. Training again with the same arguments resumes or, when finished, just reloads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cxrnb.cache import ImageCache, prepare
+from cxrnb.data import resolve_root
+from cxrnb.errors import CxrnbError
+from cxrnb.models import GenerativeModel, build
+from cxrnb.paths import RUNS_DIR, in_repo
+from cxrnb.provenance import Provenance
+from cxrnb.train import (HISTORY, PAPER_SAMPLE_AT, History, TrainConfig, load_checkpoint,
+                         pick_device, train)
+
+RUN_FILE = "run.json"
+
+
+@dataclass
+class Run:
+    """A trained (or training) model with everything needed to show and judge it."""
+
+    preset: str
+    model: GenerativeModel
+    history: History
+    cache: ImageCache
+    prov: Provenance
+
+
+def run_dir(runs_dir: str | Path, preset: str, image_size: int) -> Path:
+    return in_repo(runs_dir) / f"{preset}-{image_size}px"
+
+
+def _provenance(cache: ImageCache, model: GenerativeModel, history: History, spec: dict) -> Provenance:
+    done = int(history.frame.iteration.max()) if len(history.frame) else 0
+    batches = len(cache.loader("train", spec["batch_size"], max_images=spec["max_images"]))
+    extra = {"preset": spec["preset"], "iterations": done}
+    if hasattr(model, "pretrained"):
+        extra["encoder weights"] = "ImageNet" if spec["pretrained"] else "random (ImageNet file absent)"
+    return cache.provenance(epochs=round(done / batches, 2), seed=spec["seed"], extra=extra,
+                            split="train", max_images=spec["max_images"])
+
+
+def train_run(preset: str, data_root: str | None = None, image_size: int | None = None,
+              epochs: float = 1.0, max_images: int | None = None, batch_size: int = 64, seed: int = 0,
+              device: str = "auto", runs_dir: str | Path = RUNS_DIR,
+              sample_at: Iterable[int] | None = None, weights: str | None = "auto",
+              progress: bool = True, **model_kwargs) -> Run:
+    """Train ``preset`` on the training split of ``data_root`` (resuming a stopped run)."""
+    torch.manual_seed(seed)                                   # the model's initial weights
+    model = build(preset, image_size=image_size, weights=weights, **model_kwargs)
+    size = model.input_spec.size
+    cache = prepare(data_root, size=size, progress=progress)
+    loader = cache.loader("train", batch_size=batch_size, shuffle=True, seed=seed, max_images=max_images)
+    out = run_dir(runs_dir, preset, size)
+    sample_at = tuple(sample_at if sample_at is not None else PAPER_SAMPLE_AT.get(model.family, (0,)))
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device,
+                      sample_at=sample_at, out_dir=str(out), progress=progress)
+    spec = {"preset": preset, "image_size": size, "model_kwargs": model_kwargs,
+            "pretrained": bool(getattr(model, "pretrained", False)), "data_root": str(cache.meta["root"]),
+            "max_images": max_images, "batch_size": batch_size, "seed": seed}
+    history = train(model, loader, cfg)
+    (out / RUN_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+    prov = _provenance(cache, model, history, spec)
+    prov.save_json(out / "provenance.json")
+    return Run(preset, model.eval(), history, cache, prov)
+
+
+def load_run(preset: str, runs_dir: str | Path = RUNS_DIR, data_root: str | None = None,
+             device: str = "auto", image_size: int | None = None) -> Run:
+    """The finished run of ``preset`` in ``runs_dir`` (the one at ``image_size`` if several)."""
+    found = sorted(in_repo(runs_dir).glob(f"{preset}-*px/{RUN_FILE}"))
+    if image_size is not None:
+        found = [f for f in found if f.parent == run_dir(runs_dir, preset, image_size)]
+    if not found:
+        raise CxrnbError(f"no trained run of {preset} in {in_repo(runs_dir)}: train it first "
+                         f"(its notebook, or `cxrnb train {preset}`)")
+    if len(found) > 1:
+        raise CxrnbError(f"{preset} was trained at several sizes ({', '.join(f.parent.name for f in found)}):"
+                         " pass image_size")
+    spec = json.loads(found[0].read_text())
+    if data_root is not None and str(resolve_root(data_root).resolve()) != spec["data_root"]:
+        raise CxrnbError(f"{found[0].parent} was trained on {spec['data_root']}, not {data_root}; "
+                         "use a separate runs_dir per data set")
+    model = build(preset, image_size=spec["image_size"], weights=None, **spec["model_kwargs"])
+    load_checkpoint(found[0].parent / "checkpoint.pt", model)
+    model = model.to(pick_device(device)).eval()
+    cache = prepare(spec["data_root"], size=spec["image_size"])
+    out = found[0].parent
+    samples = {int(p.stem.split("_")[1]): p for p in sorted((out / "samples").glob("iter_*.png"))}
+    history = History(pd.read_csv(out / HISTORY), samples, out / "checkpoint.pt", float("nan"), out)
+    return Run(preset, model, history, cache, _provenance(cache, model, history, spec))
+
+
+# --- what the notebooks show --------------------------------------------------------------------
+
+def curves(run: Run) -> pd.DataFrame:
+    """Logged scalars per iteration, one column each: "loss", "kl" … or "d/loss", "g/loss" …"""
+    frame = run.history.frame
+    wide = frame.pivot_table(index="iteration", columns=["part", "name"], values="value")
+    single = frame.part.nunique() == 1
+    wide.columns = [name if single else f"{part}/{name}" for part, name in wide.columns]
+    return wide
+
+
+def sample_grids(run: Run) -> dict[str, torch.Tensor]:
+    """The training loop's sample grids (same fixed latents), keyed "iteration N", as images."""
+    return {f"iteration {i}": torch.from_numpy(np.asarray(Image.open(p).convert("L")) / 255.0)[None, None]
+            for i, p in sorted(run.history.samples.items())}
+
+
+def split_images(cache: ImageCache, split: str, max_images: int | None = None,
+                 seed: int = 0) -> torch.Tensor:
+    """One split's images as a uint8 (N, 1, S, S) tensor."""
+    return torch.from_numpy(np.asarray(cache.images[cache.rows(split, max_images, seed)]))[:, None]
+
+
+def split_labels(cache: ImageCache, split: str, max_images: int | None = None, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(cache.labels[cache.rows(split, max_images, seed)])
+
+
+@torch.no_grad()
+def samples(run: Run, n: int = 64, seed: int = 0, size: int | None = None,
+            labels: torch.Tensor | None = None, batch: int = 64) -> torch.Tensor:
+    """``n`` fresh samples in [0, 1], (n, 1, size, size). A conditional model is given ``labels``
+    (default: those of ``n`` random training images, so label co-occurrence is real)."""
+    model, g = run.model, torch.Generator().manual_seed(seed)
+    if model.conditional and labels is None:
+        rows = torch.randint(0, len(run.cache.rows("train")), (n,), generator=g)
+        labels = split_labels(run.cache, "train")[rows]
+    z = model.sample_latent(n, g)
+    out = torch.cat([model.generate(z[i:i + batch],
+                                    None if labels is None else labels[i:i + batch].to(model.device)).cpu()
+                     for i in range(0, n, batch)])
+    if size is not None and size != out.shape[-1]:
+        out = F.interpolate(out, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
+    return out
+
+
+@torch.no_grad()
+def reconstructions(run: Run, n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` test images and the model's reconstructions of them, both (n, 1, S, S) in [0, 1]."""
+    u8 = split_images(run.cache, "test", max_images=n, seed=seed)
+    spec, model = run.model.input_spec, run.model
+    x = spec.to_model(u8.to(model.device))
+    y = split_labels(run.cache, "test", max_images=n, seed=seed).to(model.device)
+    recon = model.reconstruct(x, y) if model.conditional else model.reconstruct(x)
+    return u8.float() / 255, spec.to_unit(recon.float()).cpu()
+
+
+def summary(runs: Iterable[Run]) -> pd.DataFrame:
+    """A row per run: its settings, parameter count, iterations and final losses (mean of the last
+    10% of iterations, which smooths batch noise)."""
+    rows = []
+    for run in runs:
+        c = curves(run)
+        tail = c.iloc[-max(1, len(c) // 10):].mean()
+        row = {"preset": run.preset, "family": run.model.family, "image size": run.model.input_spec.size,
+               "parameters": run.model.param_counts()["total"], "iterations": int(c.index.max()),
+               "epochs": run.prov.epochs}
+        row.update({f"final {k}": round(float(v), 5) for k, v in tail.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def provenance(runs: Iterable[Run]) -> Provenance:
+    """One provenance record for a figure that shows several runs of the same data."""
+    runs = list(runs)
+    first = runs[0].prov
+    return Provenance(first.source, first.n_images, first.image_size,
+                      max(r.prov.epochs for r in runs), first.seed,
+                      {"presets": ", ".join(r.preset for r in runs)})
