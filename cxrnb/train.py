@@ -359,8 +359,9 @@ def _history(out: Path, images_per_s: float) -> History:
     return History(_read_history(out / HISTORY), samples, out / CHECKPOINT, images_per_s, out)
 
 
-def train(model: GenerativeModel, loader, cfg: TrainConfig = TrainConfig()) -> History:
+def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None) -> History:
     """Train ``model`` on ``loader`` (see the module docstring); returns the run's History."""
+    cfg = cfg or TrainConfig()
     n_batches = len(loader)
     if n_batches == 0:
         raise CxrnbError("the loader yields no batch (fewer images than one batch); "
@@ -377,9 +378,10 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig = TrainConfig()) -> H
     start = 0
     if cfg.resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, model, stepper.optimizers)
-        if ckpt["batches_per_epoch"] != n_batches:
-            raise CxrnbError(f"{ckpt_path} was trained with {ckpt['batches_per_epoch']} batches per epoch, "
-                             f"this loader has {n_batches}; use the same data and batch size, or resume=False")
+        if ckpt["batches_per_epoch"] != n_batches or ckpt["config"]["seed"] != cfg.seed:
+            raise CxrnbError(f"{ckpt_path} was trained with seed {ckpt['config']['seed']} and "
+                             f"{ckpt['batches_per_epoch']} batches per epoch, this run has seed {cfg.seed} and "
+                             f"{n_batches}; use the same seed, data and batch size, or resume=False")
         start = ckpt["step"]
         if start > total:
             raise CxrnbError(f"{ckpt_path} is already at iteration {start}, past the {total} asked for; "
@@ -443,8 +445,8 @@ def train_preset(preset: str, root: str | None = None, size: int | None = None, 
 
     torch.manual_seed(seed)                         # the model's initial weights
     model = build(preset, image_size=size)
-    cfg = TrainConfig(epochs=epochs, seed=seed, device=device, out_dir=str(Path(out) / preset),
-                      sample_at=PAPER_SAMPLE_AT.get(model.family, (0,)), **config)
+    config = {"sample_at": PAPER_SAMPLE_AT.get(model.family, (0,)), **config}
+    cfg = TrainConfig(epochs=epochs, seed=seed, device=device, out_dir=str(Path(out) / preset), **config)
     cache = prepare(root, size=model.input_spec.size, progress=cfg.progress)
     loader = cache.loader("train", batch_size=cfg.batch_size, shuffle=True, seed=seed,
                           max_images=max_images)
@@ -461,4 +463,6 @@ def train_preset(preset: str, root: str | None = None, size: int | None = None, 
 def describe_device(device: str) -> str:
     """The device a run on ``device`` uses, in words (GPU name where there is one)."""
     d = pick_device(device)
-    return f"{d} ({torch.cuda.get_device_name(d)})" if d.type == "cuda" else str(d)
+    if d.type == "cuda":
+        return f"{d} ({torch.cuda.get_device_name(d)})"
+    return f"cpu ({torch.get_num_threads()} threads)" if d.type == "cpu" else str(d)

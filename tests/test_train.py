@@ -222,6 +222,8 @@ def test_resume_with_other_data_or_past_the_end_is_refused(tmp_path):
     train(toy(), ToyLoader(), cfg(tmp_path, max_steps=3))
     with pytest.raises(CxrnbError, match="batches per epoch"):
         train(toy(), ToyLoader(batch_size=4), cfg(tmp_path, max_steps=4))
+    with pytest.raises(CxrnbError, match="seed 0"):
+        train(toy(), ToyLoader(), cfg(tmp_path, max_steps=4, seed=1))
     with pytest.raises(CxrnbError, match="already at iteration 3"):
         train(toy(), ToyLoader(), cfg(tmp_path, max_steps=2))
 
@@ -344,3 +346,32 @@ def test_train_preset_on_the_phantom(tmp_path, phantom_root, monkeypatch, capsys
     assert str(h.checkpoint) in capsys.readouterr().out
     with pytest.raises(CxrnbError, match="unknown model preset"):
         train_preset("LSGAN2", root=str(phantom_root), size=64, out="runs")
+
+
+@pytest.mark.slow
+def test_compiled_loss_trains_like_eager(tmp_path, monkeypatch):
+    """cfg.compile only changes how the loss runs (inductor's own RNG switched to eager's here)."""
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    eager = train(toy(), ToyLoader(), cfg(tmp_path, "eager", max_steps=3))
+    compiled = train(toy(), ToyLoader(), cfg(tmp_path, "compiled", max_steps=3, compile=True))
+    pd.testing.assert_frame_equal(eager.frame, compiled.frame, rtol=1e-5, atol=1e-6)
+
+
+def test_fs_gmvae_trains_with_fixed_labels_and_a_frozen_encoder(tmp_path):
+    """The conditional path with a real model: grids decode a fixed label batch, and the
+    "Encoder in Eval" weights are left as they were while the rest trains."""
+    from cxrnb.models import build
+
+    torch.manual_seed(0)
+    model = build("FS-GMVAE-V3", image_size=64, weights=None)
+    before = params(model)
+    loader = RealLoader(64)
+    h = train(model, loader, cfg(tmp_path, max_steps=2, n_samples=4))
+    ckpt = torch.load(h.checkpoint, weights_only=True)
+    assert torch.equal(ckpt["y_fixed"], torch.cat([y for _, y in loader.epoch_batches(0)])[:4])
+    after = params(model)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and not any(k.startswith("encoder.") for k in changed)
+    assert any(k.startswith("decoder.") for k in changed)

@@ -12,8 +12,9 @@ the same random batch:
     G in D's step, D frozen in G's steps).
 
 On CUDA the models run at their paper sizes with batch 64; on a CPU at 64 px with batch 8, so the
-whole benchmark takes a minute or two. Rates are images/s (best of ``rounds`` alternating rounds,
-each ``steps`` timed steps after one warm-up step).
+whole benchmark takes about a minute. Rates are images/s, the best of ``rounds`` alternating rounds
+of ``steps`` timed steps (each after one warm-up step), so a busy moment on a shared machine
+does not decide the ratio.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def compare(preset: str, device: torch.device, size: int | None, batch: int, ste
 
 
 def main(device: str = "auto", size: int | None = None, presets: tuple[str, ...] = PRESETS,
-         steps: int = 3, rounds: int = 2) -> pd.DataFrame:
+         steps: int = 10, rounds: int = 3) -> pd.DataFrame:
     """Measure and print the table; returns it."""
     d = pick_device(device)
     size = size or (CPU_SIZE if d.type == "cpu" else None)
