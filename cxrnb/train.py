@@ -88,6 +88,13 @@ class History:
     images_per_s: float             # this call's training images / wall time (incl. logging, grids)
     out_dir: Path
 
+    @classmethod
+    def read(cls, out_dir: str | Path, images_per_s: float = float("nan")) -> History:
+        """The History of the run in ``out_dir`` (e.g. a finished run, to plot without training)."""
+        out = Path(out_dir)
+        samples = {int(p.stem.split("_")[1]): p for p in sorted((out / "samples").glob("iter_*.png"))}
+        return cls(_read_history(out / HISTORY), samples, out / CHECKPOINT, images_per_s, out)
+
     def wide(self, name: str = "loss") -> pd.DataFrame:
         """One column per part (e.g. d, g) of one logged scalar, indexed by iteration: ready to plot."""
         rows = self.frame[self.frame.name == name]
@@ -354,11 +361,6 @@ def _start_history(path: Path, upto: int | None) -> None:
     os.replace(tmp, path)
 
 
-def _history(out: Path, images_per_s: float) -> History:
-    samples = {int(p.stem.split("_")[1]): p for p in sorted((out / "samples").glob("iter_*.png"))}
-    return History(_read_history(out / HISTORY), samples, out / CHECKPOINT, images_per_s, out)
-
-
 def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None) -> History:
     """Train ``model`` on ``loader`` (see the module docstring); returns the run's History."""
     cfg = cfg or TrainConfig()
@@ -430,7 +432,7 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None) -> His
         bar.close()
     synchronize(stepper.device)
     seconds = time.perf_counter() - t0
-    return _history(out, images / seconds if images else float("nan"))
+    return History.read(out, images / seconds if images else float("nan"))
 
 
 def train_preset(preset: str, root: str | None = None, size: int | None = None, epochs: float = 1.0,

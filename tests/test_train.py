@@ -1,5 +1,6 @@
 """The shared training loop, on a toy two-part model and an in-memory loader (16 px, a few steps)."""
 
+import copy
 import math
 
 import numpy as np
@@ -262,6 +263,27 @@ def test_fresh_run_replaces_an_old_one(tmp_path):
     train(toy(), loader, cfg(tmp_path, max_steps=3, sample_at=(0, 1)))
     h = train(toy(), loader, cfg(tmp_path, max_steps=2, resume=False))
     assert sorted(h.samples) == [0, 2] and h.frame.iteration.max() == 2
+
+
+def test_fused_adam_keeps_the_papers_settings_and_steps():
+    """The CUDA fast path's fused Adam (also available on CPU) is the same optimiser: same lr and
+    betas, same update as the model's own Adam."""
+    from cxrnb.models import build
+    from cxrnb.train import _fused
+
+    torch.manual_seed(0)
+    a = build("LSGAN", image_size=64)
+    b = copy.deepcopy(a)
+    plain, fused = a.optimizer("d"), _fused(b.optimizer("d"))
+    assert fused.param_groups[0]["fused"] and fused.defaults["betas"] == (0.5, 0.999)
+    assert fused.defaults["lr"] == plain.defaults["lr"] == 2e-4
+    u8, y = next(iter(RealLoader(64)))
+    for model, opt in ((a, plain), (b, fused)):
+        torch.manual_seed(1)
+        model.loss(model.input_spec.to_model(u8), y, "d")["loss"].backward()
+        opt.step()
+    for (k, v), w in zip(a.D.state_dict().items(), b.D.state_dict().values()):
+        torch.testing.assert_close(v, w, msg=k)
 
 
 def test_throughput_counts_images_over_time():
