@@ -253,8 +253,8 @@ def save_checkpoint(path: Path, stepper: Stepper, step: int, batches_per_epoch: 
     """Write the whole training state to ``path`` atomically (a crash never leaves half a file)."""
     bad = [n for n, p in stepper.model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
-        raise CxrnbError(f"parameter {bad[0]} is not finite after iteration {step}; training stopped, "
-                         f"the last good checkpoint {path} is kept; lower the learning rate or check the data")
+        raise CxrnbError(f"parameter {bad[0]} is not finite after iteration {step}; training stopped, the "
+                         f"last good checkpoint {path} is kept; lower the learning rate or check the data")
     state = {**_model_id(stepper.model), "step": step, "batches_per_epoch": batches_per_epoch,
              "model": stepper.model.state_dict(),
              "optimizers": {p: o.state_dict() for p, o in stepper.optimizers.items()},
@@ -382,8 +382,9 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None) -> His
         ckpt = load_checkpoint(ckpt_path, model, stepper.optimizers)
         if ckpt["batches_per_epoch"] != n_batches or ckpt["config"]["seed"] != cfg.seed:
             raise CxrnbError(f"{ckpt_path} was trained with seed {ckpt['config']['seed']} and "
-                             f"{ckpt['batches_per_epoch']} batches per epoch, this run has seed {cfg.seed} and "
-                             f"{n_batches}; use the same seed, data and batch size, or resume=False")
+                             f"{ckpt['batches_per_epoch']} batches per epoch, this run has seed "
+                             f"{cfg.seed} and {n_batches}; use the same seed, data and batch size, "
+                             f"or resume=False")
         start = ckpt["step"]
         if start > total:
             raise CxrnbError(f"{ckpt_path} is already at iteration {start}, past the {total} asked for; "
