@@ -41,13 +41,12 @@ PROFILES: dict[str, dict] = {
               "03": {"presets": ["FS-GMVAE-V1", "FS-GMVAE-V3", "GMVAE-V6", "GMVAE-V8"]},
               "06": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 1,
                      "usefulness_seeds": [0]}},
-    # Minutes per notebook on a CPU, on the real images at reduced size (64 px).
-    "cpu": {"data_root": "$CXR14_ROOT", "image_size": 64, "epochs": 3, "max_images": None,
+    # Minutes per notebook on a CPU (2 cores: ~25 min in all), real images at 64 px.
+    "cpu": {"data_root": "$CXR14_ROOT", "image_size": 64, "epochs": 2, "max_images": None,
             "batch_size": 64, "seed": 0, "device": "cpu", "smoke": False, "runs_dir": "runs/cpu",
-            "02": {"epochs": 12, "sample_at": [0, 100, 200]},
-            "03": {"epochs": 4},
-            "04": {"epochs": 25, "sample_at": [0, 100, 400]},
-            "06": {"n_generated": 300, "n_repeats": 5, "classifier_epochs": 15,
+            "02": {"epochs": 10, "sample_at": [0, 100]},
+            "04": {"epochs": 20, "sample_at": [0, 100, 400]},
+            "06": {"n_generated": 300, "n_repeats": 5, "classifier_epochs": 10,
                    "usefulness_seeds": [0, 1, 2]}},
     # The paper's settings (SPEC.md), for a GPU: VAE and LSGAN at 128 px, GMVAE at 224 px, batch 64.
     "paper": {"data_root": "$CXR14_ROOT", "image_size": 128, "epochs": 5, "max_images": None,
