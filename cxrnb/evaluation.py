@@ -50,7 +50,8 @@ def classifier(data: EvalData, cfg: ClassifierConfig, runs_dir: str | Path = RUN
     path = in_repo(runs_dir) / f"classifier-{data.key}-e{cfg.epochs}-s{cfg.seed}.pt"
     if path.is_file():
         return Classifier.load(path, device=device)
-    clf = fit_classifier(data.train, data.train_y, cfg, val=(data.val, data.val_y), device=device)
+    val = (data.val, data.val_y) if len(data.val) else None   # a tiny set may have no val patients
+    clf = fit_classifier(data.train, data.train_y, cfg, val=val, device=device)
     clf.save(path)
     return clf
 

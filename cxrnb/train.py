@@ -301,7 +301,9 @@ def fixed_inputs(model: GenerativeModel, loader, n: int, seed: int) -> tuple[Ten
         have += len(y)
         if have >= n:
             break
-    return z, torch.cat(ys)[:n].float().to(model.device)
+    ys = torch.cat(ys)
+    ys = ys.repeat(math.ceil(n / len(ys)), 1)[:n]       # fewer images than samples: cycle them
+    return z, ys.float().to(model.device)
 
 
 def _save_grid(model: GenerativeModel, fixed: tuple[Tensor, Tensor | None], path: Path) -> Path:

@@ -1,0 +1,91 @@
+"""The notebook steps: a run trains, reloads bit-identically, and reads off curves and samples."""
+
+import pytest
+import torch
+
+from cxrnb import evaluation, study
+from cxrnb.classifier import ClassifierConfig
+from cxrnb.errors import CxrnbError
+
+
+@pytest.fixture(scope="module")
+def vae_run(phantom_root, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    run = study.train_run("VAE-beta0.1", str(phantom_root), image_size=64, max_images=32, batch_size=16,
+                          epochs=1, device="cpu", runs_dir=runs, sample_at=[0, 1], progress=False)
+    return run, runs
+
+
+def test_train_then_load_gives_the_same_model(vae_run, phantom_root):
+    run, runs = vae_run
+    again = study.load_run("VAE-beta0.1", runs, str(phantom_root), device="cpu")
+    for a, b in zip(run.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu())
+    assert again.prov.extra["iterations"] == 2 and again.prov.epochs == 1
+    assert again.prov.source == "synthetic phantom" and again.prov.n_images == 32
+
+
+def test_curves_samples_grids_and_reconstructions(vae_run):
+    run, _ = vae_run
+    c = study.curves(run)
+    assert list(c.index) == [1, 2] and {"loss", "recon", "kl"} <= set(c.columns)
+    # the loss is what the loop logged: recon + beta * kl, row by row
+    assert torch.allclose(torch.tensor(c["loss"].values), torch.tensor((c["recon"] + 0.1 * c["kl"]).values),
+                          rtol=1e-4)
+    assert list(study.sample_grids(run)) == ["iteration 0", "iteration 1", "iteration 2"]
+    s = study.samples(run, n=5, seed=1, size=32)
+    assert s.shape == (5, 1, 32, 32) and 0 <= s.min() and s.max() <= 1
+    assert torch.equal(s, study.samples(run, n=5, seed=1, size=32))        # seeded
+    x, r = study.reconstructions(run, n=3)
+    assert x.shape == r.shape == (3, 1, 64, 64)
+    table = study.summary([run])
+    assert table.loc[0, "parameters"] == run.model.param_counts()["total"]
+
+
+def test_conditional_samples_use_the_given_labels(phantom_root, tmp_path):
+    run = study.train_run("FS-GMVAE-V3", str(phantom_root), image_size=64, max_images=16, batch_size=16,
+                          epochs=1, device="cpu", runs_dir=tmp_path, weights=None, progress=False)
+    y = torch.zeros(4, 15)
+    y[:2, 0] = 1
+    a = evaluation.conditional_samples(run, y, size=64)
+    b = evaluation.conditional_samples(run, torch.zeros(4, 15), size=64)
+    assert a.shape == (4, 1, 64, 64)
+    assert torch.equal(a[2:], b[2:]) and not torch.equal(a[:2], b[:2])    # same z, other labels
+
+
+def test_load_run_errors(vae_run, tmp_path, real_root):
+    _, runs = vae_run
+    with pytest.raises(CxrnbError, match="no trained run of LSGAN"):
+        study.load_run("LSGAN", runs)
+    with pytest.raises(CxrnbError, match="was trained on"):
+        study.load_run("VAE-beta0.1", runs, str(real_root))
+
+
+def test_unconditional_model_refused_for_usefulness(vae_run):
+    with pytest.raises(CxrnbError, match="not label-conditioned"):
+        evaluation.conditional_samples(vae_run[0], torch.zeros(2, 15), size=64)
+
+
+def test_classifier_is_trained_once_then_reloaded(phantom_root, tmp_path):
+    data = evaluation.eval_data(str(phantom_root), 32)
+    assert len(data.train) + len(data.val) + len(data.test) == 64
+    cfg = ClassifierConfig(epochs=1, batch_size=16)
+    first = evaluation.classifier(data, cfg, tmp_path)
+    again = evaluation.classifier(data, cfg, tmp_path)
+    x = data.test.float() / 255
+    assert torch.equal(first.predict_proba(x), again.predict_proba(x))
+    table = evaluation.auroc_table(first, data)
+    assert len(table) == 14 and (table["positives in test"] == data.test_y[:, :14].sum(0).numpy()).all()
+
+
+def test_fixed_label_batch_cycles_when_there_are_fewer_images_than_samples(phantom_root):
+    from cxrnb.cache import prepare
+    from cxrnb.models import build
+    from cxrnb.train import fixed_inputs
+
+    model = build("FS-GMVAE-V3", image_size=64, weights=None)
+    loader = prepare(str(phantom_root), size=64).loader("train", batch_size=16, max_images=16)
+    z, y = fixed_inputs(model, loader, n=40, seed=0)
+    first = next(iter(loader.epoch_batches(0)))[1]
+    assert z.shape[0] == y.shape[0] == 40
+    assert torch.equal(y[:16], first) and torch.equal(y[16:32], first)
