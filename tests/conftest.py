@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REAL_ROOT = os.environ.get("CXR14_ROOT")
 
@@ -23,3 +24,12 @@ def phantom_root(tmp_path_factory) -> Path:
     from cxrnb.phantom import write_phantom
 
     return write_phantom(tmp_path_factory.mktemp("phantom"), n=64, size=128, seed=0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and the suite runs two test processes at once."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -10,13 +10,7 @@ from cxrnb.models import build
 from cxrnb.table5 import CXR14_IMAGES, TABLE5, counts, print_table5, table5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny batches run fastest on one thread, and the suite runs two test processes at once."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
