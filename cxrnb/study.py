@@ -25,8 +25,7 @@ from cxrnb.errors import CxrnbError
 from cxrnb.models import GenerativeModel, build
 from cxrnb.paths import RUNS_DIR, in_repo
 from cxrnb.provenance import Provenance
-from cxrnb.train import (HISTORY, PAPER_SAMPLE_AT, History, TrainConfig, load_checkpoint,
-                         pick_device, train)
+from cxrnb.train import PAPER_SAMPLE_AT, History, TrainConfig, load_checkpoint, pick_device, train
 
 RUN_FILE = "run.json"
 
@@ -101,9 +100,7 @@ def load_run(preset: str, runs_dir: str | Path = RUNS_DIR, data_root: str | None
     load_checkpoint(found[0].parent / "checkpoint.pt", model)
     model = model.to(pick_device(device)).eval()
     cache = prepare(spec["data_root"], size=spec["image_size"])
-    out = found[0].parent
-    samples = {int(p.stem.split("_")[1]): p for p in sorted((out / "samples").glob("iter_*.png"))}
-    history = History(pd.read_csv(out / HISTORY), samples, out / "checkpoint.pt", float("nan"), out)
+    history = History.read(found[0].parent)
     return Run(preset, model, history, cache, _provenance(cache, model, history, spec))
 
 
