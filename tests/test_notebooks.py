@@ -4,6 +4,7 @@ on the synthetic phantom always, and on the real CXR14 images when CXR14_ROOT is
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -35,6 +36,8 @@ def _run_all(tmp_path, source: str, overrides: list[str]) -> None:
                 pixels = np.asarray(im.convert("L"))
             assert pixels.shape[0] > 100 and pixels.std() > 5, png      # a real picture, not blank
             assert json.loads(png.with_suffix(".json").read_text())["source"] in (source, "full CXR14")
+    table4 = pd.read_csv(reports / "figures" / "03_gmvae_variants" / "table4_variants.csv", index_col="preset")
+    assert table4.loc["GMVAE-V8", "epochs"] == 2 and table4.loc["GMVAE-V6", "epochs"] == 1   # epochs_for
     results = (reports / "results.md").read_text()
     assert "Does the paper's ranking hold?" in results and source in results
 
