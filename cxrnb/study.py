@@ -179,6 +179,9 @@ def provenance(runs: Iterable[Run]) -> Provenance:
     """One provenance record for a figure that shows several runs of the same data."""
     runs = list(runs)
     first = runs[0].prov
-    return Provenance(first.source, first.n_images, first.image_size,
-                      max(r.prov.epochs for r in runs), first.seed,
-                      {"presets": ", ".join(r.preset for r in runs)})
+    epochs = [r.prov.epochs for r in runs]
+    common = max(set(epochs), key=epochs.count)          # the footer's epochs; the rest named
+    extra = {"presets": ", ".join(r.preset for r in runs)}
+    if len(set(epochs)) > 1:
+        extra["except"] = ", ".join(f"{r.preset} {r.prov.epochs:g} epochs" for r in runs if r.prov.epochs != common)
+    return Provenance(first.source, first.n_images, first.image_size, common, first.seed, extra)

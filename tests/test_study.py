@@ -1,11 +1,14 @@
 """The notebook steps: a run trains, reloads bit-identically, and reads off curves and samples."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from cxrnb import evaluation, study
 from cxrnb.classifier import ClassifierConfig
 from cxrnb.errors import CxrnbError
+from cxrnb.provenance import Provenance
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +92,13 @@ def test_fixed_label_batch_cycles_when_there_are_fewer_images_than_samples(phant
     first = next(iter(loader.epoch_batches(0)))[1]
     assert z.shape[0] == y.shape[0] == 40
     assert torch.equal(y[:16], first) and torch.equal(y[16:32], first)
+
+
+def test_provenance_of_several_runs_names_the_ones_trained_longer():
+    def run(preset, epochs):
+        return SimpleNamespace(preset=preset, prov=Provenance("real CXR14 subset", 100, 64, epochs, 0))
+    prov = study.provenance([run("A", 2), run("B", 10), run("C", 2)])
+    assert prov.epochs == 2 and prov.extra == {"presets": "A, B, C", "except": "B 10 epochs"}
+    assert "epochs: 2 · seed 0 · presets: A, B, C · except: B 10 epochs" in prov.line()
+    same = study.provenance([run("A", 3), run("B", 3)])
+    assert same.epochs == 3 and "except" not in same.extra
