@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from cxrnb.errors import CxrnbError
 from cxrnb.provenance import Provenance
 
 DPI = 100             # small PNGs: the figures are for reading, not printing
@@ -94,6 +95,8 @@ def image_grid(images: Tensor | np.ndarray, nrow: int = 8, title: str | None = N
 
 def sample_rows(rows: dict[str, Tensor], title: str | None = None) -> Figure:
     """Panels side by side, one per label: e.g. samples at iterations 0, 100 and 250 (paper Fig. 6, 8)."""
+    if not rows:
+        raise CxrnbError("sample_rows got no panels to draw (an empty dict of image sets)")
     fig = Figure(figsize=(3.2 * len(rows), 3.6))
     for i, (label, images) in enumerate(rows.items()):
         nrow = math.ceil(math.sqrt(len(images)))

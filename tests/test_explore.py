@@ -10,7 +10,9 @@ from torch import nn
 
 from cxrnb import explore
 from cxrnb.errors import CxrnbError
+from cxrnb.labels import LABELS
 from cxrnb.models.base import GenerativeModel, InputSpec
+from cxrnb.models.presets import build
 
 D, S = 8, 16
 
@@ -179,3 +181,15 @@ def test_conditional_model_needs_labels(toy):
         explore.decode_grid(cond, torch.zeros(2, D))
     grid = explore.decode_grid(cond, torch.zeros(2, D), y=torch.zeros(15))
     assert grid.shape == (2 + S + 2, 2 + 2 * (S + 2))
+
+
+@pytest.mark.parametrize("preset, k", [("GMVAE-V8", 300), ("FS-GMVAE-V3", 50), ("VAE-beta1", 0), ("LSGAN", 0)])
+def test_the_real_presets_expose_their_mixture_components(preset, k):
+    """The toy above declares n_components itself; the paper's models must too, or the explorer
+    silently loses its component picker and notebook 05 draws an empty per-component figure."""
+    model = build(preset, image_size=64, **({"weights": None} if preset.endswith(("V8", "V3")) else {}))
+    assert explore.n_components(model) == k
+    if k:
+        y = torch.zeros(len(LABELS)) if model.conditional else None
+        drawn = explore.component_samples(model, k - 1, n=2, seed=0, y=y)
+        assert drawn.shape == (2, 1, 64, 64)

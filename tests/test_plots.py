@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from cxrnb import plots
+from cxrnb.errors import CxrnbError
 from cxrnb.provenance import Provenance
 
 PROV = Provenance("synthetic phantom", n_images=64, image_size=32, epochs=1, seed=3,
@@ -86,3 +87,8 @@ def test_smoothing_is_a_trailing_moving_average():
 def test_publish_shows_the_saved_file(tmp_path):
     image = plots.publish(plots.image_grid(torch.rand(4, 1, 16, 16)), tmp_path / "g.png", PROV)
     assert image.data == (tmp_path / "g.png").read_bytes()
+
+
+def test_sample_rows_refuses_an_empty_set_of_panels():
+    with pytest.raises(CxrnbError, match="no panels"):
+        plots.sample_rows({})

@@ -149,6 +149,11 @@ class GMVAE(GenerativeModel):
         self.prior_mean = nn.Parameter(torch.randn(k, z_dim) / math.sqrt(k * z_dim))
         self.prior_logvar = nn.Parameter(torch.zeros(k, z_dim))
 
+    @property
+    def n_components(self) -> int:
+        """K, the mixture components of the prior (the latent explorer's component picker)."""
+        return self.prior_mean.shape[0]
+
     def train(self, mode: bool = True) -> GMVAE:
         super().train(mode)
         if self.freeze_encoder:
