@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 # The three data sources a number in this project can come from.
@@ -48,6 +48,11 @@ class Provenance:
                 f"epochs: {self.epochs:g}", f"seed {self.seed}"]
         bits += [f"{k}: {v}" for k, v in self.extra.items()]
         return " · ".join(bits) + f" · cxrnb {self.commit}"
+
+    def updated(self, epochs: float | None = None, **extra) -> Provenance:
+        """A copy for an artefact derived from this one: other epochs (e.g. a classifier trained on
+        this data), more facts in ``extra``."""
+        return replace(self, epochs=self.epochs if epochs is None else epochs, extra={**self.extra, **extra})
 
     def to_dict(self) -> dict:
         return asdict(self)

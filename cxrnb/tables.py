@@ -5,16 +5,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cxrnb.provenance import Provenance
 
 
+def _cell(v) -> str:
+    """Integers with thousands separators, other floats to 5 significant digits (the CSV keeps them all)."""
+    if pd.isna(v):
+        return ""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return f"{v:,}"
+    if isinstance(v, (float, np.floating)):       # whole floats (ints in a column with gaps) as ints
+        return f"{int(v):,}" if float(v).is_integer() else f"{v:.5g}"
+    return str(v)
+
+
 def markdown_table(df: pd.DataFrame, index: bool = False) -> str:
     """A GitHub Markdown table (pandas' ``to_markdown`` needs the optional tabulate package)."""
     df = df.reset_index() if index else df
-    cells = [[("" if pd.isna(v) else f"{v:,}" if isinstance(v, int) else str(v)) for v in row]
-             for row in df.itertuples(index=False)]
+    cells = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
 

@@ -20,3 +20,12 @@ def test_line_states_source_count_size_epochs_and_seed(tmp_path):
 def test_unknown_source_is_refused():
     with pytest.raises(ValueError, match="unknown data source"):
         Provenance("my laptop", 1, 64)
+
+
+def test_updated_copies_with_new_epochs_and_more_facts():
+    base = Provenance("real CXR14 subset", 1657, 64, 0, 0, {"split": "1326/166/165"}, commit="abc")
+    clf = base.updated(epochs=10, model="feature classifier")
+    assert clf.epochs == 10 and clf.extra == {"split": "1326/166/165", "model": "feature classifier"}
+    assert (base.epochs, base.extra) == (0, {"split": "1326/166/165"})          # the original is untouched
+    assert base.updated(note="x").epochs == 0
+    assert "epochs: 10 · seed 0 · split: 1326/166/165 · model: feature classifier · cxrnb abc" in clf.line()
