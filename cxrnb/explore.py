@@ -29,6 +29,7 @@ from cxrnb.models.base import GenerativeModel
 from cxrnb.plots import tile
 
 STEPS = (-3, -2, -1, 0, 1, 2, 3)   # traversal offsets, in standard deviations along a direction
+MEAN = -1                          # the explorer's "data mean" base, beside components 0..K-1
 
 
 @contextmanager
@@ -196,12 +197,12 @@ def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, st
     sliders = [w.FloatSlider(value=0.0, min=-limit, max=limit, step=0.1, description=f"dir {i + 1}",
                              continuous_update=False) for i in range(len(directions))]
     k = n_components(model)
-    menu = w.Dropdown(options=[("data mean", None)] + [(f"component {c}", c) for c in range(k)],
-                      description="base")
+    menu = w.Dropdown(options=[("data mean", MEAN)] + [(f"component {c}", c) for c in range(k)],
+                      value=MEAN, description="base")   # (a None value would show as a blank menu)
     image = w.Image(format="png", layout=w.Layout(width=f"{width}px"))
 
     def base() -> Tensor:
-        if menu.value is None:
+        if menu.value == MEAN:
             return mean
         with _evaluating(model):
             z = model.sample_latent(1, _generator(model, seed), component=menu.value)

@@ -141,6 +141,7 @@ def test_widget_slider_and_component_menu_redraw_the_image(toy, images):
     ui = explore.explorer_widget(toy, mean, directions, std)
     assert len(ui.sliders) == 3 and list(ui.menu.options)[1:] == [("component 0", 0), ("component 1", 1),
                                                                     ("component 2", 2)]
+    assert ui.menu.label == "data mean"                                          # shown, not blank
     at_mean = ui.image.value
     np.testing.assert_allclose(_shown(ui), _decode_by_hand(toy, mean).reshape(S, S) * 255, atol=0.51)
 
@@ -153,7 +154,7 @@ def test_widget_slider_and_component_menu_redraw_the_image(toy, images):
     base = toy.sample_latent(1, torch.Generator().manual_seed(0), component=2)[0]
     np.testing.assert_allclose(_shown(ui), _decode_by_hand(toy, base + 1.5 * std[1] * directions[1])
                                .reshape(S, S) * 255, atol=0.51)
-    ui.sliders[1].value, ui.menu.value = 0.0, None
+    ui.sliders[1].value, ui.menu.value = 0.0, explore.MEAN
     assert ui.image.value == at_mean
 
 

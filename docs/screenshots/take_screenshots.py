@@ -87,9 +87,13 @@ def main() -> None:
         page.goto(f"{args.url}/lab/tree/{args.notebook}?token={args.token}")
         page.wait_for_selector(".jp-Notebook .jp-CodeCell")
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
-        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
-        page.wait_for_timeout(3000)
+        for _ in range(5):        # on a fresh server the first Run All can land before the kernel is up
+            page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+            page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+            page.wait_for_timeout(5000)
+            prompts = page.eval_on_selector_all(".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.trim())")
+            if any(p != "[ ]:" for p in prompts):
+                break
         wait_until_run(page, args.timeout)
 
         explorers = page.locator(".widget-hbox:has(.widget-slider):has(.widget-image)")
