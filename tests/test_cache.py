@@ -1,7 +1,10 @@
 """The preprocessed cache (build, reuse, resume, refusal) and the loaders that read it."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -343,3 +346,11 @@ def test_data_benchmark_reports_consistent_numbers(tiny, capsys):
     assert all(v > 0 for v in out.values())
     assert out["speedup"] == pytest.approx(out["cached"] / out["naive"])
     assert "cache / naive" in capsys.readouterr().out
+
+
+def test_data_benchmark_without_data_says_so_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CXR14_ROOT"}
+    done = subprocess.run([sys.executable, "-m", "cxrnb.bench", "data"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "error: no CXR14 folder given" in lines[0], done.stderr
