@@ -26,12 +26,16 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def input_prompts(page) -> list[str]:
+    """Every code cell's prompt: ``[ ]:`` not run, ``[*]:`` running, ``[3]:`` done."""
+    return page.eval_on_selector_all(".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.trim())")
+
+
 def wait_until_run(page, timeout: float) -> None:
     """Until every code cell has an execution count and none shows ``[*]``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        prompts = page.eval_on_selector_all(
-            ".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.trim())")
+        prompts = input_prompts(page)
         if prompts and all(p not in ("[ ]:", "[*]:", "") for p in prompts):
             return
         page.wait_for_timeout(2000)
@@ -91,8 +95,7 @@ def main() -> None:
             page.click(".lm-MenuBar-itemLabel:text-is('Run')")
             page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
             page.wait_for_timeout(5000)
-            prompts = page.eval_on_selector_all(".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.trim())")
-            if any(p != "[ ]:" for p in prompts):
+            if any(p != "[ ]:" for p in input_prompts(page)):
                 break
         wait_until_run(page, args.timeout)
 
