@@ -42,7 +42,7 @@ PROFILES: dict[str, dict] = {
                      "epochs_for": {"GMVAE-V8": 2}},
               "06": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 1,
                      "usefulness_seeds": [0]}},
-    # Minutes per notebook on a CPU (2 cores: ~25-30 min in all), real images at 64 px.
+    # Minutes per notebook on a CPU (2 cores: ~25 min in all), real images at 64 px.
     "cpu": {"data_root": "$CXR14_ROOT", "image_size": 64, "epochs": 2, "max_images": None,
             "batch_size": 64, "seed": 0, "device": "cpu", "smoke": False, "runs_dir": "runs/cpu",
             "02": {"epochs": 10, "sample_at": [0, 100]},
