@@ -55,6 +55,17 @@ def _provenance(cache: ImageCache, model: GenerativeModel, history: History, spe
                             split="train", max_images=spec["max_images"])
 
 
+def epochs_per_preset(presets: Iterable[str], epochs: float, epochs_for: dict[str, float]) -> dict[str, float]:
+    """Each preset's epochs: ``epochs_for``'s value where it names one, else ``epochs``.
+    A name in ``epochs_for`` that is not trained is a typo, and silently ignoring it would not do."""
+    presets = list(presets)
+    unknown = sorted(set(epochs_for) - set(presets))
+    if unknown:
+        raise CxrnbError(f"epochs_for names {', '.join(unknown)}, which is not among the presets trained "
+                         f"here: {', '.join(presets)}")
+    return {name: epochs_for.get(name, epochs) for name in presets}
+
+
 def train_run(preset: str, data_root: str | None = None, image_size: int | None = None,
               epochs: float = 1.0, max_images: int | None = None, batch_size: int = 64, seed: int = 0,
               device: str = "auto", runs_dir: str | Path = RUNS_DIR,

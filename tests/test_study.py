@@ -102,3 +102,9 @@ def test_provenance_of_several_runs_names_the_ones_trained_longer():
     assert "epochs: 2 · seed 0 · presets: A, B, C · except: B 10 epochs" in prov.line()
     same = study.provenance([run("A", 3), run("B", 3)])
     assert same.epochs == 3 and "except" not in same.extra
+
+
+def test_epochs_per_preset_overrides_some_and_refuses_a_name_not_trained():
+    assert study.epochs_per_preset(["A", "B"], 2, {"B": 10}) == {"A": 2, "B": 10}
+    with pytest.raises(CxrnbError, match="epochs_for names GMVAE-V9, which is not among the presets"):
+        study.epochs_per_preset(["GMVAE-V8"], 2, {"GMVAE-V9": 10})
