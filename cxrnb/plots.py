@@ -112,21 +112,33 @@ def smoothed(y: pd.Series, window: int) -> pd.Series:
 
 
 def loss_curves(history: pd.DataFrame | dict[str, pd.DataFrame], keys: list[str] | tuple[str, ...],
-                title: str | None = None, smooth: int = 1) -> Figure:
+                title: str | None = None, smooth: int = 1, logy: tuple[str, ...] = (),
+                levels: dict[str, float] | None = None) -> Figure:
     """One panel per logged quantity, one line per run (paper Fig. 5: the beta sweep; Fig. 9: D and G).
 
     ``history`` is a training history (columns ``step`` and the logged keys) or a dict of them by
-    label. With ``smooth`` > 1 the raw values are drawn faintly under their moving average.
+    label. With ``smooth`` > 1 the raw values are drawn faintly under their moving average. Keys in
+    ``logy`` get a symmetric-log y axis (values spanning 0 to hundreds, such as the KL of collapsed
+    and working models side by side). ``levels`` draws a dashed reference level in a key's panel
+    (e.g. the mean image's error under the reconstruction errors).
     """
     runs = {"": history} if isinstance(history, pd.DataFrame) else history
     fig = Figure(figsize=(4.5 * len(keys), 3.4))
     for i, key in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), i + 1)
         for label, df in runs.items():
-            x = df["step"] if "step" in df else df.index
-            line, = ax.plot(x, smoothed(df[key], smooth), label=label or None, lw=1.2)
+            if key not in df:
+                continue
+            y = df[key].dropna()
+            x = df.loc[y.index, "step"] if "step" in df else y.index
+            line, = ax.plot(x, smoothed(y, smooth), label=label or None, lw=1.2,
+                            marker="." if len(y) < 40 else None)
             if smooth > 1:
-                ax.plot(x, df[key], color=line.get_color(), alpha=0.25, lw=0.6)
+                ax.plot(x, y, color=line.get_color(), alpha=0.25, lw=0.6)
+        if key in logy:
+            ax.set_yscale("symlog", linthresh=0.1)
+        if levels and key in levels:
+            ax.axhline(levels[key], color="0.4", ls="--", lw=1)
         ax.set_xlabel("step")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
@@ -135,6 +147,43 @@ def loss_curves(history: pd.DataFrame | dict[str, pd.DataFrame], keys: list[str]
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def labelled_rows(rows: dict[str, Tensor], title: str | None = None) -> Figure:
+    """One row of images per label, the label on the left: e.g. the same test images and each
+    model's reconstructions of them, or a few samples of each model, one model per row."""
+    if not rows:
+        raise CxrnbError("labelled_rows got no rows to draw (an empty dict of image sets)")
+    n = max(len(v) for v in rows.values())
+    fig = Figure(figsize=(1.0 * n + 2.2, 1.05 * len(rows) + (0.4 if title else 0.1)), layout="constrained")
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (label, images) in zip(axes, rows.items()):
+        _show(ax, tile(images, nrow=n))
+        ax.set_axis_on()
+        ax.set_xticks([]), ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def kl_spectrum(kl_per_dim: dict[str, np.ndarray], title: str | None = None, floor: float = 1e-4) -> Figure:
+    """Each model's KL per latent dimension, sorted from largest, on a log scale: a collapsed
+    posterior is a flat line at ~0 (drawn at ``floor``), a working one a few dimensions that carry nats."""
+    fig = Figure(figsize=(6, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    for label, kl in kl_per_dim.items():
+        ax.plot(np.maximum(np.sort(np.asarray(kl))[::-1], floor), label=label, lw=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("latent dimension, sorted by KL")
+    ax.set_ylabel(f"KL (nats, floor {floor:g})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
     return fig
 
 

@@ -19,9 +19,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cxrnb import diagnostics
 from cxrnb.cache import ImageCache, prepare
 from cxrnb.data import resolve_root
 from cxrnb.errors import CxrnbError
+from cxrnb.metrics import ms_ssim_diversity
+from cxrnb.models.base import IMAGENET_STD
+from cxrnb.models.losses import effective_beta
 from cxrnb.models import GenerativeModel, build
 from cxrnb.paths import RUNS_DIR, in_repo
 from cxrnb.provenance import Provenance
@@ -39,6 +43,7 @@ class Run:
     history: History
     cache: ImageCache
     prov: Provenance
+    batch_size: int = 64
 
 
 def run_dir(runs_dir: str | Path, preset: str, image_size: int) -> Path:
@@ -84,11 +89,21 @@ def train_run(preset: str, data_root: str | None = None, image_size: int | None 
     spec = {"preset": preset, "image_size": size, "model_kwargs": model_kwargs,
             "pretrained": bool(getattr(model, "pretrained", False)), "data_root": str(cache.meta["root"]),
             "max_images": max_images, "batch_size": batch_size, "seed": seed}
-    history = train(model, loader, cfg)
+    history = train(model, loader, cfg, monitor=_monitor(model, cache))
     (out / RUN_FILE).write_text(json.dumps(spec, indent=2) + "\n")
     prov = _provenance(cache, model, history, spec)
     prov.save_json(out / "provenance.json")
-    return Run(preset, model.eval(), history, cache, prov)
+    return Run(preset, model.eval(), history, cache, prov, batch_size)
+
+
+def _monitor(model: GenerativeModel, cache: ImageCache):
+    """Collapse diagnostics on the validation split during training (test if there is no val)."""
+    if not diagnostics.has_encoder(model):
+        return None
+    split = "val" if len(cache.rows("val")) else "test"
+    if not len(cache.rows(split)):
+        return None
+    return diagnostics.monitor(split_images(cache, split), split_labels(cache, split), mean_image(cache))
 
 
 def load_run(preset: str, runs_dir: str | Path = RUNS_DIR, data_root: str | None = None,
@@ -112,18 +127,65 @@ def load_run(preset: str, runs_dir: str | Path = RUNS_DIR, data_root: str | None
     model = model.to(pick_device(device)).eval()
     cache = prepare(spec["data_root"], size=spec["image_size"])
     history = History.read(found[0].parent)
-    return Run(preset, model, history, cache, _provenance(cache, model, history, spec))
+    return Run(preset, model, history, cache, _provenance(cache, model, history, spec), spec["batch_size"])
+
+
+def trained_presets(runs_dir: str | Path = RUNS_DIR, family: str | None = None) -> list[str]:
+    """The presets with a finished run in ``runs_dir`` (of one model family, if given), sorted."""
+    from cxrnb.models import PRESETS
+
+    names = {json.loads(f.read_text())["preset"] for f in in_repo(runs_dir).glob(f"*px/{RUN_FILE}")}
+    return sorted(n for n in names if n in PRESETS and (family is None or PRESETS[n].family == family))
+
+
+def best_run(family: str, runs_dir: str | Path = RUNS_DIR, data_root: str | None = None,
+             device: str = "auto") -> tuple[Run, pd.DataFrame]:
+    """The trained run of ``family`` worth exploring, and the table it was chosen from.
+
+    Every trained preset of the family is diagnosed on the *validation* split (so the choice is not
+    made on the test images the reports score): the one with the lowest reconstruction error among
+    those that did not collapse wins; when all collapsed, the lowest error overall (the table says so).
+    """
+    names = trained_presets(runs_dir, family)
+    if not names:
+        raise CxrnbError(f"no trained {family} run in {in_repo(runs_dir)}: run its notebook first")
+    runs = {n: load_run(n, runs_dir, data_root, device=device) for n in names}
+    rows = []
+    for name, run in runs.items():
+        split = "val" if len(run.cache.rows("val")) else "test"
+        d = diagnose(run, split)
+        rows.append({"preset": name, "split": split, "active_units": d.active_units, "val_mse": round(d.mse, 5),
+                     "mean_image_mse": round(d.mean_image_mse, 5), "collapsed": d.collapsed})
+    table = pd.DataFrame(rows).sort_values(["collapsed", "val_mse"]).reset_index(drop=True)
+    table["chosen"] = table.index == 0
+    return runs[table.preset[0]], table
+
+
+def explorable(preset: str, family: str, runs_dir: str | Path = RUNS_DIR, data_root: str | None = None,
+               device: str = "auto") -> tuple[Run, pd.DataFrame | None]:
+    """``preset``'s run, or with ``preset="auto"`` the family's ``best_run`` and its table."""
+    if preset == "auto":
+        return best_run(family, runs_dir, data_root, device)
+    return load_run(preset, runs_dir, data_root, device=device), None
 
 
 # --- what the notebooks show --------------------------------------------------------------------
 
 def curves(run: Run) -> pd.DataFrame:
-    """Logged scalars per iteration, one column each: "loss", "kl" … or "d/loss", "g/loss" …"""
+    """Logged scalars per iteration, one column each: "loss", "kl" … of a single-part model,
+    "d/loss", "g/loss" … of the GAN, and "heldout/active_units" … of the training-time diagnostics."""
     frame = run.history.frame
     wide = frame.pivot_table(index="iteration", columns=["part", "name"], values="value")
-    single = frame.part.nunique() == 1
-    wide.columns = [name if single else f"{part}/{name}" for part, name in wide.columns]
+    single = frame[frame.part != "heldout"].part.nunique() == 1
+    wide.columns = [name if single and part != "heldout" else f"{part}/{name}" for part, name in wide.columns]
     return wide
+
+
+def heldout_curves(run: Run) -> pd.DataFrame:
+    """The training-time diagnostics alone ("kl", "active_units", "test_mse" …), by iteration."""
+    c = curves(run)
+    return c[[k for k in c if k.startswith("heldout/")]].dropna(how="all").rename(
+        columns=lambda k: k.removeprefix("heldout/"))
 
 
 def sample_grids(run: Run) -> dict[str, torch.Tensor]:
@@ -140,6 +202,19 @@ def split_images(cache: ImageCache, split: str, max_images: int | None = None,
 
 def split_labels(cache: ImageCache, split: str, max_images: int | None = None, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(cache.labels[cache.rows(split, max_images, seed)])
+
+
+def mean_image(cache: ImageCache) -> torch.Tensor:
+    """The training split's mean image, (S, S) in [0, 1]: the baseline every reconstruction must beat."""
+    return torch.from_numpy(np.asarray(cache.images[cache.rows("train")], dtype=np.float64).mean(0) / 255).float()
+
+
+def diagnose(run: Run, split: str = "test") -> diagnostics.Diagnostics:
+    """KL, active units and reconstruction error on one split, beside the mean-image baseline."""
+    if not diagnostics.has_encoder(run.model):
+        raise CxrnbError(f"{run.preset} has no encoder: collapse diagnostics need one (VAE, GMVAE)")
+    return diagnostics.diagnose(run.model, split_images(run.cache, split), split_labels(run.cache, split),
+                                mean_image(run.cache))
 
 
 @torch.no_grad()
@@ -171,19 +246,40 @@ def reconstructions(run: Run, n: int = 8, seed: int = 0) -> tuple[torch.Tensor, 
     return u8.float() / 255, spec.to_unit(recon.float()).cpu()
 
 
-def summary(runs: Iterable[Run]) -> pd.DataFrame:
+def summary(runs: Iterable[Run], n_samples: int = 64, seed: int = 0) -> pd.DataFrame:
     """A row per run: its settings, parameter count, iterations and final losses (mean of the last
-    10% of iterations, which smooths batch noise)."""
+    10% of iterations, which smooths batch noise). Models with an encoder add the collapse
+    diagnostics on the test split (``kl`` in nats per image, ``active_units``, ``test_mse`` beside
+    ``mean_image_mse``) and the diversity of ``n_samples`` samples (mean MS-SSIM of random pairs)
+    beside that of as many real test images: 1 means every sample is the same image."""
     rows = []
     for run in runs:
         c = curves(run)
+        c = c[[k for k in c if not k.startswith("heldout/")]].dropna(how="all")
         tail = c.iloc[-max(1, len(c) // 10):].mean()
         row = {"preset": run.preset, "family": run.model.family, "image size": run.model.input_spec.size,
                "parameters": run.model.param_counts()["total"], "iterations": int(c.index.max()),
                "epochs": run.prov.epochs}
         row.update({f"final {k}": round(float(v), 5) for k, v in tail.items()})
+        if diagnostics.has_encoder(run.model):
+            d = diagnose(run, "test")
+            row.update({"loss": run.model.reduction, "beta": run.model.beta,
+                        "effective_beta": round(_effective_beta(run, d.mean_image_mse), 4),
+                        "kl": round(d.kl, 3), "active_units": d.active_units, "test_mse": round(d.mse, 5),
+                        "mean_image_mse": round(d.mean_image_mse, 5), "collapsed": d.collapsed})
+            real = split_images(run.cache, "test", max_images=n_samples, seed=seed)
+            row["sample_ms_ssim"] = round(ms_ssim_diversity(samples(run, n_samples, seed)), 4)
+            row["real_ms_ssim"] = round(ms_ssim_diversity(real), 4)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _effective_beta(run: Run, noise_var: float) -> float:
+    """The run's KL weight on the ELBO's scale at pixel noise ``noise_var`` (see losses.py)."""
+    spec = run.model.input_spec
+    scale = float(np.mean([1 / s**2 for s in IMAGENET_STD])) if spec.imagenet_norm else 1.0
+    return effective_beta(run.model.reduction, run.model.beta, spec.size ** 2, noise_var,
+                          run.batch_size, scale)
 
 
 def provenance(runs: Iterable[Run]) -> Provenance:

@@ -11,7 +11,8 @@ last good checkpoint.
 A run directory holds::
 
     checkpoint.pt        model, optimisers, step, RNG states, fixed latents, config, model identity
-    history.csv          iteration, epoch, part, name, value  (one row per logged scalar)
+    history.csv          iteration, epoch, part, name, value  (one row per logged scalar; an optional
+                         monitor, e.g. collapse diagnostics on held-out images, logs as part "heldout")
     samples/iter_000400.png  grids of model.generate(z_fixed) at cfg.sample_at and at the end
 """
 
@@ -59,6 +60,7 @@ class TrainConfig:
     n_samples: int = 64
     checkpoint_every: int | None = 500  # iterations; a checkpoint is always written at the end
     log_every: int = 10                 # iterations between flushes of losses to CSV and progress bar
+    monitor_every: int = 20             # iterations between calls of train()'s monitor, if it has one
     out_dir: str = "runs/run"
     resume: bool = True                 # continue from out_dir/checkpoint.pt when there is one
     progress: bool = True
@@ -69,7 +71,7 @@ class TrainConfig:
             raise CxrnbError(f"epochs must be > 0 (got {self.epochs}); or set max_steps")
         if self.max_steps is not None and self.max_steps < 1:
             raise CxrnbError(f"max_steps must be >= 1 (got {self.max_steps})")
-        for name in ("batch_size", "n_samples", "log_every"):
+        for name in ("batch_size", "n_samples", "log_every", "monitor_every"):
             if getattr(self, name) < 1:
                 raise CxrnbError(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
@@ -363,8 +365,14 @@ def _start_history(path: Path, upto: int | None) -> None:
     os.replace(tmp, path)
 
 
-def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None) -> History:
-    """Train ``model`` on ``loader`` (see the module docstring); returns the run's History."""
+def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
+          monitor: Callable[[GenerativeModel], dict[str, float]] | None = None) -> History:
+    """Train ``model`` on ``loader`` (see the module docstring); returns the run's History.
+
+    ``monitor(model)``, when given, is called at iteration 0 (of a fresh run), every
+    ``cfg.monitor_every`` iterations and at the end; its scalars are logged as part "heldout". It
+    must leave the model and the global random state as it found them (cxrnb.diagnostics does).
+    """
     cfg = cfg or TrainConfig()
     n_batches = len(loader)
     if n_batches == 0:
@@ -408,10 +416,16 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None) -> His
         log.flush()                                 # raises on a non-finite loss: old file kept
         save_checkpoint(ckpt_path, stepper, it, n_batches, fixed, cfg)
 
+    def watch(it: int) -> None:
+        if monitor is not None:
+            log.add(it, {"heldout": {k: torch.tensor(float(v)) for k, v in monitor(stepper.model).items()}})
+
     log = _Log(hist_path, n_batches)
     model.train()
-    if start == 0 and 0 in cfg.sample_at:
-        grid(0)
+    if start == 0:
+        watch(0)
+        if 0 in cfg.sample_at:
+            grid(0)
     bar = tqdm(total=total, initial=start, unit="it", disable=not cfg.progress,
                desc=getattr(model, "preset", None) or type(model).__name__)
     it, images, t0 = start, 0, time.perf_counter()
@@ -422,6 +436,8 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None) -> His
                 log.add(it + 1, stepper(u8, y))
                 it, images = it + 1, images + len(u8)
                 bar.update()
+                if it % cfg.monitor_every == 0 or it == total:
+                    watch(it)
                 if it % cfg.log_every == 0:
                     log.flush()
                     bar.set_postfix({p: f"{v:.4g}" for p, v in log.last.items()}, refresh=False)

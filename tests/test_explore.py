@@ -158,6 +158,36 @@ def test_widget_slider_and_component_menu_redraw_the_image(toy, images):
     assert ui.image.value == at_mean
 
 
+def test_sensitivity_is_the_half_difference_of_the_images_one_std_either_side(toy, images):
+    mean, directions, std = explore.principal_directions(toy, images, k=3, progress=False)
+    moves = explore.sensitivity(toy, mean, directions, std)
+    for i in range(3):
+        plus = _decode_by_hand(toy, mean + std[i] * directions[i])
+        minus = _decode_by_hand(toy, mean - std[i] * directions[i])
+        assert moves[i].item() == pytest.approx(np.abs(plus - minus).mean() / 2, rel=1e-5)
+    ui = explore.explorer_widget(toy, mean, directions, std)
+    assert ui.children[0].children[0].children[1].value == f"Δ {moves[0].item():.3f} per unit"
+
+
+@pytest.mark.slow
+def test_a_trained_vae_moves_the_image_along_its_first_direction_a_collapsed_one_does_not(
+        phantom_root, tmp_path, one_thread):
+    """On the phantom, 120 iterations of the ELBO VAE: its first principal direction changes the
+    decoded image visibly; the same model with its posterior switched off (a collapsed VAE) does not."""
+    from cxrnb import study
+
+    run = study.train_run("VAE-elbo-beta1", str(phantom_root), image_size=32, epochs=40, batch_size=16,
+                          device="cpu", runs_dir=tmp_path, progress=False)
+    train = study.split_images(run.cache, "train")
+    mean, directions, std = explore.principal_directions(run.model, train, k=2, progress=False)
+    moves = explore.sensitivity(run.model, mean, directions, std)
+    assert moves[0] > 0.01                                    # over 1% of the grey range per slider unit
+    with torch.no_grad():                                     # collapse: every image encodes to 0
+        run.model.mean.weight.zero_(); run.model.mean.bias.zero_()
+    _, _, std0 = explore.principal_directions(run.model, train, k=2, progress=False)
+    assert explore.sensitivity(run.model, mean, directions, std0).max() < 1e-4
+
+
 def test_bad_input_errors(toy, images):
     with pytest.raises(CxrnbError, match="no encoder"):
         explore.principal_directions(NoEncoder(), images)

@@ -59,9 +59,9 @@ class Toy(GenerativeModel):
 class ToyLoader:
     """The loader protocol of COMMON.md: a seeded permutation per epoch, resumable mid-epoch."""
 
-    def __init__(self, n=40, batch_size=8, seed=0):
+    def __init__(self, n=40, batch_size=8, seed=0, size=S):
         rng = np.random.default_rng(123)
-        self.images = rng.integers(0, 256, (n, 1, S, S), dtype=np.uint8)
+        self.images = rng.integers(0, 256, (n, 1, size, size), dtype=np.uint8)
         self.labels = (rng.random((n, 15)) < 0.2).astype(np.float32)
         self.batch_size, self.seed = batch_size, seed
 

@@ -61,6 +61,7 @@ class GenerativeModel(nn.Module):
     family: str = "base"                              # "vae" | "gmvae" | "gan"
     input_spec: InputSpec = InputSpec()
     latent_dim: int = 0
+    prior: str = "normal"                             # of z: "normal" (N(0, I)) or "mixture" (GMVAE)
     # (part, steps per batch) in order; e.g. (("model", 1),) or the LSGAN's (("d", 1), ("g", 3)).
     schedule: tuple[tuple[str, int], ...] = (("model", 1),)
     conditional: bool = False                         # True when decode/generate use labels y

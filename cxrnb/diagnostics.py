@@ -1,0 +1,100 @@
+"""Is the posterior alive? Collapse diagnostics for models with an encoder (VAE, GMVAE).
+
+A VAE whose KL term wins sets q(z|x) = p(z) for every image: the decoder then ignores z and draws
+one average image, whatever the latent. Four numbers tell that apart from a working model:
+
+* **KL** per image (nats), and per latent dimension for a N(0, I) prior: ~0 everywhere is collapse.
+* **Active units** (Burda et al. 2016, "Importance Weighted Autoencoders", §5.2): dimension d is
+  active when Cov_x(E_q[z_d | x]) > 0.01, i.e. its posterior mean varies across images.
+* **Reconstruction MSE** of held-out images (decoded from the posterior mean, [0, 1] grey) beside the
+  **mean-image MSE**, the error of answering every image with the mean training image: a model that
+  does not beat that baseline has learned nothing about the particular image.
+
+Everything here is computed in eval mode with the global random state untouched, so calling it
+during training (``train(..., monitor=...)``) never changes the run it watches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cxrnb.models.base import GenerativeModel
+
+ACTIVE_THRESHOLD = 0.01      # Burda et al. 2016
+
+
+def active_units(means: Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
+    """Dimensions whose posterior mean varies across images by more than ``threshold`` (variance)."""
+    return int((means.double().var(0) > threshold).sum())
+
+
+def kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu_d, exp(logvar_d)) || N(0, 1)) of each dimension, averaged over images: (D,)."""
+    return (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).mean(0)
+
+
+@dataclass
+class Diagnostics:
+    kl: float                    # nats per image: the model's own KL term (Monte-Carlo for a mixture)
+    active_units: int
+    mse: float                   # reconstruction from the posterior mean, pixel mean, [0, 1] grey
+    mean_image_mse: float        # the mean training image as every reconstruction
+    kl_per_dim: np.ndarray | None = None   # (D,), for a N(0, I) prior only
+
+    @property
+    def collapsed(self) -> bool:
+        """No active unit, or no better than the mean image: the posterior carries nothing."""
+        return self.active_units == 0 or not self.mse < self.mean_image_mse
+
+    def scalars(self) -> dict[str, float]:
+        return {"kl": self.kl, "active_units": float(self.active_units), "test_mse": self.mse,
+                "mean_image_mse": self.mean_image_mse}
+
+
+def has_encoder(model: GenerativeModel) -> bool:
+    return callable(getattr(model, "encode", None))
+
+
+@torch.no_grad()
+def diagnose(model: GenerativeModel, u8: Tensor, y: Tensor, mean_image: Tensor,
+             batch: int = 128, seed: int = 0) -> Diagnostics:
+    """The four numbers on uint8 images (N, 1, S, S) with labels (N, 15); ``mean_image`` (S, S) or
+    (1, S, S) in [0, 1] is the training split's mean."""
+    was_training = model.training
+    model.eval()
+    means, kls, sq_err, kl_dims = [], [], 0.0, []
+    try:
+        with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+            torch.manual_seed(seed)                       # the KL's Monte-Carlo draw, when it has one
+            for i in range(0, len(u8), batch):
+                x = model.input_spec.to_model(u8[i:i + batch].to(model.device))
+                yb = y[i:i + batch].to(model.device).float()
+                mu, logvar = (t.float() for t in model.encode(x))
+                recon = model.decode(mu.to(x.dtype), yb if model.conditional else None)
+                grey = model.input_spec.to_unit(recon.float())
+                truth = u8[i:i + batch].to(model.device).float().div(255)
+                sq_err += float(F.mse_loss(grey, truth, reduction="sum"))
+                kls.append(model.loss(x, yb)["kl"].double() * len(x))
+                means.append(mu.cpu())
+                if getattr(model, "prior", None) == "normal":
+                    kl_dims.append(kl_per_dim(mu, logvar).cpu() * len(x))
+    finally:
+        model.train(was_training)
+    n, pixels = len(u8), u8[0].numel()
+    truth = u8.float().div(255)
+    mean_image = mean_image.float().reshape(1, *truth.shape[1:])
+    return Diagnostics(
+        kl=float(sum(kls)) / n, active_units=active_units(torch.cat(means)), mse=sq_err / (n * pixels),
+        mean_image_mse=float(F.mse_loss(mean_image.expand_as(truth), truth)),
+        kl_per_dim=(torch.stack(kl_dims).sum(0) / n).numpy() if kl_dims else None)
+
+
+def monitor(u8: Tensor, y: Tensor, mean_image: Tensor) -> Callable[[GenerativeModel], dict[str, float]]:
+    """A training-loop monitor: the diagnostics on fixed held-out images, as loggable scalars."""
+    return lambda model: diagnose(model, u8, y, mean_image).scalars()
