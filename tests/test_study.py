@@ -31,7 +31,10 @@ def test_train_then_load_gives_the_same_model(vae_run, phantom_root):
 def test_curves_samples_grids_and_reconstructions(vae_run):
     run, _ = vae_run
     c = study.curves(run)
-    assert list(c.index) == [1, 2] and {"loss", "recon", "kl"} <= set(c.columns)
+    held = study.heldout_curves(run)                   # the diagnostics at the start and the end
+    assert list(held.index) == [0, 2] and {"kl", "active_units", "test_mse", "mean_image_mse"} <= set(held)
+    c = c[["loss", "recon", "kl", "mse"]].dropna()
+    assert list(c.index) == [1, 2]
     # the loss is what the loop logged: recon + beta * kl, row by row
     assert torch.allclose(torch.tensor(c["loss"].values), torch.tensor((c["recon"] + 0.1 * c["kl"]).values),
                           rtol=1e-4)
@@ -43,6 +46,9 @@ def test_curves_samples_grids_and_reconstructions(vae_run):
     assert x.shape == r.shape == (3, 1, 64, 64)
     table = study.summary([run])
     assert table.loc[0, "parameters"] == run.model.param_counts()["total"]
+    d = study.diagnose(run, "test")
+    assert table.loc[0, "active_units"] == d.active_units and table.loc[0, "test_mse"] == round(d.mse, 5)
+    assert 0 < table.loc[0, "real_ms_ssim"] < 1 and table.loc[0, "loss"] == "paper"
 
 
 def test_conditional_samples_use_the_given_labels(phantom_root, tmp_path):
