@@ -92,7 +92,8 @@ def _dispatch(a: argparse.Namespace) -> None:
                      seed=a.seed, device=a.device, out=a.out)
     elif a.command == "presets":
         from cxrnb.models.presets import PRESETS
-        print("\n".join(PRESETS))
+        width = max(map(len, PRESETS))
+        print("\n".join(f"{name:<{width}}  {p.description}" for name, p in PRESETS.items()))
     elif a.command == "reproduce":
         from cxrnb.run import reproduce
         reproduce(profile=a.profile, params_file=a.params, overrides=a.set, only=a.only,

@@ -58,7 +58,8 @@ class Diagnostics:
 
 
 def has_encoder(model: GenerativeModel) -> bool:
-    return callable(getattr(model, "encode", None))
+    """Models with ``encode(x) -> (mu, logvar)`` and ``posterior_kl(mu, logvar)`` (VAE, GMVAE)."""
+    return callable(getattr(model, "encode", None)) and callable(getattr(model, "posterior_kl", None))
 
 
 @torch.no_grad()
@@ -80,7 +81,7 @@ def diagnose(model: GenerativeModel, u8: Tensor, y: Tensor, mean_image: Tensor,
                 grey = model.input_spec.to_unit(recon.float())
                 truth = u8[i:i + batch].to(model.device).float().div(255)
                 sq_err += float(F.mse_loss(grey, truth, reduction="sum"))
-                kls.append(model.loss(x, yb)["kl"].double() * len(x))
+                kls.append(model.posterior_kl(mu, logvar).double().sum())
                 means.append(mu.cpu())
                 if getattr(model, "prior", None) == "normal":
                     kl_dims.append(kl_per_dim(mu, logvar).cpu() * len(x))

@@ -35,12 +35,18 @@ def collapse_findings(table: pd.DataFrame) -> str:
                   f"{len(alive)} of {len(elbo)} did not: **{best.preset}** keeps {best.active_units} active "
                   f"units and reconstructs held-out images with "
                   f"{best.mean_image_mse / best.test_mse:.1f}× less error than the mean image."]
+        if faithful.iterations.max() < alive.iterations.min():
+            lines.append(f"Caveat: the runs with the paper's or the authors' loss trained {faithful.iterations.max()} "
+                         f"iterations or fewer, the ELBO runs {alive.iterations.min()} or more; for them "
+                         "'collapsed' may also mean 'not trained yet' (the KL curves above show whether their "
+                         "KL had already gone to zero).")
         same = table[table.parameters == best.parameters]
-        if len(same[same.loss.isin(FAITHFUL)]):
-            lines.append(f"The collapsed runs {', '.join(same[same.loss.isin(FAITHFUL)].preset)} have the same "
-                         f"architecture ({best.parameters:,} parameters), prior and data as {best.preset}: only "
-                         "the weighting of the loss differs, so here the loss scaling, not the Gaussian prior, "
-                         "is what makes the model ignore its latent.")
+        twins = same[same.loss.isin(FAITHFUL) & (same.iterations >= best.iterations)]
+        if len(twins):
+            lines.append(f"{', '.join(twins.preset)} trained as long as {best.preset} ({best.iterations} "
+                         f"iterations) with the same architecture ({best.parameters:,} parameters), prior and "
+                         "data: only the weighting of the loss differs, so here the loss scaling, not the "
+                         "Gaussian prior, is what makes the model ignore its latent.")
     elif len(faithful) and not faithful.collapsed.all():
         kept = faithful[~faithful.collapsed]
         lines += ["", f"Not every run with the paper's or the authors' loss collapsed: {', '.join(kept.preset)} "

@@ -335,3 +335,14 @@ def test_build_rejects_unknown_names_and_settings():
         build("GMVAE-V8", image_size=64, weights=None, encoder="resnet50")
     with pytest.raises(CxrnbError, match="weights must be"):
         build("GMVAE-V8", image_size=64, weights="download")
+
+
+def test_random_vgg16_encoder_is_initialised_like_torchvisions_vgg():
+    """make_layers alone keeps PyTorch's default init; torchvision's VGG16(weights=None) re-initialises
+    every conv with Kaiming normal (fan_out, ReLU) and zero biases, and so must our random encoder."""
+    torch.manual_seed(0)
+    convs = [m for m in GMVAE(64, weights=None).encoder.modules() if isinstance(m, nn.Conv2d)]
+    for conv in (convs[0], convs[-1]):
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)
+        assert conv.bias.abs().max().item() == 0

@@ -28,8 +28,9 @@ Choices the paper leaves open, stated here:
   variants froze it; Table 5 reports both.
 * Without the ImageNet file a VGG16 encoder starts from torchvision's own random initialisation
   (Kaiming, as ``vgg16(weights=None)``), and a frozen random encoder is a fixed random projection.
-  ``encoder="conv"`` (not in the paper) is the VAE's five-stage conv stack, trained from scratch: the
-  stated deviation of the ``*-elbo`` presets, for machines without ImageNet weights.
+  ``encoder="conv"`` (not in the paper) is the VAE's five-stage conv stack at half its width (16 to
+  256 channels, a quarter of its FLOPs), trained from scratch: the stated deviation of the ``*-elbo``
+  presets, for machines without ImageNet weights.
 * Loss: ``reduction="paper"`` is the paper's pixel-mean MSE (in the input space, ImageNet-normalised
   when the preset is) plus the Monte-Carlo KL; ``"elbo"`` is the per-image ELBO of ``losses.py`` on the
   [0, 1] grey image (the three input channels are copies of it), so the likelihood is in pixels.
@@ -55,7 +56,8 @@ from cxrnb.models.losses import check_reduction, objective
 
 ENCODERS = {"vgg16": (512, torchvision.models.VGG16_Weights.IMAGENET1K_V1),
             "densenet121": (1024, torchvision.models.DenseNet121_Weights.IMAGENET1K_V1),
-            "conv": (512, None)}          # the VAE's encoder, trained from scratch (no ImageNet weights)
+            "conv": (256, None)}          # the VAE's encoder at half width, trained from scratch
+CONV_WIDTHS = (16, 32, 64, 128, 256)
 DECONV_WIDTHS = {"decoder1": (14, 6, 3, 3, 3), "decoder2": (128, 64, 32, 16, 3)}   # Tables 2 and 3
 DECODERS = ("linear", *DECONV_WIDTHS)
 LINEAR_HIDDEN = 512
@@ -74,7 +76,7 @@ def backbone(encoder: str, weights: str | None) -> tuple[nn.Module, bool]:
     random weights and a warning), or None (random). Nothing is ever downloaded.
     """
     if encoder == "conv":
-        return vae.encoder(channels=3)[:-1], False          # without its Flatten: a feature map
+        return vae.encoder(3, CONV_WIDTHS)[:-1], False      # without its Flatten: a feature map
     path = imagenet_file(encoder)
     if weights == "imagenet" and not path.exists():
         raise CxrnbError(f"ImageNet weights for {encoder} not found: put {path.name} (from "
@@ -218,10 +220,17 @@ class GMVAE(GenerativeModel):
         """The decoded posterior mean."""
         return self.decode(self.encode(x)[0], y)
 
+    def posterior_kl(self, mean: Tensor, logvar: Tensor, z: Tensor | None = None) -> Tensor:
+        """KL(q(z|x) || mixture prior) per image, estimated from one draw z of q (drawn if not given):
+        log q(z|x) - log p(z). Unbiased, so it can come out negative for a single image."""
+        if z is None:
+            z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        return log_normal(z, mean, logvar) - log_normal_mixture(z, self.prior_mean, self.prior_logvar)
+
     def loss(self, x: Tensor, y: Tensor | None = None, part: str = "model") -> dict[str, Tensor]:
         mean, logvar = (t.float() for t in self.encode(x))
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
-        kl = log_normal(z, mean, logvar) - log_normal_mixture(z, self.prior_mean, self.prior_logvar)
+        kl = self.posterior_kl(mean, logvar, z)
         if self.reduction == "elbo":          # in pixels: the grey [0, 1] image against its decoding
             grey = self.decode_unit(z, y).float().mean(1, keepdim=True)
             return objective(grey, self.input_spec.to_unit(x.float()), kl, self.beta, "elbo")

@@ -61,7 +61,7 @@ def _gmvae_elbo(name: str) -> Preset:
     return Preset(name, "gmvae", 224,
                   "GMVAE-V8's Z=2000, K=300, transition net and Decoder 2"
                   + (", labels concatenated to z" if conditional else "")
-                  + ", with the per-image ELBO and the VAE's conv encoder trained from scratch "
+                  + ", with the per-image ELBO and the VAE's conv encoder at half width, trained from scratch "
                     "(no ImageNet weights); not in the paper",
                   dict(z_dim=2000, k=300, transition=True, normalize=False, encoder="conv",
                        decoder="decoder2", conditional=conditional, freeze_encoder=False, reduction="elbo"))

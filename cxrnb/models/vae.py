@@ -46,10 +46,10 @@ Z_DIM = 1024
 WIDTHS = (32, 64, 128, 256, 512)
 
 
-def encoder(channels: int = 1) -> nn.Sequential:
-    """Five VGG stages, ``channels`` x S x S -> 512 x S/32 x S/32, flattened."""
+def encoder(channels: int = 1, widths: tuple[int, ...] = WIDTHS) -> nn.Sequential:
+    """Five VGG stages, ``channels`` x S x S -> widths[-1] x S/32 x S/32, flattened."""
     layers, c_in = [], channels
-    for c in WIDTHS:
+    for c in widths:
         layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(True),
                    nn.Conv2d(c, c, 3, padding=1), nn.ReLU(True), nn.MaxPool2d(2)]
         c_in = c
@@ -114,6 +114,10 @@ class VAE(GenerativeModel):
         """The decoded posterior mean: the model's deterministic reconstruction of x."""
         return self.decode(self.encode(x)[0])
 
+    def posterior_kl(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        """KL(q(z|x) || N(0, I)) per image, in closed form."""
+        return kl_standard_normal(mu, logvar)
+
     def kl_weight(self) -> float:
         """beta, ramped up over the first ``kl_warmup`` training iterations."""
         if not self.kl_warmup:
@@ -123,7 +127,7 @@ class VAE(GenerativeModel):
     def loss(self, x: Tensor, y: Tensor | None = None, part: str = "model") -> dict[str, Tensor]:
         mu, logvar = (t.float() for t in self.encode(x))
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        out = objective(self.decode(z), x, kl_standard_normal(mu, logvar), self.kl_weight(), self.reduction)
+        out = objective(self.decode(z), x, self.posterior_kl(mu, logvar), self.kl_weight(), self.reduction)
         if self.training:
             self.steps += 1
         return out
