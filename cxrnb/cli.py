@@ -44,9 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=None)
     s.add_argument("--epochs", type=float, default=1.0)
     s.add_argument("--max-images", type=int, default=None)
+    s.add_argument("--batch-size", type=int, default=64, help="the paper's is 64")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
-    s.add_argument("--out", default="runs")
+    s.add_argument("--out", default="runs", help="runs folder; the run goes to OUT/PRESET-SIZEpx")
 
     sub.add_parser("presets", help="list the model presets")
 
@@ -87,9 +88,10 @@ def _dispatch(a: argparse.Namespace) -> None:
         from cxrnb.table5 import print_table5
         print_table5(device=a.device, size=a.size, steps=a.steps)
     elif a.command == "train":
-        from cxrnb.train import train_preset
-        train_preset(a.preset, root=a.root, size=a.size, epochs=a.epochs, max_images=a.max_images,
-                     seed=a.seed, device=a.device, out=a.out)
+        from cxrnb.study import describe, train_run
+        run = train_run(a.preset, a.root, image_size=a.size, epochs=a.epochs, max_images=a.max_images,
+                        batch_size=a.batch_size, seed=a.seed, device=a.device, runs_dir=a.out)
+        print(describe(run, a.device))
     elif a.command == "presets":
         from cxrnb.models.presets import PRESETS
         width = max(map(len, PRESETS))

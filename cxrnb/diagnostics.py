@@ -6,9 +6,16 @@ one average image, whatever the latent. Four numbers tell that apart from a work
 * **KL** per image (nats), and per latent dimension for a N(0, I) prior: ~0 everywhere is collapse.
 * **Active units** (Burda et al. 2016, "Importance Weighted Autoencoders", §5.2): dimension d is
   active when Cov_x(E_q[z_d | x]) > 0.01, i.e. its posterior mean varies across images.
-* **Reconstruction MSE** of held-out images (decoded from the posterior mean, [0, 1] grey) beside the
-  **mean-image MSE**, the error of answering every image with the mean training image: a model that
-  does not beat that baseline has learned nothing about the particular image.
+* **Reconstruction MSE** of held-out images beside the **mean-image MSE**, the error of answering
+  every image with the mean training image: a model that does not beat that baseline has learned
+  nothing about the particular image. Reconstructions decode one (seeded) draw of q(z|x), as the
+  ELBO's reconstruction term does, not the posterior mean: a collapsed VAE's decoder has only ever
+  seen z ~ N(0, I), and its posterior mean (~0) is a point it never decoded in training, so decoding
+  it would overstate the error of a model whose real failure is ignoring z.
+
+``Diagnostics.collapsed`` calls a posterior collapsed when no unit is active or when its
+reconstructions are not at least ``COLLAPSE_MARGIN`` (5%) better than the mean image: a latent
+that buys less than that carries next to nothing about the image.
 
 Everything here is computed in eval mode with the global random state untouched, so calling it
 during training (``train(..., monitor=...)``) never changes the run it watches.
@@ -27,6 +34,7 @@ from torch import Tensor
 from cxrnb.models.base import GenerativeModel
 
 ACTIVE_THRESHOLD = 0.01      # Burda et al. 2016
+COLLAPSE_MARGIN = 0.05       # reconstructions must beat the mean image by this fraction
 
 
 def active_units(means: Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
@@ -49,8 +57,8 @@ class Diagnostics:
 
     @property
     def collapsed(self) -> bool:
-        """No active unit, or no better than the mean image: the posterior carries nothing."""
-        return self.active_units == 0 or not self.mse < self.mean_image_mse
+        """No active unit, or reconstructions not 5% better than the mean image (module docstring)."""
+        return self.active_units == 0 or not self.mse < (1 - COLLAPSE_MARGIN) * self.mean_image_mse
 
     def scalars(self) -> dict[str, float]:
         return {"kl": self.kl, "active_units": float(self.active_units), "test_mse": self.mse,
@@ -72,13 +80,13 @@ def diagnose(model: GenerativeModel, u8: Tensor, y: Tensor, mean_image: Tensor,
     means, kls, sq_err, kl_dims = [], [], 0.0, []
     try:
         with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
-            torch.manual_seed(seed)                       # the KL's Monte-Carlo draw, when it has one
+            torch.manual_seed(seed)                       # the posterior draws, the same on every call
             for i in range(0, len(u8), batch):
                 x = model.input_spec.to_model(u8[i:i + batch].to(model.device))
                 yb = y[i:i + batch].to(model.device).float()
                 mu, logvar = (t.float() for t in model.encode(x))
-                recon = model.decode(mu.to(x.dtype), yb if model.conditional else None)
-                grey = model.input_spec.to_unit(recon.float())
+                z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+                grey = model.input_spec.to_unit(model.decode(z, yb if model.conditional else None).float())
                 truth = u8[i:i + batch].to(model.device).float().div(255)
                 sq_err += float(F.mse_loss(grey, truth, reduction="sum"))
                 kls.append(model.posterior_kl(mu, logvar).double().sum())
@@ -94,6 +102,23 @@ def diagnose(model: GenerativeModel, u8: Tensor, y: Tensor, mean_image: Tensor,
         kl=float(sum(kls)) / n, active_units=active_units(torch.cat(means)), mse=sq_err / (n * pixels),
         mean_image_mse=float(F.mse_loss(mean_image.expand_as(truth), truth)),
         kl_per_dim=(torch.stack(kl_dims).sum(0) / n).numpy() if kl_dims else None)
+
+
+@torch.no_grad()
+def reconstruct(model: GenerativeModel, u8: Tensor, y: Tensor | None = None, seed: int = 0) -> Tensor:
+    """Held-out images reconstructed as ``diagnose`` scores them: one seeded draw of q(z|x), decoded;
+    (N, 1, S, S) in [0, 1]. The global random state is left as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            mu, logvar = (t.float() for t in model.encode(model.input_spec.to_model(u8.to(model.device))))
+            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            y = y.to(model.device).float() if model.conditional else None
+            return model.input_spec.to_unit(model.decode(z, y).float()).cpu()
+    finally:
+        model.train(was_training)
 
 
 def monitor(u8: Tensor, y: Tensor, mean_image: Tensor) -> Callable[[GenerativeModel], dict[str, float]]:

@@ -100,5 +100,16 @@ def synthetic_usefulness(data: EvalData, run: Run, cfg: ClassifierConfig, seeds=
                       seeds=tuple(seeds), cfg=replace(cfg), device=device)
 
 
+def describe_generator(run: Run) -> str:
+    """The usefulness generator in words, with its collapse diagnostics (results.md names it: a
+    classifier result means little if the synthetic images came from a collapsed model)."""
+    from cxrnb.study import diagnose
+
+    d = diagnose(run, "test")
+    state = "collapsed" if d.collapsed else "not collapsed"
+    return (f"{run.preset}, {run.prov.epochs:g} epochs, {state} ({d.active_units} active units, held-out "
+            f"reconstruction error {d.mse:.4f} against {d.mean_image_mse:.4f} for the mean training image)")
+
+
 def families(runs: dict[str, Run]) -> dict[str, str]:
     return {name: run.model.family for name, run in runs.items()}

@@ -92,10 +92,11 @@ def usefulness_lines(table: pd.DataFrame) -> list[str]:
 
 def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
                      families: Mapping[str, str] | None = None, usefulness: pd.DataFrame | None = None,
-                     title: str = "Measured sample quality") -> str:
+                     title: str = "Measured sample quality", usefulness_source: str | None = None) -> str:
     """One table, a row per model, each metric "mean ± std" per feature space, the counts used, the
     unavailable feature spaces with their reasons, and the ranking verdicts computed from the numbers;
-    with ``usefulness`` (``cxrnb.classifier.usefulness``) also the classifier-augmentation result."""
+    with ``usefulness`` (``cxrnb.classifier.usefulness``) also the classifier-augmentation result, and
+    ``usefulness_source`` naming the generator behind it."""
     scored = rows[rows.metric != ""]
     cols = list(dict.fromkeys(zip(scored.space, scored.metric)))
     models = list(dict.fromkeys(scored.model))
@@ -119,7 +120,10 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
     lines += ["", "## Does the paper's ranking hold?", ""]
     lines += [f"- {s}" for s in ranking_sentences(rows, families)] or ["- no FID rows."]
     if usefulness is not None:
-        lines += ["", "## Do synthetic images help a classifier?", ""] + usefulness_lines(usefulness)
+        lines += ["", "## Do synthetic images help a classifier?", ""]
+        if usefulness_source:
+            lines += [f"Synthetic images: {usefulness_source}.", ""]
+        lines += usefulness_lines(usefulness)
     lines += ["", "## Provenance", ""] + [f"- {p}" for p in provenance_lines]
     return "\n".join(lines) + "\n"
 

@@ -75,8 +75,10 @@ def train_run(preset: str, data_root: str | None = None, image_size: int | None 
               epochs: float = 1.0, max_images: int | None = None, batch_size: int = 64, seed: int = 0,
               device: str = "auto", runs_dir: str | Path = RUNS_DIR,
               sample_at: Iterable[int] | None = None, weights: str | None = "auto",
-              progress: bool = True, **model_kwargs) -> Run:
-    """Train ``preset`` on the training split of ``data_root`` (resuming a stopped run)."""
+              progress: bool = True, config: dict | None = None, **model_kwargs) -> Run:
+    """Train ``preset`` on the training split of ``data_root`` (resuming a stopped run): the one way
+    to train a preset, for the notebooks and for `cxrnb train` alike. ``config`` holds further
+    TrainConfig settings (e.g. ``{"max_steps": 100}``); ``model_kwargs`` override the preset's."""
     torch.manual_seed(seed)                                   # the model's initial weights
     model = build(preset, image_size=image_size, weights=weights, **model_kwargs)
     size = model.input_spec.size
@@ -85,7 +87,7 @@ def train_run(preset: str, data_root: str | None = None, image_size: int | None 
     out = run_dir(runs_dir, preset, size)
     sample_at = tuple(sample_at if sample_at is not None else PAPER_SAMPLE_AT.get(model.family, (0,)))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device,
-                      sample_at=sample_at, out_dir=str(out), progress=progress)
+                      sample_at=sample_at, out_dir=str(out), progress=progress, **(config or {}))
     spec = {"preset": preset, "image_size": size, "model_kwargs": model_kwargs,
             "pretrained": bool(getattr(model, "pretrained", False)), "data_root": str(cache.meta["root"]),
             "max_images": max_images, "batch_size": batch_size, "seed": seed}
@@ -94,6 +96,17 @@ def train_run(preset: str, data_root: str | None = None, image_size: int | None 
     prov = _provenance(cache, model, history, spec)
     prov.save_json(out / "provenance.json")
     return Run(preset, model.eval(), history, cache, prov, batch_size)
+
+
+def describe(run: Run, device: str = "auto") -> str:
+    """What `cxrnb train` prints when a run ends: iterations, speed, device and where things are."""
+    from cxrnb.train import describe_device
+
+    h = run.history
+    done = int(h.frame.iteration.max()) if len(h.frame) else 0
+    return (f"{run.preset}: {done} iterations at {h.images_per_s:.1f} images/s on {describe_device(device)}\n"
+            f"  checkpoint   {h.checkpoint}\n  losses       {h.out_dir / 'history.csv'}\n"
+            f"  samples      {h.out_dir / 'samples'}")
 
 
 def _monitor(model: GenerativeModel, cache: ImageCache):
@@ -235,15 +248,12 @@ def samples(run: Run, n: int = 64, seed: int = 0, size: int | None = None,
     return out
 
 
-@torch.no_grad()
 def reconstructions(run: Run, n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` test images and the model's reconstructions of them, both (n, 1, S, S) in [0, 1]."""
+    """``n`` test images and the model's reconstructions of them (one seeded draw of q(z|x), decoded,
+    as ``diagnostics`` scores them), both (n, 1, S, S) in [0, 1]."""
     u8 = split_images(run.cache, "test", max_images=n, seed=seed)
-    spec, model = run.model.input_spec, run.model
-    x = spec.to_model(u8.to(model.device))
-    y = split_labels(run.cache, "test", max_images=n, seed=seed).to(model.device)
-    recon = model.reconstruct(x, y) if model.conditional else model.reconstruct(x)
-    return u8.float() / 255, spec.to_unit(recon.float()).cpu()
+    y = split_labels(run.cache, "test", max_images=n, seed=seed)
+    return u8.float() / 255, diagnostics.reconstruct(run.model, u8, y, seed)
 
 
 def summary(runs: Iterable[Run], n_samples: int = 64, seed: int = 0) -> pd.DataFrame:

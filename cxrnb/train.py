@@ -51,7 +51,7 @@ class TrainConfig:
 
     epochs: float = 1.0
     max_steps: int | None = None        # iterations (batches); overrides epochs when set
-    batch_size: int = 64                # paper §5; the loader is built with it (see train_preset)
+    batch_size: int = 64                # paper §5; the loader is built with it (study.train_run)
     seed: int = 0
     device: str = "auto"                # auto: CUDA, then Apple MPS, then CPU
     amp: bool = True                    # bf16 autocast, on CUDA only (the paper's T4 ran fp32)
@@ -452,33 +452,6 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
     synchronize(stepper.device)
     seconds = time.perf_counter() - t0
     return History.read(out, images / seconds if images else float("nan"))
-
-
-def train_preset(preset: str, root: str | None = None, size: int | None = None, epochs: float = 1.0,
-                 max_images: int | None = None, seed: int = 0, device: str = "auto",
-                 out: str = "runs", **config) -> History:
-    """Train a named preset on the cached CXR14 (or phantom) images: the `cxrnb train` command.
-
-    The run goes to ``out/<preset>``; extra keyword arguments go to TrainConfig (e.g. max_steps).
-    """
-    from cxrnb.cache import prepare
-    from cxrnb.models import build
-
-    torch.manual_seed(seed)                         # the model's initial weights
-    model = build(preset, image_size=size)
-    config = {"sample_at": PAPER_SAMPLE_AT.get(model.family, (0,)), **config}
-    cfg = TrainConfig(epochs=epochs, seed=seed, device=device, out_dir=str(Path(out) / preset), **config)
-    cache = prepare(root, size=model.input_spec.size, progress=cfg.progress)
-    loader = cache.loader("train", batch_size=cfg.batch_size, shuffle=True, seed=seed,
-                          max_images=max_images)
-    history = train(model, loader, cfg)
-    done = int(history.frame.iteration.max()) if len(history.frame) else 0
-    cache.provenance(epochs=done / len(loader), seed=seed, extra={"preset": preset}, split="train",
-                     max_images=max_images).save_json(history.out_dir / "provenance.json")
-    print(f"{preset}: {done} iterations at {history.images_per_s:.1f} images/s "
-          f"on {describe_device(device)}\n  checkpoint   {history.checkpoint}\n"
-          f"  losses       {history.out_dir / HISTORY}\n  samples      {history.out_dir / 'samples'}")
-    return history
 
 
 def describe_device(device: str) -> str:

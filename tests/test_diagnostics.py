@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxrnb.diagnostics import active_units, diagnose, kl_per_dim, monitor
+from cxrnb.diagnostics import Diagnostics, active_units, diagnose, kl_per_dim, monitor, reconstruct
 from cxrnb.models.vae import VAE, kl_standard_normal
 from cxrnb.train import TrainConfig, train
 from tests.test_train import ToyLoader
@@ -38,15 +38,21 @@ def test_diagnose_matches_a_hand_computation(toy_vae, one_thread):
     d = diagnose(toy_vae, u8, y, mean_image, batch=4)          # three batches
     assert torch.equal(torch.get_rng_state(), before)           # the run it watches is untouched
     x = u8.float() / 255
+    torch.manual_seed(0)                                        # diagnose's seed: the same posterior draws
     with torch.no_grad():
         mu, logvar = toy_vae.eval().encode(x)
-        recon = toy_vae.decode(mu)
+        recon = torch.cat([toy_vae.decode(m + torch.randn_like(m) * (0.5 * v).exp())
+                           for m, v in zip(mu.split(4), logvar.split(4))])
+    torch.set_rng_state(before)
     assert d.mse == pytest.approx(((recon - x) ** 2).mean().item(), rel=1e-5)
+    torch.testing.assert_close(reconstruct(toy_vae, u8[:4]), recon[:4])
     assert d.mean_image_mse == pytest.approx(((mean_image - x) ** 2).mean().item(), rel=1e-6)
     assert d.kl == pytest.approx(kl_standard_normal(mu, logvar).mean().item(), rel=1e-5)
     assert d.active_units == active_units(mu)
     np.testing.assert_allclose(d.kl_per_dim, kl_per_dim(mu, logvar).numpy(), rtol=1e-4, atol=1e-7)
-    assert d.collapsed == (d.active_units == 0 or d.mse >= d.mean_image_mse)
+    assert d.collapsed == (d.active_units == 0 or d.mse >= 0.95 * d.mean_image_mse)
+    assert Diagnostics(kl=5, active_units=3, mse=0.0340, mean_image_mse=0.0351).collapsed      # 3% better
+    assert not Diagnostics(kl=5, active_units=3, mse=0.0330, mean_image_mse=0.0351).collapsed  # 6% better
 
 
 def test_a_collapsed_posterior_is_called_collapsed(toy_vae):

@@ -84,6 +84,10 @@ def test_usefulness_section():
     md = results.results_markdown(rows({"LSGAN": (50, 2)}), [], usefulness=u)
     assert "| real+synthetic | 0.710 ± 0.020 | 1000 + 500 | 3 |" in md
     assert "Adding synthetic images helps: not resolved within spread." in md
+    assert "Synthetic images" not in md
+    named = results.results_markdown(rows({"LSGAN": (50, 2)}), [], usefulness=u,
+                                     usefulness_source="FS-GMVAE-elbo, 12.5 epochs, not collapsed")
+    assert "Synthetic images: FS-GMVAE-elbo, 12.5 epochs, not collapsed.\n\n| training data |" in named
 
 
 def test_renders_real_evaluate_output():

@@ -347,21 +347,24 @@ def test_channels_last_computes_the_same_losses(tmp_path):
     pd.testing.assert_series_equal(first[0], first[1], rtol=1e-5, atol=1e-5)
 
 
-def test_train_preset_on_the_phantom(tmp_path, phantom_root, monkeypatch, capsys):
+def test_cli_train_is_the_notebooks_train_run(tmp_path, phantom_root, capsys):
+    """`cxrnb train` and the notebooks share study.train_run: one run layout, diagnostics included."""
     import json
 
-    from cxrnb.train import train_preset
+    from cxrnb.cli import main
+    from cxrnb.study import load_run
 
-    monkeypatch.chdir(tmp_path)                     # the cache goes to ./data/cache
-    h = train_preset("VAE-beta0.1", root=str(phantom_root), size=64, out="runs", max_steps=2,
-                     batch_size=8, n_samples=4, progress=False)
-    assert h.out_dir.resolve() == tmp_path / "runs" / "VAE-beta0.1" and h.checkpoint.is_file()
-    assert sorted(h.samples) == [0, 2]              # the paper's VAE grids (0, 100, 250) and the final
-    prov = json.loads((h.out_dir / "provenance.json").read_text())
-    assert prov["source"] == "synthetic phantom" and prov["image_size"] == 64
-    assert str(h.checkpoint) in capsys.readouterr().out
-    with pytest.raises(CxrnbError, match="unknown model preset"):
-        train_preset("LSGAN2", root=str(phantom_root), size=64, out="runs")
+    main(["train", "VAE-elbo-beta1", "--root", str(phantom_root), "--size", "32", "--epochs", "1",
+          "--batch-size", "8", "--out", str(tmp_path / "runs"), "--device", "cpu"])
+    out_dir = tmp_path / "runs" / "VAE-elbo-beta1-32px"
+    assert str(out_dir / "checkpoint.pt") in capsys.readouterr().out
+    prov = json.loads((out_dir / "provenance.json").read_text())
+    assert prov["source"] == "synthetic phantom" and prov["image_size"] == 32
+    run = load_run("VAE-elbo-beta1", tmp_path / "runs")
+    assert sorted(run.history.samples)[0] == 0 and "heldout" in set(run.history.frame.part)
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "LSGAN2", "--root", str(phantom_root), "--out", str(tmp_path / "runs")])
+    assert stop.value.code == 2 and "unknown model preset 'LSGAN2'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
