@@ -35,10 +35,10 @@ def collapse_findings(table: pd.DataFrame) -> str:
     """
     lines = [_row_sentence(r) for r in table.itertuples()]
     dead, alive = table[table.collapsed], table[~table.collapsed]
-    lines += ["", f"Collapsed: {', '.join(dead.preset) or 'none'}. Not collapsed: {', '.join(alive.preset) or 'none'}."]
+    lines.append(f"\nCollapsed: {', '.join(dead.preset) or 'none'}. Not collapsed: {', '.join(alive.preset) or 'none'}.")
     elbo = alive[alive.loss == "elbo"]
     if elbo.empty:
-        lines.append("No ELBO run escaped collapse in this run: it is too short to tell the loss from the prior; "
+        lines.append("\nNo ELBO run escaped collapse in this run: it is too short to tell the loss from the prior; "
                      "train them longer (`epochs_for`).")
         return "\n".join(lines)
     best = elbo.sort_values("test_mse").iloc[0]
@@ -47,7 +47,7 @@ def collapse_findings(table: pd.DataFrame) -> str:
     for t in twins.itertuples():
         decisive = best.kl >= 10 * max(t.kl, 1e-9) and best.test_mse < t.test_mse
         lines.append(
-            f"{t.preset} trained as long as {best.preset} ({best.iterations} iterations) with the same architecture "
+            f"\n{t.preset} trained as long as {best.preset} ({best.iterations} iterations) with the same architecture "
             f"({best.parameters:,} parameters), prior and data; only the weighting of the loss differs (effective "
             f"β ≈ {t.effective_beta:,.3g} against {best.effective_beta:g}). Its latent carries {t.kl:.3g} nats per "
             f"image against {best.kl:.3g}, and its reconstructions are {_gain(t)} the mean image against "
@@ -55,7 +55,7 @@ def collapse_findings(table: pd.DataFrame) -> str:
                                 "model keeps in its latent." if decisive else "."))
     shorter = faithful[faithful.iterations < best.iterations]
     if len(shorter):
-        lines.append(f"Caveat: {', '.join(shorter.preset)} trained fewer iterations than {best.preset} "
+        lines.append(f"\nCaveat: {', '.join(shorter.preset)} trained fewer iterations than {best.preset} "
                      f"({shorter.iterations.max()} or fewer against {best.iterations}); for them 'collapsed' may also "
                      "mean 'not trained yet' (the KL curves above show whether their KL had already gone to zero).")
     return "\n".join(lines)
@@ -65,3 +65,11 @@ def best_non_collapsed(table: pd.DataFrame) -> str | None:
     """The preset with the lowest held-out MSE among those that did not collapse (None if all did)."""
     alive = table[~table.collapsed]
     return None if alive.empty else str(alive.sort_values("test_mse").iloc[0].preset)
+
+
+def save_findings(text: str, path, prov, title: str = "What this run shows"):
+    """The findings as ``path.md`` (title, sentences, provenance line) beside the run's figures, so a
+    reader of reports/ sees them without opening the executed notebook."""
+    from cxrnb.tables import write_markdown
+
+    return write_markdown(f"# {title}\n\n{text}\n\n_{prov.line()}_\n", path, prov)

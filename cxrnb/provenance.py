@@ -12,14 +12,18 @@ SOURCES = ("real CXR14 subset", "full CXR14", "synthetic phantom")
 
 
 def git_commit() -> str:
-    """The short commit of the package's checkout (with '+dirty' when it has changes), or 'unknown'."""
+    """The short commit of the package's checkout (with '+dirty' when it has changes), or 'unknown'.
+
+    Changes under reports/ do not count: a run rewrites the committed reports as it goes, and the
+    figures it makes come from the code, not from the previous run's figures."""
     here = Path(__file__).resolve().parent
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True,
                               timeout=5).stdout.strip()
     try:
-        rev, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "-uno")
+        rev, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "-uno", "--", ":(top)",
+                                                           ":(exclude,top)reports")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (rev or "unknown") + ("+dirty" if dirty else "")

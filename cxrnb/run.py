@@ -259,7 +259,8 @@ def write_index(reports: Path, runs: list[NotebookRun], profile: str, source: st
     lines = ["# Reports", "",
              f"Profile `{profile}` · data: {source} · cxrnb {git_commit()} · "
              f"{datetime.now():%Y-%m-%d %H:%M}", "",
-             "| notebook | status | time | executed copy |", "|---|---|---|---|"]
+             "| notebook | status | time | executed copy (local: reports/runs/ is not committed) |",
+             "|---|---|---|---|"]
     for r in runs:
         ran = r.status != "not run"
         time_, copy = (_duration(r.seconds), f"[runs/{r.name}.ipynb](runs/{r.name}.ipynb)") if ran else ("", "")

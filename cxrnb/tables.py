@@ -36,9 +36,18 @@ def save_table(df: pd.DataFrame, path: str | Path, prov: Provenance, title: str 
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     md = (f"# {title}\n\n" if title else "") + markdown_table(df, index) + f"\n_{prov.line()}_\n"
-    for suffix, text in ((".csv", df.to_csv(index=index)), (".md", md)):
-        tmp = path.with_suffix(suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path.with_suffix(suffix))
+    tmp = path.with_suffix(".csv.tmp")
+    tmp.write_text(df.to_csv(index=index))
+    os.replace(tmp, path.with_suffix(".csv"))
+    return write_markdown(md, path, prov)
+
+
+def write_markdown(text: str, path: str | Path, prov: Provenance) -> Path:
+    """Write ``path.md`` atomically and its provenance JSON beside it."""
+    path = Path(path).with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path.with_suffix(".md"))
     prov.save_json(path)
     return path.with_suffix(".md")

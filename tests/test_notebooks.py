@@ -41,6 +41,11 @@ def _run_all(tmp_path, source: str, overrides: list[str]) -> None:
             assert json.loads(png.with_suffix(".json").read_text())["source"] in (source, "full CXR14")
     table4 = pd.read_csv(reports / "figures" / "03_gmvae_variants" / "table4_variants.csv", index_col="preset")
     assert table4.loc["GMVAE-V8", "epochs"] == 2 and table4.loc["GMVAE-V6", "epochs"] == 1   # epochs_for
+    for notebook in ("02_vae_beta_sweep", "03_gmvae_variants"):     # findings computed from the run
+        text = (reports / "figures" / notebook / "findings.md").read_text()
+        assert "Collapsed:" in text and source in text
+    summary = pd.read_csv(reports / "figures" / "02_vae_beta_sweep" / "vae_summary.csv", index_col="preset")
+    assert {"active_units", "test_mse", "mean_image_mse", "collapsed"} <= set(summary.columns)
     results = (reports / "results.md").read_text()
     assert "Does the paper's ranking hold?" in results and source in results
 

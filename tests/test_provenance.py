@@ -29,3 +29,28 @@ def test_updated_copies_with_new_epochs_and_more_facts():
     assert (base.epochs, base.extra) == (0, {"split": "1326/166/165"})          # the original is untouched
     assert base.updated(note="x").epochs == 0
     assert "epochs: 10 · seed 0 · split: 1326/166/165 · model: feature classifier · cxrnb abc" in clf.line()
+
+
+def test_commit_is_dirty_for_code_changes_but_not_for_regenerated_reports(tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+
+    import cxrnb.provenance as provenance
+
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "reports").mkdir()
+    shutil.copy(provenance.__file__, repo / "pkg" / "provenance.py")
+    (repo / "reports" / "fig.json").write_text("{}")
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "x", "--allow-empty")
+    git("add", "-A")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "y")
+    monkeypatch.setattr(provenance, "__file__", str(repo / "pkg" / "provenance.py"))
+    clean = provenance.git_commit()
+    assert clean != "unknown" and not clean.endswith("+dirty")
+    (repo / "reports" / "fig.json").write_text('{"new": 1}')        # a run regenerated the reports
+    assert provenance.git_commit() == clean
+    (repo / "pkg" / "provenance.py").write_text("# changed\n")      # the code changed
+    assert provenance.git_commit() == clean + "+dirty"
