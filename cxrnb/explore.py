@@ -155,9 +155,11 @@ def sensitivity_table(model: GenerativeModel, base: Tensor, directions: Tensor, 
                          "pixel change per latent unit": (moves / std).numpy().round(5)})
 
 
-def sensitivity_sentences(tables: dict[str, pd.DataFrame], visible: float = 0.01) -> str:
+def sensitivity_sentences(tables: dict[str, pd.DataFrame], visible: float = 0.01,
+                          spreads: dict[str, float] | None = None) -> str:
     """One sentence per explored model: how far its sliders move the image, from ``sensitivity_table``;
-    a change under ``visible`` (1% of the grey range per slider unit) is called invisible."""
+    a change under ``visible`` (1% of the grey range per slider unit) is called invisible. ``spreads``
+    (``component_spread`` per mixture model) adds whether its component picker changes the image."""
     lines = []
     for name, t in tables.items():
         moves = t["pixel change per slider unit"]
@@ -165,6 +167,11 @@ def sensitivity_sentences(tables: dict[str, pd.DataFrame], visible: float = 0.01
         lines.append(f"- **{name}**: one slider unit changes the image by {moves.min():.4f} to {moves.max():.4f} "
                      f"of the grey range (mean absolute change); {seen} of {len(t)} sliders move it by "
                      f"{visible:.0%} or more" + (" — nothing visible to explore." if not seen else "."))
+    for name, spread in (spreads or {}).items():
+        lines.append(f"- **{name}**'s mixture components decode to images that differ from their average by "
+                     f"{spread:.4f} of the grey range" + (
+                         ": the components have not separated, so the component picker changes almost "
+                         "nothing; the sliders do the exploring." if spread < visible else "."))
     return "\n".join(lines)
 
 
@@ -219,6 +226,19 @@ def component_samples(model: GenerativeModel, component: int, n: int = 16, seed:
     with _evaluating(model):
         z = model.sample_latent(n, _generator(model, seed), component=component)
     return generate(model, z.flatten(1), y)
+
+
+def component_spread(model: GenerativeModel, y: Tensor | None = None, seed: int = 0) -> float:
+    """How different the mixture's components look: one draw per component with the *same* noise
+    (so only the components' means and variances differ), decoded; the mean absolute grey-level
+    difference of those images from their average. ~0 means the picker changes nothing visible."""
+    k = n_components(model)
+    if not k:
+        raise CxrnbError(f"{type(model).__name__} has no mixture prior to compare components of")
+    with _evaluating(model):
+        z = torch.cat([model.sample_latent(1, _generator(model, seed), component=c) for c in range(k)])
+    images = generate(model, z.flatten(1), y)
+    return float((images - images.mean(0, keepdim=True)).abs().mean())
 
 
 def _png(image: Tensor) -> bytes:

@@ -182,10 +182,32 @@ def test_a_trained_vae_moves_the_image_along_its_first_direction_a_collapsed_one
     mean, directions, std = explore.principal_directions(run.model, train, k=2, progress=False)
     moves = explore.sensitivity(run.model, mean, directions, std)
     assert moves[0] > 0.01                                    # over 1% of the grey range per slider unit
+    # notebook 05's "auto": beside a barely trained paper-loss VAE, the explorer picks this one
+    study.train_run("VAE-beta1", str(phantom_root), image_size=32, epochs=1, batch_size=16, device="cpu",
+                    runs_dir=tmp_path, progress=False)
+    chosen, table = study.explorable("auto", "vae", tmp_path, device="cpu")
+    assert chosen.preset == "VAE-elbo-beta1" and list(table.preset) == ["VAE-elbo-beta1", "VAE-beta1"]
+    assert table.chosen.tolist() == [True, False] and bool(table.collapsed[1])
+    assert table.val_mse[0] < table.val_mse[1]
     with torch.no_grad():                                     # collapse: every image encodes to 0
         run.model.mean.weight.zero_(); run.model.mean.bias.zero_()
     _, _, std0 = explore.principal_directions(run.model, train, k=2, progress=False)
     assert explore.sensitivity(run.model, mean, directions, std0).max() < 1e-4
+
+
+def test_component_spread_is_zero_for_identical_components_and_grows_with_their_distance(toy):
+    same = Toy()
+    same.means = torch.zeros(3, D)
+    assert explore.component_spread(same) == pytest.approx(0, abs=1e-7)
+    apart = explore.component_spread(toy)                      # means 3 * N(0, I) apart
+    assert apart > 0.05
+    eps = torch.randn(1, D, generator=torch.Generator().manual_seed(0))
+    images = np.stack([_decode_by_hand(toy, toy.means[c] + eps[0]) for c in range(3)])
+    assert apart == pytest.approx(np.abs(images - images.mean(0)).mean(), rel=1e-5)
+    text = explore.sensitivity_sentences({}, spreads={"same": 0.0001, "apart": apart})
+    assert "have not separated" in text.splitlines()[0] and "have not separated" not in text.splitlines()[1]
+    with pytest.raises(CxrnbError, match="no mixture prior"):
+        explore.component_spread(NoEncoder())
 
 
 def test_bad_input_errors(toy, images):
