@@ -171,7 +171,7 @@ def sensitivity_sentences(tables: dict[str, pd.DataFrame], visible: float = 0.01
         lines.append(f"- **{name}**'s mixture components decode to images that differ from their average by "
                      f"{spread:.4f} of the grey range" + (
                          ": the components have not separated, so the component picker changes almost "
-                         "nothing; the sliders do the exploring." if spread < visible else "."))
+                         "nothing." if spread < visible else "."))
     return "\n".join(lines)
 
 
