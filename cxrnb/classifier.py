@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cxrnb.device import pick_device
 from cxrnb.errors import CxrnbError
 from cxrnb.features import as_unit_images
 from cxrnb.labels import FINDINGS
@@ -113,7 +114,7 @@ class Classifier:
         cfg = ClassifierConfig(**ckpt["cfg"])
         net = CxrNet(cfg.width)
         net.load_state_dict(ckpt["state"])
-        return cls(net.to(device), cfg, ckpt["history"])
+        return cls(net.to(pick_device(device)), cfg, ckpt["history"])
 
 
 def _check(images, labels) -> tuple[Tensor, Tensor]:
@@ -165,6 +166,7 @@ def fit_classifier(images, labels, cfg: ClassifierConfig | None = None, val=None
     val = _check(*val) if val is not None else None
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
+    device = pick_device(device)
     net = CxrNet(cfg.width).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     clf, history, best = Classifier(net, cfg), [], (-1.0, None)

@@ -45,7 +45,7 @@ def eval_data(data_root: str | None, image_size: int, seed: int = 0) -> EvalData
 
 
 def classifier(data: EvalData, cfg: ClassifierConfig, runs_dir: str | Path = RUNS_DIR,
-               device: str = "cpu") -> Classifier:
+               device: str = "auto") -> Classifier:
     """The feature classifier, trained on the real training split (selected on val) or reloaded."""
     path = in_repo(runs_dir) / f"classifier-{data.key}-e{cfg.epochs}-s{cfg.seed}.pt"
     if path.is_file():
@@ -92,7 +92,7 @@ def conditional_samples(run: Run, labels: torch.Tensor, size: int, seed: int = 0
 
 
 def synthetic_usefulness(data: EvalData, run: Run, cfg: ClassifierConfig, seeds=(0, 1, 2),
-                         device: str = "cpu") -> pd.DataFrame:
+                         device: str = "auto") -> pd.DataFrame:
     """AUROC on the real test split after training on real, real + synthetic and synthetic images;
     the synthetic set is one sample per real training image, generated for that image's labels."""
     synth = conditional_samples(run, data.train_y, data.train.shape[-1])

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cxrnb.device import pick_device
 from cxrnb.errors import CxrnbError
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class FeatureExtractor:
     dim: int = 0
 
     def __init__(self, device: str | torch.device = "cpu", batch_size: int = 64):
-        self.device = torch.device(device)
+        self.device = pick_device(device)
         self.batch_size = batch_size
         self.why_unavailable: str | None = None   # set by subclasses whose weights are missing
 

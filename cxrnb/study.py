@@ -29,7 +29,8 @@ from cxrnb.models.losses import effective_beta
 from cxrnb.models import GenerativeModel, build
 from cxrnb.paths import RUNS_DIR, in_repo
 from cxrnb.provenance import Provenance
-from cxrnb.train import PAPER_SAMPLE_AT, History, TrainConfig, load_checkpoint, pick_device, train
+from cxrnb.device import describe_device, pick_device
+from cxrnb.train import PAPER_SAMPLE_AT, History, TrainConfig, load_checkpoint, train
 
 RUN_FILE = "run.json"
 
@@ -100,8 +101,6 @@ def train_run(preset: str, data_root: str | None = None, image_size: int | None 
 
 def describe(run: Run, device: str = "auto") -> str:
     """What `cxrnb train` prints when a run ends: iterations, speed, device and where things are."""
-    from cxrnb.train import describe_device
-
     h = run.history
     done = int(h.frame.iteration.max()) if len(h.frame) else 0
     return (f"{run.preset}: {done} iterations at {h.images_per_s:.1f} images/s on {describe_device(device)}\n"

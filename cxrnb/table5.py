@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 
 from cxrnb.models import PRESETS, build
-from cxrnb.train import Stepper, describe_device, pick_device, random_batch, throughput
+from cxrnb.device import describe_device, pick_device
+from cxrnb.train import Stepper, random_batch, throughput
 
 CXR14_IMAGES = 112_120          # images in full CXR14, what "one epoch" meant in the paper
 GPU_BATCH = 64                  # the paper's batch size

@@ -51,7 +51,7 @@ def _run_all(tmp_path, source: str, overrides: list[str]) -> None:
 
 
 def test_all_notebooks_on_the_phantom(tmp_path):
-    _run_all(tmp_path, "synthetic phantom", [])
+    _run_all(tmp_path, "synthetic phantom", ["device=auto"])     # "auto" works at every entry point
 
 
 def test_all_notebooks_on_real_images(tmp_path, real_root):

@@ -13,7 +13,8 @@ from torchvision.utils import make_grid
 
 from cxrnb.errors import CxrnbError
 from cxrnb.models.base import GenerativeModel, InputSpec
-from cxrnb.train import (CHECKPOINT, HISTORY, Stepper, TrainConfig, load_checkpoint, pick_device,
+from cxrnb.device import pick_device
+from cxrnb.train import (CHECKPOINT, HISTORY, Stepper, TrainConfig, load_checkpoint,
                          throughput, train)
 
 S = 16

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from cxrnb.models import build
 from cxrnb.models.base import GenerativeModel
-from cxrnb.train import Stepper, describe_device, pick_device, random_batch, throughput
+from cxrnb.device import describe_device, pick_device
+from cxrnb.train import Stepper, random_batch, throughput
 
 PRESETS = ("LSGAN", "VAE-beta0.1", "GMVAE-V5")
 CPU_SIZE, CPU_BATCH, GPU_BATCH = 64, 8, 64

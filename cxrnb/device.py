@@ -1,0 +1,52 @@
+"""The one device contract: every entry point takes ``device`` as a string, "auto" included, and
+resolves it here (training, classifier, feature extractors, explorer, benches, notebooks).
+
+``"auto"`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist, else a one-line
+CxrnbError says which to use instead.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cxrnb.errors import CxrnbError
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA, then Apple MPS, then CPU. An explicit device must exist (else CxrnbError)."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CxrnbError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available() and (d.index or 0) < torch.cuda.device_count(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if d.type not in available:
+        raise CxrnbError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    if not available[d.type]:
+        raise CxrnbError(f"device {device!r} is not available on this machine; use --device auto")
+    return d
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so wall-clock timings measure the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def describe_device(device: str) -> str:
+    """The device a run on ``device`` uses, in words (GPU name where there is one)."""
+    d = pick_device(device)
+    if d.type == "cuda":
+        return f"{d} ({torch.cuda.get_device_name(d)})"
+    return f"cpu ({torch.get_num_threads()} threads)" if d.type == "cpu" else str(d)
