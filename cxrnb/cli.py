@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override one parameter (repeatable), e.g. --set epochs=2")
     s.add_argument("--only", action="append", default=[], help="run only notebooks with this prefix")
     s.add_argument("--reports", default="reports")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace reports that were made from other data (e.g. real images by the phantom)")
     return p
 
 
@@ -99,4 +101,4 @@ def _dispatch(a: argparse.Namespace) -> None:
     elif a.command == "reproduce":
         from cxrnb.run import reproduce
         reproduce(profile=a.profile, params_file=a.params, overrides=a.set, only=a.only,
-                  reports=a.reports)
+                  reports=a.reports, overwrite=a.overwrite)

@@ -7,18 +7,27 @@ cell are passed. A layer's keys that start with a digit are per-notebook section
 prefix: ``{"epochs": 3, "02": {"epochs": 1}}`` gives notebook 02 one epoch and the others three
 (on the command line: ``--set 02.epochs=1``).
 
-The runner adds ``reports_dir`` = ``reports/figures/<notebook>/`` (absolute), where the notebook
-writes its figures and tables, and runs the kernel in the directory ``reproduce`` is called from
-(the repository root under ``make``); every path it passes is absolute, so the notebooks do not
-depend on it. Executed copies go to ``reports/runs/``, and ``reports/index.md`` links everything.
+The runner adds ``reports_dir`` (and ``results_md``), where the notebook writes its figures and
+tables, and runs the kernel in the directory ``reproduce`` is called from (the repository root under
+``make``); every path it passes is absolute, so the notebooks do not depend on it.
+
+Nothing is lost on failure: each notebook writes into ``reports/.staging/<notebook>/``, and only when
+it succeeds does that folder replace ``reports/figures/<notebook>/``. A failing or interrupted
+notebook leaves the previous figures and their index entry in place, and the index says the last
+attempt failed. ``reports/index.json`` keeps one entry per notebook (status, time, parameters,
+profile, data, commit), so a run of some notebooks keeps the others' entries; ``index.md`` is
+rendered from it. Reports made from one data set are not overwritten by a run on another (e.g.
+the phantom over the committed real-data reports) unless ``overwrite=True`` (``--overwrite``).
+Executed copies go to ``reports/runs/`` (local, not committed).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -27,6 +36,7 @@ import yaml
 from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 
+from cxrnb.data import data_source, locate_images
 from cxrnb.errors import CxrnbError
 from cxrnb.provenance import git_commit
 
@@ -66,13 +76,17 @@ TABLE_SUFFIXES = (".csv", ".md", ".tex")
 
 @dataclass
 class NotebookRun:
-    """What happened to one notebook: for the index."""
+    """What happened to one notebook: an entry of reports/index.json."""
 
     name: str
     status: str = "not run"
     seconds: float = 0.0
     parameters: dict = field(default_factory=dict)
-    files: list[Path] = field(default_factory=list)
+    profile: str = ""
+    data: str = ""                 # what the figures were made from (``describe_data``)
+    commit: str = ""
+    date: str = ""
+    last_attempt: str = ""         # a later attempt that failed and left these figures in place
 
 
 def find_notebooks(folder: str | Path) -> list[Path]:
@@ -148,6 +162,51 @@ def _check_keys(layers: list[dict], notebooks: list[Path], declared: dict[str, d
                                      f"{', '.join(sorted(valid))}")
 
 
+def _type_name(value) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict",
+            type(None): "None"}.get(type(value), type(value).__name__)
+
+
+def _check_types(layers: list[dict], notebooks: list[Path], defaults: dict[str, dict]) -> None:
+    """Every override has the type of the notebook's default (int for a float, and any value for a
+    None default, allowed), so `--set epochs=two` fails here, not minutes later inside a kernel."""
+    for layer in layers:
+        items = [(k, v, [nb.stem for nb in notebooks]) for k, v in layer.items() if not _is_section(k)]
+        items += [(k, v, [nb.stem for nb in notebooks if nb.stem.startswith(section)])
+                  for section, values in layer.items() if _is_section(section) for k, v in values.items()]
+        for key, value, names in items:
+            for name in names:
+                if key not in defaults[name]:
+                    continue
+                default = defaults[name][key]
+                ok = (default is None or value is None or type(value) is type(default)
+                      or (isinstance(default, float) and type(value) is int))
+                if not ok:
+                    raise CxrnbError(f"{key}={value!r} is {_type_name(value)}, but notebook {name} expects "
+                                     f"{_type_name(default)} (its default is {default!r})")
+
+
+def _defaults(nb: Path) -> dict:
+    """The literal values of a notebook's parameters cell (the notebooks-clean test keeps it literal)."""
+    import ast
+
+    import nbformat
+
+    cell = next(c for c in nbformat.read(nb, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    return {stmt.targets[0].id: ast.literal_eval(stmt.value) for stmt in ast.parse(cell.source).body
+            if isinstance(stmt, ast.Assign)}
+
+
+def describe_data(root: str | None) -> str:
+    """What a notebook's figures are made from: the kind of data and its image count (no paths, so
+    the same data set in another folder or on another machine compares equal)."""
+    if root is None:
+        return "no images"
+    if root == "phantom":
+        return "synthetic phantom"
+    return f"{data_source(root)}, {len(locate_images(root)):,} images"
+
+
 def _resolve(params: dict, profile: str) -> dict:
     """Read "$NAME" values from the environment; make data_root absolute and check it exists.
 
@@ -185,31 +244,59 @@ def _failure(name: str, e: PapermillExecutionError, executed: Path) -> str:
             f"{e.ename}: {evalue} (traceback in {executed})")
 
 
+def _stage(reports: Path, name: str) -> Path:
+    stage = reports / ".staging" / name
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "figures").mkdir(parents=True)
+    return stage
+
+
+def _publish(stage: Path, reports: Path, name: str) -> None:
+    """Put a succeeded notebook's staged outputs in place of the previous ones."""
+    final, old = reports / "figures" / name, reports / ".staging" / f"{name}.old"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(stage / "figures", final)
+    if (stage / "results.md").exists():
+        os.replace(stage / "results.md", reports / "results.md")
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
 def _execute(nb: Path, run: NotebookRun, reports: Path, progress: bool) -> None:
-    """Run one notebook into reports/runs/, recording its status, time and the files it wrote."""
-    out_dir, executed = reports / "figures" / nb.stem, reports / "runs" / nb.name
-    shutil.rmtree(out_dir, ignore_errors=True)           # what the index lists is what this run made
-    out_dir.mkdir(parents=True)
+    """Run one notebook into its staging folder and, when it succeeds, publish what it made."""
+    stage, executed = _stage(reports, nb.stem), reports / "runs" / nb.name
+    params = {**run.parameters, "reports_dir": str(stage / "figures")}
+    if "results_md" in run.parameters:
+        params["results_md"] = str(stage / "results.md")
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(nb), str(executed), parameters=run.parameters, kernel_name=KERNEL,
+        pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name=KERNEL,
                             progress_bar=progress, cwd=str(Path.cwd()))
-        run.status = "ok"
-    except PapermillExecutionError as e:
-        run.status = f"failed: {e.ename} in cell [{e.exec_count}]"
-        raise CxrnbError(_failure(nb.stem, e, executed)) from None
-    finally:
+    except BaseException as e:                    # a failing cell, Ctrl-C, a dead kernel: old figures stay
         run.seconds = time.perf_counter() - start
-        run.files = sorted(p for p in out_dir.rglob("*") if p.is_file())
+        shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(e, PapermillExecutionError):
+            run.status = f"failed: {e.ename} in cell [{e.exec_count}]"
+            raise CxrnbError(_failure(nb.stem, e, executed)) from None
+        run.status = f"failed: {type(e).__name__}"
+        raise
+    run.seconds = time.perf_counter() - start
+    _publish(stage, reports, nb.stem)
+    run.status = "ok"
 
 
 def reproduce(profile: str = "cpu", params_file: str | Path | None = None,
               overrides: tuple[str, ...] | list[str] = (), only: tuple[str, ...] | list[str] = (),
               reports: str | Path = "reports", notebooks: str | Path = "notebooks",
-              progress: bool = True) -> Path:
+              progress: bool = True, overwrite: bool = False) -> Path:
     """Run the notebooks (those whose name starts with one of ``only``, or all) and write
     ``reports/index.md``. Every parameter is checked before the first kernel starts. The first
-    failing notebook stops the run with a one-line error; its executed copy keeps the traceback."""
+    failing notebook stops the run with a one-line error; its executed copy keeps the traceback,
+    and its previous figures stay (module docstring). ``overwrite`` lets reports made from other
+    data be replaced."""
     if profile not in PROFILES:
         raise CxrnbError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
     all_notebooks = find_notebooks(notebooks)
@@ -217,31 +304,51 @@ def reproduce(profile: str = "cpu", params_file: str | Path | None = None,
     if not selected:
         raise CxrnbError(f"no notebook starts with {', '.join(only)}; notebooks: "
                          f"{', '.join(nb.stem for nb in all_notebooks)}")
-    declared = {nb.stem: set(pm.inspect_notebook(str(nb))) for nb in all_notebooks}
+    defaults = {nb.stem: _defaults(nb) for nb in all_notebooks}
+    declared = {name: set(d) for name, d in defaults.items()}
     layers = read_overrides(params_file, overrides)
     _check_keys(layers, all_notebooks, declared)
+    _check_types(layers, all_notebooks, defaults)
     _check_kernel()
 
     reports = Path(reports).resolve()
-    runs, roots = [], set()                     # every notebook's parameters before running any
+    entries = read_index(reports)
+    runs, data_of = [], {}                      # every notebook's parameters before running any
     for nb in selected:
         merged = {}
         for layer in [PROFILES[profile], *layers]:
             merged.update(_for_notebook(layer, nb.stem))
-        merged["reports_dir"] = str(reports / "figures" / nb.stem)
-        merged["results_md"] = str(reports / "results.md")
         params = _resolve({k: v for k, v in merged.items() if k in declared[nb.stem]}, profile)
-        roots.add(params.get("data_root"))
-        runs.append(NotebookRun(nb.stem, parameters=params))
+        root = params.get("data_root")
+        if root not in data_of:
+            data_of[root] = describe_data(root)
+        runs.append(NotebookRun(nb.stem, parameters=params, profile=profile, data=data_of[root]))
+    for run in runs:
+        before = entries.get(run.name)
+        if not overwrite and before and before.status == "ok" and before.data != run.data:
+            raise CxrnbError(f"{reports} holds {run.name}'s figures made from {before.data}; this run reads "
+                             f"{run.data}: write elsewhere with --reports DIR, or replace them with --overwrite")
     (reports / "runs").mkdir(parents=True, exist_ok=True)
     try:
         with tqdm(total=len(selected), desc="notebooks", disable=not progress) as bar:
             for nb, run in zip(selected, runs):
                 bar.set_postfix_str(nb.stem)
-                _execute(nb, run, reports, progress)
+                run.status, run.commit, run.date = "running", git_commit(), f"{datetime.now():%Y-%m-%d %H:%M}"
+                try:
+                    _execute(nb, run, reports, progress)
+                except BaseException:
+                    old = entries.get(run.name)
+                    if old and old.status == "ok":         # its figures are still the old run's
+                        old.last_attempt = f"{run.status} on {run.date} (cxrnb {run.commit})"
+                    else:
+                        entries[run.name] = run
+                    raise
+                entries[run.name] = run
                 bar.update()
     finally:
-        write_index(reports, runs, profile, _data_source(roots))
+        for run in runs:                          # selected, never reached, never run before
+            entries.setdefault(run.name, run)
+        write_index(reports, entries)
     return reports / "index.md"
 
 
@@ -249,35 +356,53 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
 
-def _data_source(roots: set) -> str:
-    names = ["synthetic phantom" if r == "phantom" else f"CXR14 images in `{r}`" for r in roots if r]
-    return ", ".join(sorted(names)) or "no data_root set"
+def read_index(reports: Path) -> dict[str, NotebookRun]:
+    """The entries of ``reports/index.json`` by notebook (empty when there is none yet)."""
+    path = reports / "index.json"
+    if not path.is_file():
+        return {}
+    try:
+        return {e["name"]: NotebookRun(**e) for e in json.loads(path.read_text())["notebooks"]}
+    except (ValueError, KeyError, TypeError):
+        raise CxrnbError(f"{path} is not an index written by cxrnb: move it away, or use another --reports") from None
 
 
-def write_index(reports: Path, runs: list[NotebookRun], profile: str, source: str) -> Path:
-    """``reports/index.md``: per notebook its status, run time, parameters, figures and tables."""
-    lines = ["# Reports", "",
-             f"Profile `{profile}` · data: {source} · cxrnb {git_commit()} · "
-             f"{datetime.now():%Y-%m-%d %H:%M}", "",
-             "| notebook | status | time | executed copy (local: reports/runs/ is not committed) |",
-             "|---|---|---|---|"]
+def write_index(reports: Path, entries: dict[str, NotebookRun]) -> Path:
+    """``reports/index.json`` and ``index.md``: per notebook its status, run time, profile, data,
+    commit, parameters, and the figures and tables now in its folder."""
+    runs = [entries[k] for k in sorted(entries)]
+    reports.mkdir(parents=True, exist_ok=True)
+    tmp = reports / ".index.json.tmp"
+    tmp.write_text(json.dumps({"notebooks": [asdict(r) for r in runs]}, indent=1) + "\n")
+    os.replace(tmp, reports / "index.json")
+    shared = {(r.profile, r.data, r.commit) for r in runs if r.status != "not run"}
+    lines = ["# Reports", ""]
+    if len(shared) == 1:
+        profile, data, commit = shared.pop()
+        lines += [f"Profile `{profile}` · data: {data} · cxrnb {commit}", ""]
+    lines += ["| notebook | status | time | profile · data · commit · date | executed copy (local: reports/runs/ is not committed) |",
+              "|---|---|---|---|---|"]
     for r in runs:
         ran = r.status != "not run"
+        status = r.status + (f" (last attempt {r.last_attempt}; figures below are from this run)"
+                             if r.last_attempt else "")
         time_, copy = (_duration(r.seconds), f"[runs/{r.name}.ipynb](runs/{r.name}.ipynb)") if ran else ("", "")
-        lines.append(f"| {r.name} | {r.status} | {time_} | {copy} |")
+        lines.append(f"| {r.name} | {status} | {time_} | `{r.profile}` · {r.data} · {r.commit} · {r.date} | {copy} |")
     for r in runs:
-        if r.status == "not run":
+        folder = reports / "figures" / r.name
+        files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+        if r.status == "not run" and not files:
             continue
         shown = [f"`{k}={v!r}`" for k, v in r.parameters.items() if k not in RUNNER_PARAMS]
         lines += ["", f"## {r.name}", "", "Parameters: " + (", ".join(shown) or "defaults")]
         for title, keep in (("Figures", lambda p: p.suffix == ".png"),
                             ("Tables", lambda p: p.suffix in TABLE_SUFFIXES)):
-            links = [f"- [{p.relative_to(reports / 'figures' / r.name).as_posix()}]"
-                     f"({p.relative_to(reports).as_posix()})" for p in r.files if keep(p)]
+            links = [f"- [{p.relative_to(folder).as_posix()}]({p.relative_to(reports).as_posix()})"
+                     for p in files if keep(p)]
             if links:
                 lines += ["", f"{title}:", "", *links]
     index = reports / "index.md"
-    tmp = index.with_name(".index.md.tmp")
+    tmp = reports / ".index.md.tmp"
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, index)
     return index
