@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=float, default=1.0)
     s.add_argument("--max-images", type=int, default=None)
     s.add_argument("--batch-size", type=int, default=64, help="the paper's is 64")
+    s.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                   help="checkpoint at least this often (Ctrl-C also checkpoints; rerun to resume)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", default="runs", help="runs folder; the run goes to OUT/PRESET-SIZEpx")
@@ -70,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     except CxrnbError as e:
         print(f"cxrnb {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"cxrnb {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"cxrnb {args.command}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)
         sys.exit(130)
 
 
@@ -92,7 +94,8 @@ def _dispatch(a: argparse.Namespace) -> None:
     elif a.command == "train":
         from cxrnb.study import describe, train_run
         run = train_run(a.preset, a.root, image_size=a.size, epochs=a.epochs, max_images=a.max_images,
-                        batch_size=a.batch_size, seed=a.seed, device=a.device, runs_dir=a.out)
+                        batch_size=a.batch_size, seed=a.seed, device=a.device, runs_dir=a.out,
+                        config={"checkpoint_minutes": a.checkpoint_minutes})
         print(describe(run, a.device))
     elif a.command == "presets":
         from cxrnb.models.presets import PRESETS

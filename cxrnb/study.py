@@ -83,12 +83,12 @@ def train_run(preset: str, data_root: str | None = None, image_size: int | None 
     torch.manual_seed(seed)                                   # the model's initial weights
     model = build(preset, image_size=image_size, weights=weights, **model_kwargs)
     size = model.input_spec.size
-    cache = prepare(data_root, size=size, progress=progress)
-    loader = cache.loader("train", batch_size=batch_size, shuffle=True, seed=seed, max_images=max_images)
     out = run_dir(runs_dir, preset, size)
     sample_at = tuple(sample_at if sample_at is not None else PAPER_SAMPLE_AT.get(model.family, (0,)))
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device,
-                      sample_at=sample_at, out_dir=str(out), progress=progress, **(config or {}))
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device,  # checks them all,
+                      sample_at=sample_at, out_dir=str(out), progress=progress, **(config or {}))  # early
+    cache = prepare(data_root, size=size, progress=progress)
+    loader = cache.loader("train", batch_size=batch_size, shuffle=True, seed=seed, max_images=max_images)
     spec = {"preset": preset, "image_size": size, "model_kwargs": model_kwargs,
             "pretrained": bool(getattr(model, "pretrained", False)), "data_root": str(cache.meta["root"]),
             "max_images": max_images, "batch_size": batch_size, "seed": seed}

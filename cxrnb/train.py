@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -60,6 +62,8 @@ class TrainConfig:
     sample_at: tuple[int, ...] = (0,)   # iterations with a sample grid; the final one is always saved
     n_samples: int = 64
     checkpoint_every: int | None = 500  # iterations; a checkpoint is always written at the end
+    checkpoint_minutes: float | None = 5.0   # also after this much wall time since the last one
+    # (and on Ctrl-C / SIGTERM: the loop finishes the iteration, checkpoints, then stops)
     log_every: int = 10                 # iterations between flushes of losses to CSV and progress bar
     monitor_every: int = 20             # iterations between calls of train()'s monitor, if it has one
     out_dir: str = "runs/run"
@@ -77,6 +81,10 @@ class TrainConfig:
                 raise CxrnbError(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise CxrnbError(f"checkpoint_every must be >= 1 or None (got {self.checkpoint_every})")
+        if self.checkpoint_minutes is not None and not 0 < self.checkpoint_minutes < math.inf:
+            raise CxrnbError(f"checkpoint_minutes must be > 0 and finite, or None (got {self.checkpoint_minutes})")
+        if self.max_steps is None and not math.isfinite(self.epochs):
+            raise CxrnbError(f"epochs must be finite (got {self.epochs})")
         self.out_dir = str(self.out_dir)
         self.sample_at = tuple(int(i) for i in self.sample_at)
 
@@ -332,6 +340,31 @@ def _start_history(path: Path, upto: int | None) -> None:
     os.replace(tmp, path)
 
 
+class _StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM while training: remember it, so the loop can finish the iteration
+    it is in, write a checkpoint and stop; a second signal stops at once. Handlers are installed only
+    in the main thread (where Python delivers signals) and restored afterwards."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt("second interrupt: stopped without a checkpoint")
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
           monitor: Callable[[GenerativeModel], dict[str, float]] | None = None) -> History:
     """Train ``model`` on ``loader`` (see the module docstring); returns the run's History.
@@ -396,26 +429,37 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
     bar = tqdm(total=total, initial=start, unit="it", disable=not cfg.progress,
                desc=getattr(model, "preset", None) or type(model).__name__)
     it, images, t0 = start, 0, time.perf_counter()
-    try:
-        while it < total:
-            epoch, offset = divmod(it, n_batches)
-            for u8, y in loader.epoch_batches(epoch, offset):
-                log.add(it + 1, stepper(u8, y))
-                it, images = it + 1, images + len(u8)
-                bar.update()
-                if it % cfg.monitor_every == 0 or it == total:
-                    watch(it)
-                if it % cfg.log_every == 0:
-                    log.flush()
-                    bar.set_postfix({p: f"{v:.4g}" for p, v in log.last.items()}, refresh=False)
-                if it in cfg.sample_at or it == total:
-                    grid(it)
-                if it == total or (cfg.checkpoint_every and it % cfg.checkpoint_every == 0):
-                    checkpoint(it)
-                if it == total:
-                    break
-    finally:
-        bar.close()
+    last_save = t0
+    with _StopRequest() as stop:
+        try:
+            while it < total:
+                epoch, offset = divmod(it, n_batches)
+                for u8, y in loader.epoch_batches(epoch, offset):
+                    log.add(it + 1, stepper(u8, y))
+                    it, images = it + 1, images + len(u8)
+                    bar.update()
+                    if it % cfg.monitor_every == 0 or it == total:
+                        watch(it)
+                    if it % cfg.log_every == 0:
+                        log.flush()
+                        bar.set_postfix({p: f"{v:.4g}" for p, v in log.last.items()}, refresh=False)
+                    if it in cfg.sample_at or it == total:
+                        grid(it)
+                    due = (it == total or stop.signum is not None
+                           or (cfg.checkpoint_every and it % cfg.checkpoint_every == 0)
+                           or (cfg.checkpoint_minutes
+                               and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes))
+                    if due:
+                        checkpoint(it)
+                        last_save = time.perf_counter()
+                    if stop.signum is not None and it < total:
+                        raise KeyboardInterrupt(f"{signal.Signals(stop.signum).name} at iteration {it} of {total}: "
+                                                f"checkpoint written to {ckpt_path}; run the same command again "
+                                                "to resume")
+                    if it == total:
+                        break
+        finally:
+            bar.close()
     synchronize(stepper.device)
     seconds = time.perf_counter() - t0
     return History.read(out, images / seconds if images else float("nan"))

@@ -2,6 +2,8 @@
 
 import copy
 import math
+import os
+import signal
 
 import numpy as np
 import pandas as pd
@@ -171,6 +173,51 @@ def test_resume_is_exact(tmp_path, first, second):
         assert torch.equal(v, params(again)[k]), k
     pd.testing.assert_frame_equal(h_straight.frame, h_resumed.frame)
     assert torch.load(h_resumed.checkpoint, weights_only=True)["step"] == second
+
+
+class SignalLoader(ToyLoader):
+    """Sends this process ``signum`` while yielding batch number ``at`` (counted over the whole run),
+    as Ctrl-C or a scheduler's SIGTERM would arrive mid-iteration."""
+
+    def __init__(self, signum, at, **kw):
+        super().__init__(**kw)
+        self.signum, self.at, self.given = signum, at, 0
+
+    def epoch_batches(self, epoch, start=0):
+        for batch in super().epoch_batches(epoch, start):
+            self.given += 1
+            if self.given == self.at:
+                os.kill(os.getpid(), self.signum)
+            yield batch
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_checkpoints_the_finished_iteration_and_resumes_exactly(tmp_path, signum):
+    straight = toy()
+    h_straight = train(straight, ToyLoader(), cfg(tmp_path, "straight", max_steps=7))
+    with pytest.raises(KeyboardInterrupt, match=r"at iteration 3 of 7: checkpoint written to .*run the same command again"):
+        train(toy(), SignalLoader(signum, at=3), cfg(tmp_path, "stopped", max_steps=7, checkpoint_every=None,
+                                                      checkpoint_minutes=None))
+    assert torch.load(tmp_path / "stopped" / CHECKPOINT, weights_only=True)["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # handlers restored
+    again = toy()
+    h_again = train(again, ToyLoader(), cfg(tmp_path, "stopped", max_steps=7))
+    for k, v in params(straight).items():
+        assert torch.equal(v, params(again)[k]), k
+    pd.testing.assert_frame_equal(h_straight.frame, h_again.frame)
+
+
+def test_checkpoints_also_come_on_a_timer(tmp_path, monkeypatch):
+    clock = iter(range(0, 10_000, 100))                        # every perf_counter call: 100 s later
+    monkeypatch.setattr("cxrnb.train.time.perf_counter", lambda: float(next(clock)))
+    saved = []
+    monkeypatch.setattr("cxrnb.train.save_checkpoint", lambda path, stepper, step, *a: saved.append(step))
+    train(toy(), ToyLoader(), cfg(tmp_path, max_steps=4, checkpoint_every=None, checkpoint_minutes=3))
+    assert saved[:2] == [2, 4] and saved[-1] == 4              # ~200 s per iteration here: every second one
+    with pytest.raises(CxrnbError, match="checkpoint_minutes must be > 0"):
+        TrainConfig(checkpoint_minutes=0)
+    with pytest.raises(CxrnbError, match="epochs must be finite"):
+        TrainConfig(epochs=float("inf"))
 
 
 def test_resume_cuts_history_written_after_the_checkpoint(tmp_path):
@@ -395,3 +442,21 @@ def test_fs_gmvae_trains_with_fixed_labels_and_a_frozen_encoder(tmp_path):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and not any(k.startswith("encoder.") for k in changed)
     assert any(k.startswith("decoder.") for k in changed)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--size", "0"], "multiple of 32"),
+    (["--size", "-64"], "multiple of 32"),
+    (["--epochs", "inf"], "epochs must be finite"),
+    (["--epochs", "0"], "epochs must be > 0"),
+    (["--batch-size", "0"], "batch_size must be >= 1"),
+    (["--checkpoint-minutes", "0"], "checkpoint_minutes must be > 0"),
+])
+def test_cli_train_bad_numbers_are_one_line(tmp_path, phantom_root, capsys, argv, message):
+    from cxrnb.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "VAE-beta1", "--root", str(phantom_root), "--out", str(tmp_path), "--batch-size", "16",
+              *argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and message in err      # one line, before any work

@@ -100,7 +100,8 @@ def build(name: str, image_size: int | None = None, weights: str | None = "auto"
     if unknown:
         raise CxrnbError(f"{name} has no setting {', '.join(sorted(unknown))}; its settings: "
                          f"{', '.join(p for p in inspect.signature(cls).parameters if p != 'image_size')}")
-    kwargs = {**preset.kwargs, "image_size": image_size or preset.image_size, **overrides}
+    size = preset.image_size if image_size is None else image_size      # 0 is an error, not "default"
+    kwargs = {**preset.kwargs, "image_size": size, **overrides}
     if preset.family == "gmvae":
         kwargs["weights"] = weights
     model = cls(**kwargs)
