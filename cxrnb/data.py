@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS, VIEWS
@@ -27,6 +28,7 @@ COLUMNS = {"Image Index": "image", "Finding Labels": "labels", "Follow-up #": "f
            "Patient ID": "patient", "Patient Age": "age", "Patient Gender": "sex",
            "View Position": "view"}
 PHANTOM_MARKER = "PHANTOM"              # file the phantom writer leaves in its root
+IMAGE_SUFFIXES = frozenset(Image.registered_extensions())     # every format PIL can open
 
 
 def resolve_root(root: str | Path | None) -> Path:
@@ -74,18 +76,57 @@ def find_label_table(root: str | Path) -> Path:
                      "or pass --csv")
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    """UTF-8, else Windows-1252 (what Excel saves) with a warning; an empty file is one clear error."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise CxrnbError(f"label table {path} is empty: use the official Data_Entry_2017.csv") from None
+    except UnicodeDecodeError:
+        warnings.warn(f"{path} is not UTF-8; read it as Windows-1252 (how Excel saves CSV): "
+                      "save it as UTF-8 to silence this", stacklevel=3)
+        return pd.read_csv(path, encoding="cp1252")
+
+
+def parse_age(ages: pd.Series) -> pd.Series:
+    """Ages in years: numbers as they are, and the original 2017 table's strings such as "057Y",
+    "010M" or "020D" (years, months, days); anything else is an error naming the first such rows."""
+    if pd.api.types.is_numeric_dtype(ages):
+        return ages.astype(float)
+    text = ages.astype(str).str.strip().str.upper()
+    parts = text.str.extract(r"^(\d+(?:\.\d+)?)([YMD]?)$")
+    bad = parts[0].isna()
+    if bad.any():
+        rows = ", ".join(f"row {i + 2} ({ages[i]!r})" for i in ages.index[bad][:3])
+        raise CxrnbError(f"Patient Age not understood at {rows}: use years, or the 2017 form like 057Y")
+    per_year = parts[1].map({"": 1.0, "Y": 1.0, "M": 12.0, "D": 365.25})
+    return parts[0].astype(float) / per_year
+
+
 def read_labels(csv: str | Path | None = None) -> pd.DataFrame:
-    """The label table, normalised: image, labels (raw "Finding Labels"), follow_up, patient, age,
-    sex, view, then one uint8 column per name in LABELS. ``csv=None`` reads the full packaged table,
-    so label statistics work without a single image."""
+    """The label table, normalised: image, labels (raw "Finding Labels"), follow_up, patient, age
+    (years), sex, view, then one uint8 column per name in LABELS. ``csv=None`` reads the full packaged
+    table, so label statistics work without a single image. Refused, naming the rows: an image listed
+    twice, an empty "Finding Labels" cell (the official table writes "No Finding")."""
     path = Path(csv) if csv is not None else packaged_table()
     if not path.is_file():
         raise CxrnbError(f"label table {path} does not exist: pass the path of Data_Entry_2017.csv")
-    raw = pd.read_csv(path)
+    raw = _read_csv(path)
     missing = [c for c in COLUMNS if c not in raw.columns]
     if missing:
         raise CxrnbError(f"{path} lacks the CXR14 columns {missing}: is it Data_Entry_2017.csv?")
     df = raw[list(COLUMNS)].rename(columns=COLUMNS)
+    twice = df["image"].duplicated(keep=False)
+    if twice.any():
+        rows = ", ".join(f"{df.image[i]} (row {i + 2})" for i in df.index[twice][:4])
+        raise CxrnbError(f"{path} lists {df.image[twice].nunique()} image(s) more than once: {rows}; "
+                         "keep one row per image")
+    empty = df["labels"].isna() | (df["labels"].astype(str).str.strip() == "")
+    if empty.any():
+        rows = ", ".join(f"{df.image[i]} (row {i + 2})" for i in df.index[empty][:4])
+        raise CxrnbError(f"{path} has {int(empty.sum())} empty Finding Labels cell(s): {rows}; "
+                         "write 'No Finding' for an image without findings")
+    df["age"] = parse_age(df["age"])
     hot = df["labels"].str.get_dummies(sep="|")
     unknown = sorted(set(hot.columns) - set(LABELS))
     if unknown:
@@ -96,7 +137,8 @@ def read_labels(csv: str | Path | None = None) -> pd.DataFrame:
 
 
 def locate_images(root: str | Path) -> dict[str, Path]:
-    """File name -> path for every PNG in ``root/images/`` and ``root/images_NNN/images/``."""
+    """File name -> path for every image in ``root/images/`` and ``root/images_NNN/images/``: any
+    format PIL decodes (.png, .jpg, .jpeg, .jfif, .tif …), extension in any case."""
     root = Path(root)
     folders = [root / "images"]
     with os.scandir(root) as it:
@@ -108,7 +150,8 @@ def locate_images(root: str | Path) -> dict[str, Path]:
             continue
         with os.scandir(folder) as it:
             for entry in it:
-                if entry.name.endswith(".png") and entry.name not in found:
+                if (not entry.name.startswith(".") and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
+                        and entry.name not in found):
                     found[entry.name] = Path(entry.path)
     return found
 
@@ -126,12 +169,14 @@ def load_index(root: str | Path | None = None, csv: str | Path | None = None,
     df = read_labels(csv if csv is not None else find_label_table(root))
     paths = locate_images(root)
     if not paths:
-        raise CxrnbError(f"no PNG images in {root}/images or {root}/images_NNN/images: "
+        raise CxrnbError(f"no images in {root}/images or {root}/images_NNN/images: "
                          "point --root at a CXR14 folder or run `cxrnb download`")
-    df["path"] = df["image"].map(paths)
+    by_name = {name.lower(): path for name, path in reversed(list(paths.items()))}   # X.PNG = x.png
+    df["path"] = df["image"].str.lower().map(by_name)
     absent = int(df["path"].isna().sum())
     if absent:
-        msg = f"{absent:,} of {len(df):,} images in the label table are absent from {root}"
+        first = ", ".join(df.image[df.path.isna()][:3])
+        msg = f"{absent:,} of {len(df):,} images in the label table are absent from {root} (e.g. {first})"
         if on_missing == "error":
             raise CxrnbError(f"{msg}: finish the download or use --on-missing skip")
         warnings.warn(f"{msg}; skipped", stacklevel=2)

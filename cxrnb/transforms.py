@@ -21,7 +21,7 @@ from PIL import Image, ImageFile
 from cxrnb.errors import CxrnbError
 
 # Bumped whenever the arithmetic below changes, so caches built by older code are never reused.
-PREP_VERSION = "grey8-resize-bilinear-centrecrop-equalize-v1"
+PREP_VERSION = "grey8-bitdepth-resize-bilinear-centrecrop-equalize-v2"
 
 # PIL's default, stated here because a library that flips it would let truncated PNGs decode
 # silently as partly black images; we want such files reported instead.
@@ -32,18 +32,28 @@ def load_grey(path: str | Path) -> np.ndarray:
     """Decode an image file to uint8 greyscale (H, W).
 
     8-bit L is read as is. RGB/RGBA/LA/P are converted with PIL's ITU-R 601 luma (alpha dropped).
-    16-bit greyscale (``I;16``) is scaled by its dtype range, round(v / 257), not min-max: the
-    mapping then does not depend on the image's content, and equalization follows anyway.
+    Greyscale of more than 8 bits (``I;16``, ``I``) is scaled by the range of its bit depth, not
+    min-max: the depth is the smallest of 10, 12, 14 and 16 bits that holds the image's maximum, so
+    12-bit data stored in a 16-bit PNG (values 0-4095, common in DICOM exports) keeps 256 grey levels
+    instead of the 16 that dividing by 257 would leave.
     """
     try:
         with Image.open(path) as img:
             img.load()   # decode now: a truncated file fails here, not later in a worker
             if img.mode.startswith("I"):
                 a = np.asarray(img).astype(np.float64)
-                return np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8)
+                return np.clip(np.rint(a * 255.0 / bit_range(a.max())), 0, 255).astype(np.uint8)
             return np.asarray(img if img.mode == "L" else img.convert("L")).copy()
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise CxrnbError(f"cannot decode image {path}: {e}; re-download or delete the file") from e
+
+
+def bit_range(peak: float) -> int:
+    """2**bits - 1 for the smallest of 10, 12, 14, 16 bits holding ``peak`` (8-bit data stored wide: 255)."""
+    for bits in (8, 10, 12, 14, 16):
+        if peak <= 2 ** bits - 1:
+            return 2 ** bits - 1
+    return 2 ** 16 - 1
 
 
 def equalize(u8: np.ndarray) -> np.ndarray:

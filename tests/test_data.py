@@ -143,7 +143,7 @@ def test_load_index_with_an_explicit_table(nested_root, tmp_path_factory):
 
 def test_load_index_without_images_or_folder(tmp_path):
     write_table(tmp_path / "Data_Entry_2017.csv")
-    with pytest.raises(CxrnbError, match="no PNG images"):
+    with pytest.raises(CxrnbError, match="no images in"):
         load_index(tmp_path)
     with pytest.raises(CxrnbError, match="CXR14_ROOT"):
         load_index(tmp_path / "absent")
@@ -268,3 +268,58 @@ def test_real_subset_index(real_root):
     full = read_labels().set_index("image").loc[df["image"]]
     np.testing.assert_array_equal(label_matrix(full), label_matrix(df))
     np.testing.assert_array_equal(full["patient"].to_numpy(), df["patient"].to_numpy())
+
+
+# ---------------------------------------------------------------- inputs that used to be read wrong
+
+def test_any_image_format_and_extension_case_is_found(tmp_path):
+    rows = [("a.jpg", "No Finding", 0, 1, "PA"), ("b.png", "Mass", 0, 2, "PA"),
+            ("c.jfif", "Effusion", 0, 3, "AP"), ("d.JPEG", "No Finding", 0, 4, "PA")]
+    write_table(tmp_path / "Data_Entry_2017.csv", rows)
+    (tmp_path / "images").mkdir()
+    for name, fmt in (("a.jpg", "JPEG"), ("B.PNG", "PNG"), ("c.jfif", "JPEG"), ("d.jpeg", "JPEG")):
+        Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "images" / name, format=fmt)
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    df = load_index(tmp_path)
+    assert list(df.image) == ["a.jpg", "b.png", "c.jfif", "d.JPEG"]
+    assert [p.name for p in df.path] == ["a.jpg", "B.PNG", "c.jfif", "d.jpeg"]
+
+
+def test_the_absent_images_warning_names_some_of_them(nested_root):
+    with pytest.warns(UserWarning, match=r"1 of 5 images .* absent .* \(e\.g\. 00000004_000\.png\)"):
+        load_index(nested_root)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda rows: rows + [rows[1]], r"lists 1 image\(s\) more than once: 00000001_001.png \(row 3\), "
+                                    r"00000001_001.png \(row 7\)"),
+    (lambda rows: [rows[0], (rows[1][0], "", *rows[1][2:])] + rows[2:],
+     r"1 empty Finding Labels cell\(s\): 00000001_001.png \(row 3\)"),
+])
+def test_label_table_problems_are_errors_naming_the_rows(tmp_path, edit, message):
+    with pytest.raises(CxrnbError, match=message):
+        read_labels(write_table(tmp_path / "t.csv", edit(list(ROWS))))
+
+
+def test_ages_in_the_2017_form_are_years(tmp_path):
+    path = write_table(tmp_path / "t.csv")
+    text = path.read_text().splitlines()
+    ages = ["057Y", "010M", "020D", " 45 ", "3Y"]
+    text[1:] = [line.replace(",50,", f",{age},") for line, age in zip(text[1:], ages)]
+    path.write_text("\n".join(text) + "\n")
+    np.testing.assert_allclose(read_labels(path).age, [57, 10 / 12, 20 / 365.25, 45, 3])
+    text[1] = text[1].replace(",057Y,", ",old,")
+    path.write_text("\n".join(text) + "\n")
+    with pytest.raises(CxrnbError, match=r"Patient Age not understood at row 2 \('old'\)"):
+        read_labels(path)
+
+
+def test_excel_encoded_and_empty_tables(tmp_path):
+    path = write_table(tmp_path / "t.csv")
+    latin = path.read_text().replace("F,PA", "Fé,PA", 1)          # an accented cell, as Excel writes it
+    path.write_bytes(latin.encode("cp1252"))
+    with pytest.warns(UserWarning, match="not UTF-8; read it as Windows-1252"):
+        assert len(read_labels(path)) == len(ROWS)
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(CxrnbError, match="empty.csv is empty"):
+        read_labels(tmp_path / "empty.csv")

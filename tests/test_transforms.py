@@ -149,6 +149,17 @@ def test_load_grey_16bit_scales_by_dtype_range(tmp_path):
     np.testing.assert_array_equal(load_grey(tmp_path / "a.png"), expected)
 
 
+def test_load_grey_keeps_12_bit_data_in_a_16_bit_png_at_256_levels(tmp_path):
+    u12 = np.arange(4096, dtype=np.uint16).reshape(64, 64)      # 0..4095, as a DICOM export stores it
+    Image.fromarray(u12).save(tmp_path / "a.png")
+    out = load_grey(tmp_path / "a.png")
+    np.testing.assert_array_equal(out, np.floor(u12.astype(float) * 255 / 4095 + 0.5))
+    assert len(np.unique(out)) == 256                           # dividing by 257 would leave 16
+    ten = np.array([[0, 1023]], np.uint16)
+    Image.fromarray(ten).save(tmp_path / "b.png")
+    np.testing.assert_array_equal(load_grey(tmp_path / "b.png"), [[0, 255]])
+
+
 def test_load_grey_rgba_drops_alpha_and_uses_luma(tmp_path):
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (12, 14, 3), dtype=np.uint8)
