@@ -17,10 +17,12 @@ pick up a cache built for another):
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -81,6 +83,27 @@ def _work(job: tuple[list[str], int]) -> tuple[np.ndarray, np.ndarray]:
     return out, ok
 
 
+def _make_dir(path: Path) -> None:
+    """``path`` and its parents, or one line saying which part of it is in the way."""
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise CxrnbError(f"cannot put the cache in {path}: {parent} is a file, not a folder; "
+                             "pass another --cache-dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CxrnbError(f"cannot create the cache folder {path}: {e.strerror}") from None
+
+
+def _check_space(path: Path, need: int, margin: int = 64 << 20) -> None:
+    """Refuse before writing: a memory-mapped file on a full disk dies with SIGBUS ("Bus error"),
+    not with an exception anyone could catch."""
+    free = shutil.disk_usage(path).free
+    if free < need + margin:
+        raise CxrnbError(f"disk full: the cache needs {(need + margin) / 2**20:,.0f} MiB in {path}, "
+                         f"{free / 2**20:,.0f} MiB are free; free space or pass another --cache-dir")
+
+
 def _build(path: Path, df: pd.DataFrame, size: int, workers: int, progress: bool) -> np.ndarray:
     """Fill images.u8 for every pending row; returns the per-row state."""
     n = len(df)
@@ -92,7 +115,8 @@ def _build(path: Path, df: pd.DataFrame, size: int, workers: int, progress: bool
                              "run `cxrnb prepare` again")
         images = np.memmap(images_file, np.uint8, "r+", shape=(n, size, size))
     else:
-        path.mkdir(parents=True, exist_ok=True)
+        _make_dir(path)
+        _check_space(path, n * size * size)
         images = np.memmap(images_file, np.uint8, "w+", shape=(n, size, size))
         state = np.zeros(n, np.uint8)
         _save_state(state_file, state)
@@ -136,27 +160,39 @@ def prepare(root: str | Path | None = None, csv: str | Path | None = None, size:
     rows_hash = _rows_hash(df)
     path = in_repo(cache_dir) / cache_key(str(root), rows_hash, size, PREP_VERSION)
     if not (path / "meta.json").is_file():
-        state = _build(path, df, size, workers, progress)
-        good = state == DONE
-        failed = df["image"][state == FAILED].tolist()
-        if not good.any():
-            raise CxrnbError(f"none of the {len(df):,} images in {root} could be decoded: "
-                             f"check the files, then delete {path} and prepare again")
-        if failed:
-            warnings.warn(f"{len(failed)} image(s) could not be decoded and were left out "
-                          f"(listed in {path / 'meta.json'}; delete that folder to retry them): "
-                          + ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""),
-                          stacklevel=2)
-        index = df[good].assign(row=np.flatnonzero(good), path=df["path"][good].astype(str))
-        _write_atomic(path / "index.csv", index.to_csv(index=False))
-        meta = {"key": path.name, "version": PREP_VERSION, "root": str(root),
-                "csv": None if csv is None else str(Path(csv).resolve()), "rows_hash": rows_hash,
-                "size": size, "n_rows": len(df), "n_images": int(good.sum()),
-                "n_failed": len(failed), "failed": failed,
-                "source": data_source(root, n_images=len(df))}
-        _write_atomic(path / "meta.json", json.dumps(meta, indent=2) + "\n")
-        (path / "state.npy").unlink()
+        try:
+            _finish(path, df, root, csv, rows_hash, size, workers, progress)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise CxrnbError(f"disk full while writing the cache in {path}: free space or pass another "
+                                 "--cache-dir; run again to resume the build") from None
+            raise
     return ImageCache(path, split_seed=split_seed)
+
+
+def _finish(path: Path, df: pd.DataFrame, root: Path, csv, rows_hash: str, size: int, workers: int,
+            progress: bool) -> None:
+    """Build the cache's pixels, then write its index and meta.json (which mark it complete)."""
+    state = _build(path, df, size, workers, progress)
+    good = state == DONE
+    failed = df["image"][state == FAILED].tolist()
+    if not good.any():
+        raise CxrnbError(f"none of the {len(df):,} images in {root} could be decoded: "
+                         f"check the files, then delete {path} and prepare again")
+    if failed:
+        warnings.warn(f"{len(failed)} image(s) could not be decoded and were left out "
+                      f"(listed in {path / 'meta.json'}; delete that folder to retry them): "
+                      + ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""),
+                      stacklevel=3)
+    index = df[good].assign(row=np.flatnonzero(good), path=df["path"][good].astype(str))
+    _write_atomic(path / "index.csv", index.to_csv(index=False))
+    meta = {"key": path.name, "version": PREP_VERSION, "root": str(root),
+            "csv": None if csv is None else str(Path(csv).resolve()), "rows_hash": rows_hash,
+            "size": size, "n_rows": len(df), "n_images": int(good.sum()),
+            "n_failed": len(failed), "failed": failed,
+            "source": data_source(root, n_images=len(df))}
+    _write_atomic(path / "meta.json", json.dumps(meta, indent=2) + "\n")
+    (path / "state.npy").unlink()
 
 
 class ArrayLoader:

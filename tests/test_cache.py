@@ -122,6 +122,29 @@ def test_corrupt_and_truncated_images_are_skipped_and_reported(tmp_path):
     assert c.labels[c.index["row"]].sum() == label_matrix(c.index).sum()
 
 
+def test_a_cache_dir_that_is_a_file_is_one_line(tiny, tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(CxrnbError, match=r"taken is a file, not a folder; pass another --cache-dir"):
+        build(tiny, tmp_path / "taken")
+    with pytest.raises(CxrnbError, match=r"taken is a file"):
+        build(tiny, tmp_path / "taken" / "deeper")
+
+
+def test_a_full_disk_is_refused_before_the_memory_map_and_named_while_writing(tiny, tmp_path, monkeypatch):
+    real = shutil.disk_usage
+    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: real(p)._replace(free=10 << 20))
+    with pytest.raises(CxrnbError, match=r"disk full: the cache needs \d+ MiB in .*, 10 MiB are free"):
+        build(tiny, tmp_path / "c1")
+    assert not list((tmp_path / "c1").glob("*/images.u8"))      # refused before the file exists
+    monkeypatch.setattr(cache_mod.shutil, "disk_usage", real)
+
+    def no_space(*a, **k):
+        raise OSError(28, "No space left on device")            # errno.ENOSPC
+    monkeypatch.setattr(cache_mod, "_write_atomic", no_space)
+    with pytest.raises(CxrnbError, match=r"disk full while writing the cache in .*run again to resume"):
+        build(tiny, tmp_path / "c2")
+
+
 def test_all_images_unreadable_is_an_error(tmp_path):
     root = write_dataset(tmp_path / "data", n=4)
     for p in (root / "images").iterdir():
