@@ -44,8 +44,9 @@ from cxrnb.errors import CxrnbError
 BOX_PAGE = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
 BOX_STATIC = "https://nihcc.box.com/shared/static/"
 LABEL_TABLE = "Data_Entry_2017_v2020.csv"
-TIMEOUT_S = 60          # socket timeout: connecting, and waiting for each chunk
+TIMEOUT_S = 15          # socket timeout: connecting, and waiting for each chunk
 MAX_TRIES = 5           # requests per archive before giving up (progress is kept in the .part)
+UNREACHABLE_TRIES = 2   # ... but a host that never answered is given up on sooner
 RETRY_WAIT_S = 2.0      # wait before retry k: k * RETRY_WAIT_S
 CHUNK = 1 << 20
 
@@ -149,8 +150,16 @@ def _fetch(a: Archive, out: Path, progress: bool, last: str) -> Path:
     final, part = out / a.name, out / (a.name + ".part")
     if final.exists():              # renamed from .part only after it passed its checks
         return final
-    connected, why = False, ""
-    for attempt in range(1, MAX_TRIES + 1):
+    connected, why, host = False, "", urlparse(a.url).netloc
+    attempt = 0
+    while attempt < (MAX_TRIES if connected else UNREACHABLE_TRIES):
+        attempt += 1
+        if attempt > 1:
+            _say(f"{a.name}: {why}; try {attempt} of {MAX_TRIES if connected else UNREACHABLE_TRIES} "
+                 f"in {RETRY_WAIT_S * (attempt - 1):g} s", progress)
+            time.sleep(RETRY_WAIT_S * (attempt - 1))
+        elif not connected:
+            _say(f"{a.name}: connecting to {host} (time-out {TIMEOUT_S} s)", progress)
         have = part.stat().st_size if part.exists() else 0
         if a.size is not None and have >= a.size:
             if have == a.size:
@@ -171,19 +180,25 @@ def _fetch(a: Archive, out: Path, progress: bool, last: str) -> Path:
             why = f"HTTP {e.code}"
         except urllib.error.URLError as e:      # no answer: refused, unknown host, timeout
             why = str(e.reason)
+        except TimeoutError:                    # connected, then no answer within TIMEOUT_S
+            why = f"no answer from {host} within {TIMEOUT_S} s"
         except (OSError, http.client.HTTPException) as e:     # the answer broke off
             connected, why = True, str(e) or type(e).__name__
-        if attempt < MAX_TRIES:
-            time.sleep(RETRY_WAIT_S * attempt)
     else:
         if not connected:
-            raise _manual(out, last, f"cannot reach {urlparse(a.url).netloc} ({why})")
+            raise _manual(out, last, f"cannot reach {host} ({why})")
         have = part.stat().st_size if part.exists() else 0
-        raise CxrnbError(f"{a.name}: stopped at {have:,} bytes after {MAX_TRIES} tries ({why}); "
+        raise CxrnbError(f"{a.name}: stopped at {have:,} bytes after {attempt} tries ({why}); "
                          "run again to resume")
     _verify(a, part)
     part.rename(final)
     return final
+
+
+def _say(message: str, progress: bool) -> None:
+    """A status line on stderr (with the progress bars), so a slow network is never silent."""
+    if progress:
+        tqdm.write(message, file=sys.stderr)
 
 
 def _get(a: Archive, part: Path, have: int, progress: bool) -> bool:

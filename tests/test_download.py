@@ -6,6 +6,7 @@ import hashlib
 import io
 import re
 import socket
+import time
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -232,6 +233,22 @@ def test_unreachable_host_says_how_to_provide_the_data(tmp_path, monkeypatch):
     msg = str(e.value)
     assert "\n" not in msg and "cannot reach" in msg
     assert "images_003.tar.gz" in msg and "images_0NN/images/" in msg and "CXR14_ROOT=" in msg
+
+
+def test_a_server_that_never_answers_times_out_soon_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(dl, "RETRY_WAIT_S", 0.0)
+    monkeypatch.setattr(dl, "TIMEOUT_S", 0.5)
+    with socket.socket() as s:              # accepts connections (the backlog), never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        start = time.monotonic()
+        with pytest.raises(CxrnbError) as e:
+            dl.download(parts=1, out=tmp_path / "cxr14", base_url=f"http://127.0.0.1:{s.getsockname()[1]}")
+        took = time.monotonic() - start
+    assert took < 10 * dl.TIMEOUT_S                       # two tries, not minutes
+    assert "no answer from 127.0.0.1" in str(e.value) and "\n" not in str(e.value)
+    err = capsys.readouterr().err
+    assert "connecting to 127.0.0.1" in err and "try 2 of 2" in err
 
 
 def test_missing_file_is_not_retried(server, tmp_path):
