@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,7 @@ COLUMNS = {"Image Index": "image", "Finding Labels": "labels", "Follow-up #": "f
            "View Position": "view"}
 PHANTOM_MARKER = "PHANTOM"              # file the phantom writer leaves in its root
 IMAGE_SUFFIXES = frozenset(Image.registered_extensions())     # every format PIL can open
+CXR14_NAME = re.compile(r"\d{8}_\d{3}\.png")                 # patient_followup.png, as NIH names them
 
 
 def resolve_root(root: str | Path | None) -> Path:
@@ -230,11 +232,15 @@ def label_matrix(df: pd.DataFrame) -> np.ndarray:
 
 
 def data_source(root: str | Path, n_images: int | None = None) -> str:
-    """Which of provenance.SOURCES a folder is: the phantom (marker file), the full release (all
-    112,120 images present) or a real subset. ``n_images`` saves re-listing the folder."""
+    """Which data a folder holds, for every footer: the phantom (marker file), CXR14 (its file
+    names, "00000001_000.png", complete: "full CXR14", else "real CXR14 subset"), or any other
+    images ("images from <folder>"), so other chest X-rays are never stamped as CXR14.
+    ``n_images`` saves re-listing a CXR14 folder's size."""
     root = Path(root)
     if (root / PHANTOM_MARKER).is_file():
         return "synthetic phantom"
-    if n_images is None:
-        n_images = len(locate_images(root))
+    names = locate_images(root)
+    if not names or not all(CXR14_NAME.fullmatch(n) for n in names):
+        return f"images from {root.name or root}"
+    n_images = len(names) if n_images is None else n_images
     return "full CXR14" if n_images >= FULL_SIZE else "real CXR14 subset"

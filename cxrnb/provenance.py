@@ -9,6 +9,7 @@ from pathlib import Path
 
 # The three data sources a number in this project can come from.
 SOURCES = ("real CXR14 subset", "full CXR14", "synthetic phantom")
+OTHER_IMAGES = "images from"        # a folder of other images: "images from <folder>"
 
 
 def git_commit() -> str:
@@ -42,8 +43,9 @@ class Provenance:
     commit: str = field(default_factory=git_commit)
 
     def __post_init__(self):
-        if self.source not in SOURCES:
-            raise ValueError(f"unknown data source {self.source!r}; expected one of {SOURCES}")
+        if self.source not in SOURCES and not self.source.startswith(OTHER_IMAGES):
+            raise ValueError(f"unknown data source {self.source!r}; expected one of {SOURCES} "
+                             f"or '{OTHER_IMAGES} <folder>'")
 
     def line(self) -> str:
         """One human line for a figure footer."""

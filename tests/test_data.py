@@ -323,3 +323,14 @@ def test_excel_encoded_and_empty_tables(tmp_path):
     (tmp_path / "empty.csv").write_bytes(b"")
     with pytest.raises(CxrnbError, match="empty.csv is empty"):
         read_labels(tmp_path / "empty.csv")
+
+
+def test_other_images_are_not_called_cxr14(tmp_path):
+    write_table(tmp_path / "Data_Entry_2017.csv", [("chest1.jpg", "No Finding", 0, 1, "PA")])
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "chest1.jpg")
+    assert data_source(tmp_path) == f"images from {tmp_path.name}"
+    from cxrnb.provenance import Provenance
+    assert Provenance(data_source(tmp_path), 1, 8).line().startswith(f"data: images from {tmp_path.name}")
+    with pytest.raises(ValueError, match="unknown data source"):
+        Provenance("some data", 1, 8)
