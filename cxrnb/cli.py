@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from cxrnb.errors import CxrnbError
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> None:
         _dispatch(args)
     except CxrnbError as e:
         print(f"cxrnb {args.command}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"cxrnb {args.command}: error: disk full writing {e.filename or 'a file'}: free space and run "
+              "again (finished work is kept)", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
         print(f"cxrnb {args.command}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)

@@ -318,6 +318,8 @@ def reproduce(profile: str = "cpu", params_file: str | Path | None = None,
         merged = {}
         for layer in [PROFILES[profile], *layers]:
             merged.update(_for_notebook(layer, nb.stem))
+        merged["results_md"] = str(reports / "results.md")     # (both staged by _execute)
+        merged["reports_dir"] = str(reports / "figures" / nb.stem)
         params = _resolve({k: v for k, v in merged.items() if k in declared[nb.stem]}, profile)
         root = params.get("data_root")
         if root not in data_of:

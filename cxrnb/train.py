@@ -237,8 +237,11 @@ def save_checkpoint(path: Path, stepper: Stepper, step: int, batches_per_epoch: 
              "optimizers": {p: o.state_dict() for p, o in stepper.optimizers.items()},
              "rng": _rng_state(), "z_fixed": fixed[0], "y_fixed": fixed[1], "config": asdict(cfg)}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)                 # a failed write (full disk) leaves no half file
 
 
 def load_checkpoint(path: str | Path, model: GenerativeModel,

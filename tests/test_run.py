@@ -194,3 +194,15 @@ def test_the_real_notebooks_parameter_cells_parse_cleanly_for_papermill(caplog):
             declared = pm.inspect_notebook(str(nb))
         assert "Unable to parse" not in caplog.text, nb.name
         assert set(declared) == set(run._defaults(nb)), nb.name
+
+
+@pytest.mark.slow
+def test_results_md_is_staged_and_published_with_its_notebook(tmp_path, monkeypatch):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "06_eval.ipynb", "reports_dir = ''\nresults_md = ''",
+                   "import pathlib\npathlib.Path(results_md).write_text('# results')\n"
+                   "assert '.staging' in results_md")
+    monkeypatch.setitem(run.PROFILES, "test", {})
+    run.reproduce("test", reports=tmp_path / "reports", notebooks=folder, progress=False)
+    assert (tmp_path / "reports" / "results.md").read_text() == "# results"

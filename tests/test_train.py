@@ -460,3 +460,17 @@ def test_cli_train_bad_numbers_are_one_line(tmp_path, phantom_root, capsys, argv
               *argv])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1 and message in err      # one line, before any work
+
+
+def test_a_full_disk_while_checkpointing_is_one_line(tmp_path, phantom_root, capsys, monkeypatch):
+    from cxrnb.cli import main
+
+    def full(obj, f, *a, **k):
+        raise OSError(28, "No space left on device", str(f))
+    monkeypatch.setattr("cxrnb.train.torch.save", full)
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "VAE-beta1", "--root", str(phantom_root), "--out", str(tmp_path), "--size", "32",
+              "--batch-size", "16", "--epochs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 2 and err.startswith("cxrnb train: error: disk full writing ")
+    assert "checkpoint.pt.tmp" in err and not list(tmp_path.rglob("*.tmp"))
