@@ -1,4 +1,4 @@
-"""The evaluation experiment (notebook 06) in steps: real data at one size, the feature classifier,
+"""The evaluation experiment (notebook 07) in steps: real data at one size, the feature classifier,
 memorisation summaries, and the usefulness of conditional samples for a classifier."""
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ PROFILES: dict[str, dict] = {
               "02": {"sample_at": [0, 2]}, "04": {"sample_at": [0, 2]},
               "03": {"presets": ["FS-GMVAE-V1", "FS-GMVAE-V3", "GMVAE-V6", "GMVAE-V8", "GMVAE-elbo",
                                  "FS-GMVAE-elbo"], "epochs_for": {"GMVAE-V8": 2}},
-              "06": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 1,
+              "07": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 1,
                      "usefulness_seeds": [0]}},
     # Minutes per notebook on a CPU (2 cores: ~22 min in all), real images at 64 px. The paper's
     # VAE and GMVAE presets collapse within a few dozen iterations (notebooks 02, 03 show it), so
@@ -62,13 +62,13 @@ PROFILES: dict[str, dict] = {
                    "sample_at": [0, 20, 100]},
             "03": {"epochs": 0.5, "epochs_for": {"GMVAE-elbo": 12.5, "FS-GMVAE-elbo": 12.5}},
             "04": {"epochs": 12.5, "sample_at": [0, 100]},
-            "06": {"n_generated": 300, "n_repeats": 5, "classifier_epochs": 10,
+            "07": {"n_generated": 300, "n_repeats": 5, "classifier_epochs": 10,
                    "usefulness_seeds": [0, 1, 2]}},
     # The paper's settings (SPEC.md), for a GPU: VAE and LSGAN at 128 px, GMVAE at 224 px, batch 64.
     "paper": {"data_root": "$CXR14_ROOT", "image_size": 128, "epochs": 5, "max_images": None,
               "batch_size": 64, "seed": 0, "device": "auto", "smoke": False, "runs_dir": "runs/paper",
               "02": {"epochs": 2}, "03": {"image_size": 224, "epochs": 1},
-              "06": {"image_size": 128}},
+              "07": {"image_size": 128}},
 }
 RUNNER_PARAMS = ("reports_dir", "results_md")   # set by the runner for each notebook, never by the user
 TABLE_SUFFIXES = (".csv", ".md", ".tex")
