@@ -3,8 +3,10 @@
 Three extractors share one interface (``name``, ``dim``, ``available``, ``why_unavailable``,
 ``__call__(x) -> (N, D)`` for 1-channel images in [0, 1]):
 
-- ``classifier``: penultimate features of the project's own CXR classifier (``cxrnb.classifier``),
-  trained here, so it always exists once trained;
+- ``cxr-classifier``: penultimate features of the project's own CXR classifier
+  (``cxrnb.classifier``), trained here, so it always exists once trained;
+- ``random-init``: the same architecture with fixed random weights, never trained: a space not fitted
+  to these images (random-network features rank generators usefully, Naeem et al., 2020);
 - ``xrv-densenet121``: torchxrayvision's DenseNet121 trained on seven CXR datasets, the usual
   domain-specific feature space for chest X-rays;
 - ``inception-v3``: the ImageNet network behind the standard FID.
@@ -83,7 +85,7 @@ class FeatureExtractor:
 class ClassifierFeatures(FeatureExtractor):
     """Penultimate (global-average-pooled) features of the project's CXR classifier."""
 
-    name = "classifier"
+    name = "cxr-classifier"
 
     def __init__(self, classifier: Classifier | None, device: str | torch.device = "cpu",
                  batch_size: int = 256):
@@ -97,6 +99,30 @@ class ClassifierFeatures(FeatureExtractor):
 
     def _forward(self, x: Tensor) -> Tensor:
         return self.classifier.net.features(x)
+
+
+class RandomInitFeatures(FeatureExtractor):
+    """Penultimate features of an untrained ``CxrNet`` with weights drawn from a fixed seed.
+
+    Fitted to nothing, so it cannot share the trained classifier's blind spots (it ignores what the
+    labels ignore less); the same seed gives the same space on every machine. BatchNorm runs in
+    eval mode with its initial statistics (identity), so features do not depend on the batch.
+    """
+
+    name = "random-init"
+
+    def __init__(self, width: int = 32, seed: int = 0, device: str | torch.device = "cpu",
+                 batch_size: int = 256):
+        from cxrnb.classifier import CxrNet
+
+        super().__init__(device, batch_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = CxrNet(width).to(self.device).eval()
+        self.dim, self.seed = self.net.dim, seed
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.net.features(x)
 
 
 def xrv_weights_path(cache_dir: str | Path | None = None) -> Path:
@@ -213,5 +239,6 @@ def available_extractors(classifier: Classifier | None = None, device: str | tor
                          hub_dir: str | Path | None = None) -> list[FeatureExtractor]:
     """Every feature space with its status; callers use the available ones and report the rest."""
     return [ClassifierFeatures(classifier, device=device),
+            RandomInitFeatures(device=device),
             XrvDenseNetFeatures(xrv_cache_dir, device=device),
             InceptionFeatures(hub_dir, device=device)]

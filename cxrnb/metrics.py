@@ -1,8 +1,11 @@
 """Sample-quality metrics for what the paper only judged by eye.
 
-- Fréchet distance (FID when the features are Inception's) and KID: how far the generated feature
-  distribution is from the real one (lower is better; KID is unbiased, so usable at small n);
-- precision and recall (Kynkäänniemi et al., 2019): fidelity and coverage separately;
+- Fréchet distance "FD (space)", called FID only in Inception's space, and KID: how far the generated
+  feature distribution is from the real one (lower is better; KID is unbiased, so usable at small n);
+- FD∞ (Chong & Forsyth, 2020): FD is biased upwards by about c/n at n images, so it is measured at
+  several n and extrapolated to 1/n → 0;
+- precision and recall (Kynkäänniemi et al., 2019), density and coverage (Naeem et al., 2020):
+  fidelity and coverage separately, the latter two robust to outliers in the real set;
 - MS-SSIM diversity: mean similarity of random pairs within a set (lower = more diverse; a collapsed
   GAN scores high), compared with the same number on real images;
 - memorisation: is a generated image closer to a training image than real unseen images are?
@@ -73,6 +76,41 @@ def frechet_from_features(f1, f2) -> float:
     """Fréchet distance of Gaussians fitted to two feature sets (unbiased covariances, as FID)."""
     f1, f2 = _check_features(f1, f2)
     return frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+
+
+def effective_dimension(features) -> float:
+    """Participation ratio (Σλ)² / Σλ² of the covariance eigenvalues λ: how many directions carry the
+    variance (D for isotropic features, 1 when one direction holds it all). A 256-d space with an
+    effective dimension of 3 compares images on about 3 numbers."""
+    f = _f64(features)
+    if f.ndim != 2 or len(f) < 2:
+        raise CxrnbError(f"effective dimension needs (N >= 2, D) features, got {f.shape}")
+    lam = np.clip(np.linalg.eigvalsh(np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])), 0, None)
+    return float(lam.sum() ** 2 / (lam ** 2).sum()) if lam.any() else 0.0
+
+
+def fd_infinity(f1, f2, ns: Sequence[int] | None = None, draws: int = 2, seed: int = 0) -> float:
+    """FD∞ (Chong & Forsyth, 2020): the Fréchet distance expected with infinitely many images.
+
+    FD at n images per set is biased upwards by about c / n. FD is measured on ``draws`` random
+    subsets of each n in ``ns`` (default: 5 sizes from half the smaller set to all of it), a line
+    FD = FD∞ + c / n is fitted by least squares, and its intercept at 1/n = 0 is returned. It can
+    come out below 0 when the true distance is within the noise of the fit.
+    """
+    f1, f2 = _check_features(f1, f2)
+    m = min(len(f1), len(f2))
+    ns = sorted(set(int(n) for n in (ns if ns is not None else np.linspace(max(2, m // 2), m, 5))))
+    if len(ns) < 2 or ns[0] < 2 or ns[-1] > m:
+        raise CxrnbError(f"FD∞ needs at least 2 subset sizes between 2 and {m}, got {ns}")
+    rng = np.random.default_rng(seed)
+    inv, fd = [], []
+    for n in ns:
+        for _ in range(draws):
+            fd.append(frechet_from_features(f1[rng.choice(len(f1), n, replace=False)],
+                                            f2[rng.choice(len(f2), n, replace=False)]))
+            inv.append(1.0 / n)
+    slope, intercept = np.polyfit(inv, fd, 1)
+    return float(intercept)
 
 
 def _poly_kernel(a: Tensor, b: Tensor) -> Tensor:
@@ -155,6 +193,25 @@ def precision_recall(real_f, fake_f, k: int = 3, chunk: int = 1024) -> tuple[flo
     return float(precision), float(recall)
 
 
+def density_coverage(real_f, fake_f, k: int = 5, chunk: int = 1024) -> tuple[float, float]:
+    """Density and coverage (Naeem et al., 2020), both from balls around the REAL points only.
+
+    With B_i the ball around real point i of radius its distance to its k-th nearest real neighbour
+    (k = 5 as in the paper): density = Σ_j #{i: fake_j in B_i} / (k M) over the M fake points
+    (≈ 1 for a generator like the real data, > 1 when samples crowd dense regions); coverage =
+    fraction of real points whose ball holds at least one fake point. Unlike recall, coverage does
+    not grow with the fake set's own outliers.
+    """
+    real, fake = map(torch.from_numpy, _check_features(real_f, fake_f, at_least=1))
+    if len(real) <= k:
+        raise CxrnbError(f"density and coverage with k = {k} need more than {k} real points, "
+                         f"got {len(real)}")
+    radii = _kth_radii(real, k, chunk)
+    inside = torch.cat([torch.cdist(fake[i:i + chunk], real) < radii
+                        for i in range(0, len(fake), chunk)])          # (M, N): fake j in B_i
+    return float(inside.sum() / (k * len(fake))), float(inside.any(0).double().mean())
+
+
 # MS-SSIM at 32-128 px: torchmetrics needs side // (scales - 1)² > kernel - 1. Wang et al.'s five
 # scales with an 11-px Gaussian need >= 160 px, so we keep its sigma 1.5 on a 7-px window (±2σ) and
 # its first three scales (full, 1/2, 1/4 resolution), their weights renormalised to sum to 1:
@@ -205,106 +262,141 @@ class Memorisation:
                              "distance": self.gen_dist[order]})
 
 
-def _memorisation(space: str, gen, train, test, quantile: float, chunk: int, scale: float,
-                  progress: bool) -> Memorisation:
-    gd, gi = nearest(gen, train, chunk, progress)
-    td, _ = nearest(test, train, chunk, progress)
-    gd, td = gd.numpy() / scale, td.numpy() / scale
-    thr = float(np.quantile(td, quantile))
-    return Memorisation(space, gd, gi.numpy(), td, quantile, thr, float((gd < thr).mean()))
-
-
 def memorisation(generated, train, test, feature_fn: Callable | None = None, quantile: float = 0.05,
-                 chunk: int = 512, progress: bool = True) -> dict[str, Memorisation]:
-    """Does the model copy its training images?
+                 chunk: int = 512, progress: bool = True) -> dict:
+    """Does the model copy its training images? The one place nearest training images are found.
 
     For every generated image, the nearest training image by pixel distance (RMS grey-level
     difference, L2 / sqrt(pixels)) and, with ``feature_fn``, by feature L2. The baseline is the same
-    distance for real TEST images (other patients): a generator that makes new images like them puts
-    about ``quantile`` (5 %) of its samples below the test set's 5th percentile; far more than that
-    means samples sit unusually close to particular training images.
+    distance for real TEST images (other patients), and the one threshold is the ``quantile`` (5 %)
+    of those test distances: a generator that makes new images like them puts about ``quantile``
+    of its samples below it; far more means samples sit unusually close to particular training
+    images. ``evaluate(memorised=...)`` reports the same fractions per subset.
+
+    ``generated`` is one image set (returns {space: Memorisation}) or a mapping {model: images}
+    (returns {model: {space: Memorisation}}, the test distances computed once for all models).
     """
-    shapes = {tuple(as_unit_images(x[:1]).shape[1:]) for x in (generated, train, test)}
+    models = dict(generated) if isinstance(generated, Mapping) else {"": generated}
+    shapes = {tuple(as_unit_images(x[:1]).shape[1:]) for x in (*models.values(), train, test)}
     if len(shapes) != 1:
         raise CxrnbError(f"generated, train and test images must share one shape, "
                          f"got {sorted(shapes)}")
     (c, h, w), = shapes
-    out = {"pixel": _memorisation("pixel", generated, train, test, quantile, chunk,
-                                  (c * h * w) ** 0.5, progress)}
+    spaces = {"pixel": (lambda x: x, (c * h * w) ** 0.5)}
     if feature_fn is not None:
-        feats = [torch.cat([feature_fn(x[i:i + chunk]) for i in range(0, len(x), chunk)])
-                 for x in (generated, train, test)]
-        out["feature"] = _memorisation("feature", *feats, quantile, chunk, 1.0, progress)
-    return out
+        spaces["feature"] = (lambda x: torch.cat([feature_fn(x[i:i + chunk])
+                                                  for i in range(0, len(x), chunk)]), 1.0)
+    out: dict[str, dict[str, Memorisation]] = {name: {} for name in models}
+    for space, (embed, scale) in spaces.items():
+        ref = embed(train)
+        td = nearest(embed(test), ref, chunk, progress)[0].numpy() / scale
+        thr = float(np.quantile(td, quantile))
+        for name, x in models.items():
+            gd, gi = nearest(embed(x), ref, chunk, progress)
+            gd = gd.numpy() / scale
+            out[name][space] = Memorisation(space, gd, gi.numpy(), td, quantile, thr,
+                                            float((gd < thr).mean()))
+    return out if isinstance(generated, Mapping) else out[""]
 
 
 REAL = "real (held-out)"   # the reference row: a second real subset scored like a model
+LADDER = "ladder: "        # prefix of the calibration rows (cxrnb.ladder): degraded real test images
+
+
+def fd_metric(extractor: FeatureExtractor) -> str:
+    """'FID' in Inception's feature space only, 'FD' in every other (the space names which)."""
+    return "FID" if extractor.name == "inception-v3" else "FD"
 
 
 def evaluate(real_test, generated, extractors: Sequence[FeatureExtractor], n_repeats: int = 5,
-             subset_size: int | None = None, seed: int = 0, k: int = 3, kid_subsets: int = 50,
-             kid_subset_size: int = 1000, ms_ssim_pairs: int = 200, train=None,
-             quantile: float = 0.05, progress: bool = True) -> pd.DataFrame:
+             subset_size: int | None = None, seed: int = 0, k: int = 3, dc_k: int = 5,
+             kid_subsets: int = 50, kid_subset_size: int = 1000, ms_ssim_pairs: int = 200,
+             ladder: Mapping[str, Tensor] | None = None,
+             memorised: Mapping[str, Memorisation] | None = None,
+             progress: bool = True) -> pd.DataFrame:
     """Every metric in every available feature space, mean ± std over ``n_repeats`` random subsets.
 
     ``generated`` is one image set or a mapping {model name: images}. Each repeat draws two disjoint
     real subsets A and B of ``subset_size`` (default: half the real set, capped by the smallest
     generated set) and one of each generated set: every model is scored against A, and B is scored
     against A as the row ``"real (held-out)"`` — the value a perfect generator would get at this n.
-    With ``train`` images, metric "memorised" (pixel space) is the fraction of a subset closer to
-    its nearest training image than the ``quantile`` of A's distances (see ``memorisation``).
 
-    Returns long-form rows: model, space, metric, mean, std, n_real, n_generated, n_repeats, note.
-    An unavailable feature space gets one row with its reason in ``note`` and no numbers.
+    ``ladder`` ({rung: images}, ``cxrnb.ladder.ladder``): degraded copies of ``real_test``, image i
+    made from real_test[i]; each repeat scores the copies of B's images, so no rung is compared
+    with the very images it was made from. ``memorised`` ({model: pixel ``Memorisation``} from
+    ``memorisation``): metric "memorised" is the fraction of each subset below its threshold; the
+    real row uses the test images' own distances.
+
+    Returns long-form rows: model, kind ("model", "reference", "ladder"), space, dim, eff_dim (of
+    the real test features), metric, mean, std, n_real, n_generated, n_repeats, note. Metrics per
+    feature space: FD (FID for Inception), FD∞, KID, precision, recall (k), density, coverage
+    (dc_k); in pixel space MS-SSIM and memorised. An unavailable space gets one row with its reason
+    in ``note`` and no numbers.
     """
     models = dict(generated) if isinstance(generated, Mapping) else {"generated": generated}
+    ladder = {(n if n.startswith(LADDER) else LADDER + n): x for n, x in (ladder or {}).items()}
     n_real = len(real_test)
     s = subset_size or min([n_real // 2] + [len(x) for x in models.values()])
-    if s < k + 2 or 2 * s > n_real or any(len(x) < s for x in models.values()):
+    if s < max(k, dc_k) + 2 or 2 * s > n_real or any(len(x) < s for x in models.values()):
         raise CxrnbError(f"subset_size {s} needs 2 x {s} real images (have {n_real}), as many per "
-                         f"model (have {min(len(x) for x in models.values())}) and > k + 1 = {k + 1}")
-    sets = {REAL: real_test, **models}
+                         f"model (have {min(len(x) for x in models.values())}) and > "
+                         f"{max(k, dc_k) + 1} (the k-NN metrics' k + 1)")
+    if any(len(x) != n_real for x in ladder.values()):
+        raise CxrnbError(f"ladder sets must be made from real_test image by image ({n_real} images), "
+                         f"got {[len(x) for x in ladder.values()]}")
+    sets = {REAL: real_test, **models, **ladder}
+    kind = {name: "reference" if name == REAL else "ladder" if name in ladder else "model"
+            for name in sets}
     rng = np.random.default_rng(seed)
-    draws = [{name: rng.permutation(len(x)) for name, x in sets.items()} for _ in range(n_repeats)]
+    draws = [{name: rng.permutation(len(x)) for name, x in sets.items() if name not in ladder}
+             for _ in range(n_repeats)]
 
     def pick(name: str, r: int) -> np.ndarray:
-        """Repeat r's subset of a set; A is the first s of the real permutation, B the next s."""
-        return draws[r][name][s:2 * s] if name == REAL else draws[r][name][:s]
+        """Repeat r's subset of a set; A is the first s of the real permutation, B the next s, and
+        a ladder rung takes B's indices."""
+        if name == REAL or name in ladder:
+            return draws[r][REAL][s:2 * s]
+        return draws[r][name][:s]
 
     def ref(r: int) -> np.ndarray:
         return draws[r][REAL][:s]
 
-    rows, scores = [], {}  # scores[(model, space, metric)] = list over repeats
+    rows, scores, dims = [], {}, {}  # scores[(model, space, metric)] = list over repeats
     for ext in extractors:
         if not ext.available:
             rows.append({"model": "", "space": ext.name, "metric": "", "note": ext.status()})
             continue
         feats = {name: ext(x, progress).double() for name, x in sets.items()}
-        for r in range(n_repeats):
+        dims[ext.name] = (feats[REAL].shape[1], effective_dimension(feats[REAL]))
+        fd = fd_metric(ext)
+        for r in tqdm(range(n_repeats), desc=f"metrics in {ext.name}", disable=not progress):
             fa = feats[REAL][ref(r)]
             for name in sets:
                 fb = feats[name][pick(name, r)]
                 p, rc = precision_recall(fa, fb, k)
-                m = {"FID": frechet_from_features(fa, fb),
+                dens, cov = density_coverage(fa, fb, dc_k)
+                m = {fd: frechet_from_features(fa, fb), f"{fd}∞": fd_infinity(fa, fb, seed=seed + r),
                      "KID": kid(fa, fb, kid_subsets, min(kid_subset_size, s), seed + r)[0],
-                     "precision": p, "recall": rc}
+                     "precision": p, "recall": rc, "density": dens, "coverage": cov}
                 for metric, v in m.items():
                     scores.setdefault((name, ext.name, metric), []).append(v)
     for r in tqdm(range(n_repeats), desc="MS-SSIM diversity", disable=not progress):
         for name, x in sets.items():
             v = ms_ssim_diversity(as_unit_images(x[np.sort(pick(name, r))]), ms_ssim_pairs, seed + r)
             scores.setdefault((name, "pixel", "MS-SSIM"), []).append(v)
-    if train is not None:
-        dist = {name: nearest(x, train)[0].numpy() for name, x in
-                tqdm(sets.items(), desc="memorisation", disable=not progress)}
+    if memorised:
+        any_mem = next(iter(memorised.values()))
+        dist = {REAL: any_mem.test_dist, **{n: m.gen_dist for n, m in memorised.items() if n in sets}}
         for r in range(n_repeats):
-            threshold = np.quantile(dist[REAL][ref(r)], quantile)
-            for name in sets:
-                v = float((dist[name][pick(name, r)] < threshold).mean())
+            for name, d in dist.items():
+                v = float((d[pick(name, r)] < any_mem.threshold).mean())
                 scores.setdefault((name, "pixel", "memorised"), []).append(v)
     for (name, space, metric), vals in scores.items():
-        rows.append({"model": name, "space": space, "metric": metric, "mean": float(np.mean(vals)),
+        dim, eff = dims.get(space, (np.nan, np.nan))
+        rows.append({"model": name, "kind": kind[name], "space": space, "dim": dim, "eff_dim": eff,
+                     "metric": metric, "mean": float(np.mean(vals)),
                      "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else np.nan, "note": ""})
-    df = pd.DataFrame(rows, columns=["model", "space", "metric", "mean", "std", "note"])
+    df = pd.DataFrame(rows, columns=["model", "kind", "space", "dim", "eff_dim", "metric", "mean",
+                                     "std", "note"])
     df["n_real"], df["n_generated"], df["n_repeats"] = s, s, n_repeats
     return df

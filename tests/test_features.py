@@ -55,13 +55,13 @@ def test_missing_inception_weights_are_reported_not_constructed(tmp_path, monkey
 
 def test_available_extractors_reports_every_space(tmp_path, no_construction):
     exts = features.available_extractors(None, xrv_cache_dir=tmp_path, hub_dir=tmp_path)
-    assert [e.name for e in exts] == ["classifier", "xrv-densenet121", "inception-v3"]
-    assert all(e.status().startswith("unavailable: ") for e in exts)
+    assert [e.name for e in exts] == ["cxr-classifier", "random-init", "xrv-densenet121", "inception-v3"]
+    assert [e.available for e in exts] == [False, True, False, False]   # random-init needs no file
     assert "fit_classifier" in exts[0].why_unavailable
 
     clf = Classifier(CxrNet(4), ClassifierConfig(width=4))
     exts = features.available_extractors(clf, xrv_cache_dir=tmp_path, hub_dir=tmp_path)
-    assert [e.available for e in exts] == [True, False, False]
+    assert [e.available for e in exts] == [True, True, False, False]
 
 
 def test_classifier_features_equal_the_classifier_own(tmp_path):
@@ -116,3 +116,19 @@ def test_torchvision_inception_with_a_weights_file_matches_transform_input(tmp_p
         want = ref.eval()((x.expand(-1, 3, -1, -1) - mean) / std)
     assert ours.shape == (3, 2048)
     torch.testing.assert_close(ours, want, rtol=1e-4, atol=1e-4)
+
+
+def test_random_init_features_are_fixed_by_the_seed_and_untrained():
+    x = torch.rand(6, 1, 32, 32)
+    a, b, c = features.RandomInitFeatures(seed=3), features.RandomInitFeatures(seed=3), \
+        features.RandomInitFeatures(seed=4)
+    fa = a(x)
+    assert fa.shape == (6, a.dim) and a.dim == 256
+    torch.testing.assert_close(fa, b(x))                       # same seed, same space
+    assert not torch.allclose(fa, c(x))                         # another seed, another space
+    torch.testing.assert_close(a(x[:2]), fa[:2])                # no batch dependence (eval BatchNorm)
+    # the same as an untrained CxrNet drawn from that seed, read directly
+    torch.manual_seed(3)
+    ref = CxrNet(32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fa, ref.features(x))

@@ -223,7 +223,7 @@ def test_evaluate_ranks_a_real_like_model_above_noise_and_reports_missing_spaces
     scored = df[df.metric != ""].set_index(["model", "space", "metric"])
     assert set(scored.index.get_level_values("model")) == {"good", "noise", metrics.REAL}
     mean = scored["mean"]
-    assert mean["good", "pooled", "FID"] < mean["noise", "pooled", "FID"]
+    assert mean["good", "pooled", "FD"] < mean["noise", "pooled", "FD"]
     assert mean["noise", "pooled", "precision"] == 0.0
     assert mean["noise", "pixel", "MS-SSIM"] < mean[metrics.REAL, "pixel", "MS-SSIM"]
     assert (scored["std"] >= 0).all() and (df.n_real == 30).all() and (df.n_repeats == 3).all()
@@ -238,24 +238,120 @@ def test_evaluate_one_repeat_equals_the_metrics_on_its_subsets():
                           kid_subset_size=20, progress=False).set_index(["model", "space", "metric"])
     perm = np.random.default_rng(5).permutation(40)          # evaluate's draw for the real set
     fr, ff = Pooled()(real[perm[:20]]).double(), Pooled()(fake).double()
-    # FID is a function of the sets (order-free), so the generated subset of all 20 is the whole set
+    # FD is a function of the sets (order-free), so the generated subset of all 20 is the whole set
     ref = metrics.frechet_from_features(fr, ff)
-    assert df.loc[("generated", "pooled", "FID"), "mean"] == pytest.approx(ref)
-    assert np.isnan(df.loc[("generated", "pooled", "FID"), "std"])
+    assert df.loc[("generated", "pooled", "FD"), "mean"] == pytest.approx(ref)
+    assert np.isnan(df.loc[("generated", "pooled", "FD"), "std"])
+    assert df.loc[("generated", "pooled", "density"), "mean"] == pytest.approx(
+        metrics.density_coverage(fr, ff)[0])
+    # the space's size and participation ratio, of the whole real set's features
+    assert (df.loc[("generated", "pooled", "FD"), ["dim", "eff_dim"]].tolist()
+            == pytest.approx([16, metrics.effective_dimension(Pooled()(real))]))
 
 
 def test_evaluate_memorised_fraction_flags_a_model_that_copies_its_training_set():
     g = torch.Generator().manual_seed(2)
     train, real = _blobs(50, g), _blobs(40, g)
     copies, fresh = train[:20], _blobs(20, g)
-    df = metrics.evaluate(real, {"copies": copies, "fresh": fresh}, [], n_repeats=3, train=train,
-                          ms_ssim_pairs=10, progress=False)
-    mem = df[df.metric == "memorised"].set_index("model")["mean"]
-    assert mem["copies"] == 1.0                  # distance 0 is below any threshold
-    assert mem["fresh"] < 0.5 and mem[metrics.REAL] < 0.5
+    mem = metrics.memorisation({"copies": copies, "fresh": fresh}, train, real, progress=False)
+    pixel = {name: m["pixel"] for name, m in mem.items()}
+    df = metrics.evaluate(real, {"copies": copies, "fresh": fresh}, [], n_repeats=3,
+                          memorised=pixel, ms_ssim_pairs=10, progress=False)
+    frac = df[df.metric == "memorised"].set_index("model")["mean"]
+    assert frac["copies"] == 1.0                  # distance 0 is below any threshold
+    assert frac["fresh"] < 0.5 and frac[metrics.REAL] < 0.5
+    # one threshold: the memorisation result's, shared by every model (the test images' 5th pct)
+    assert pixel["copies"].threshold == pixel["fresh"].threshold == pytest.approx(
+        np.quantile(pixel["fresh"].test_dist, 0.05))
 
 
 def test_evaluate_rejects_too_few_images():
     with pytest.raises(CxrnbError, match="subset_size"):
         metrics.evaluate(torch.rand(10, 1, 32, 32), torch.rand(10, 1, 32, 32), [Pooled()],
                          subset_size=8, progress=False)
+
+
+# ---------------------------------------------------------------- effective dimension, FD∞, density
+
+def test_effective_dimension_is_the_participation_ratio(rng):
+    # eigenvalues (4, 1, 1, 0) by construction: (Σλ)² / Σλ² = 36 / 18 = 2
+    z = rng.normal(size=(20000, 3))
+    z = (z - z.mean(0)) / z.std(0, ddof=1)
+    q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    f = np.c_[2 * z[:, 0], z[:, 1], z[:, 2], np.zeros(len(z))] @ q.T
+    assert metrics.effective_dimension(f) == pytest.approx(2.0, rel=0.02)
+    assert metrics.effective_dimension(rng.normal(size=(20000, 8))) == pytest.approx(8, rel=0.02)
+
+
+def test_fd_infinity_extrapolates_closer_to_the_true_distance_than_fd_at_n():
+    d = 16
+    mu2, s2 = np.full(d, 0.3), np.diag(np.linspace(0.5, 2, d))
+    truth = metrics.frechet_distance(np.zeros(d), np.eye(d), mu2, s2)   # closed form, known
+    for seed in range(3):
+        r = np.random.default_rng(seed)
+        a, b = r.normal(size=(400, d)), r.multivariate_normal(mu2, s2, 400)
+        at_n = metrics.frechet_from_features(a, b)
+        extrapolated = metrics.fd_infinity(a, b, ns=[50, 100, 200, 400], draws=3, seed=seed)
+        assert at_n > truth                                  # the small-n bias is upwards
+        assert abs(extrapolated - truth) < abs(at_n - truth)
+    with pytest.raises(CxrnbError, match="subset sizes"):
+        metrics.fd_infinity(a, b, ns=[400])
+
+
+def test_density_and_coverage_on_a_hand_made_case():
+    # real points 0, 1, 2, 3 on a line; k = 1: every ball has radius 1 (the nearest other point).
+    # fake 0.5 lies inside the balls of 0 and 1 (distance 0.5 < 1), not of 2 (1.5); fake 10 in none.
+    # density = (2 + 0) / (k · M = 2) = 1; coverage: reals 0 and 1 hold a fake, 2 and 3 not = 0.5
+    real = np.array([[0.0], [1.0], [2.0], [3.0]])
+    fake = np.array([[0.5], [10.0]])
+    assert metrics.density_coverage(real, fake, k=1) == pytest.approx((1.0, 0.5))
+    # k = 2: radii 2, 1, 1, 2; fake 0.5 in balls of 0 (0.5 < 2), 1 (0.5 < 1), 2 (1.5 < 1? no),
+    # 3 (2.5 < 2? no) -> density 2 / (2 · 2) = 0.5, coverage 2 / 4
+    assert metrics.density_coverage(real, fake, k=2) == pytest.approx((0.5, 0.5))
+
+
+# ---------------------------------------------------------------- calibration ladder
+
+def test_ladder_degradations_match_independent_computations():
+    from scipy.ndimage import gaussian_filter
+    from skimage.transform import resize
+
+    from cxrnb import ladder
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 64, 64, generator=g)
+    mean = torch.full((64, 64), 0.4)
+    rungs = ladder.ladder(x, mean, seed=1)
+    xn = x[:, 0].double().numpy()
+    np.testing.assert_array_equal(rungs["flipped"][:, 0].numpy(), xn[:, :, ::-1].astype(np.float32))
+    for sigma in (1, 2):          # scipy's Gaussian filter, ±3σ, mirrored borders
+        ref = np.stack([gaussian_filter(im, sigma, mode="mirror", truncate=3) for im in xn])
+        np.testing.assert_allclose(rungs[f"blur σ={sigma} px"][:, 0].numpy(), ref, atol=1e-5)
+    small = xn.reshape(3, 16, 4, 16, 4).mean((2, 4))          # 4x4 block means = 16 px
+    ref = np.stack([resize(im, (64, 64), order=1, mode="edge", anti_aliasing=False) for im in small])
+    np.testing.assert_allclose(rungs["16 px and back"][:, 0].numpy(), ref, atol=1e-5)
+    noise = rungs["noise σ=0.1"] - x
+    inside = (rungs["noise σ=0.1"] > 0) & (rungs["noise σ=0.1"] < 1)       # not clipped
+    assert float(noise[inside].std()) == pytest.approx(0.1, rel=0.05)
+    blank = rungs["mean training image + noise σ=0.1"]
+    assert blank.shape == x.shape and float(blank.mean()) == pytest.approx(0.4, abs=0.01)
+    with pytest.raises(CxrnbError, match="differ in size"):
+        ladder.ladder(x, torch.zeros(32, 32))
+
+
+def test_evaluate_scores_the_ladder_on_the_held_out_half_and_orders_it():
+    from cxrnb import ladder
+
+    g = torch.Generator().manual_seed(3)
+    real = _blobs(60, g)
+    rungs = ladder.ladder(real, real.mean(0), seed=0)
+    df = metrics.evaluate(real, {"m": _blobs(30, g)}, [Pooled()], n_repeats=2, ladder=rungs,
+                          kid_subset_size=20, ms_ssim_pairs=10, progress=False)
+    fd = df[(df.metric == "FD")].set_index("model")
+    assert set(fd.kind) == {"model", "reference", "ladder"}
+    assert len(fd[fd.kind == "ladder"]) == len(rungs) and (fd.index.str.startswith(metrics.LADDER)
+                                                            == (fd.kind == "ladder")).all()
+    # no anatomy variation scores far worse than a flip (a flipped blob is another blob)
+    assert fd.loc["ladder: mean training image + noise σ=0.1", "mean"] > 3 * fd.loc["ladder: flipped", "mean"]
+    with pytest.raises(CxrnbError, match="made from real_test"):
+        metrics.evaluate(real, {"m": real[:30]}, [Pooled()], ladder={"x": real[:10]}, progress=False)
