@@ -40,6 +40,7 @@ class ClassifierConfig:
     hflip: bool = True            # random horizontal flips, as CheXNet (Rajpurkar et al., 2017)
     shift: float = 0.05           # random translation up to this fraction of the image side
     seed: int = 0
+    steps: int | None = None      # gradient steps in all; None: epochs x (N // batch_size)
 
 
 class CxrNet(nn.Module):
@@ -170,11 +171,17 @@ def fit_classifier(images, labels, cfg: ClassifierConfig | None = None, val=None
     net = CxrNet(cfg.width).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     clf, history, best = Classifier(net, cfg), [], (-1.0, None)
-    steps = len(x) // cfg.batch_size                      # drop the last partial batch (BatchNorm)
-    bar = tqdm(total=cfg.epochs * steps, desc="classifier", disable=not progress)
-    for epoch in range(cfg.epochs):
+    per_epoch = len(x) // cfg.batch_size                  # drop the last partial batch (BatchNorm)
+    left = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
+    if left < 1:
+        raise CxrnbError(f"ClassifierConfig gives {left} gradient steps; set epochs or steps >= 1")
+    bar = tqdm(total=left, desc="classifier", disable=not progress)
+    epoch = 0
+    while left > 0:
         net.train()
         order, total = torch.randperm(len(x), generator=g), 0.0
+        steps, epoch = min(per_epoch, left), epoch + 1
+        left -= steps
         for i in range(steps):
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             xb = _augment(as_unit_images(x[idx]), cfg, g).to(device)
@@ -184,7 +191,7 @@ def fit_classifier(images, labels, cfg: ClassifierConfig | None = None, val=None
             opt.step()
             total += loss.item()
             bar.update()
-        row = {"epoch": epoch + 1, "train_loss": total / steps}
+        row = {"epoch": epoch, "steps": steps, "train_loss": total / steps}
         if val is not None:
             row["val_macro_auroc"] = float(auroc_per_finding(clf, *val).mean())
             if row["val_macro_auroc"] > best[0]:
@@ -213,20 +220,31 @@ def auroc_per_finding(classifier: Classifier, images, labels) -> pd.Series:
     return pd.Series(auc, index=list(FINDINGS), name="auroc")
 
 
-REGIMES = ("real", "real+synthetic", "synthetic")
+REGIMES = ("real", "real+synthetic", "real+real (duplicated)", "synthetic", "blank (mean grey + noise)")
+BLANK_NOISE = 0.1   # std of the blank images' noise (grey levels in [0, 1])
 
 
 def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
                seeds=(0, 1, 2), cfg: ClassifierConfig | None = None,
                device: str | torch.device = "cpu", progress: bool = True) -> pd.DataFrame:
-    """Do synthetic images help a classifier? Test AUROC on real images after training on real
-    only, real + synthetic, and synthetic only, mean ± std over ``seeds``.
+    """Do synthetic images help a classifier? Test AUROC on real images, mean ± std over ``seeds``,
+    after training on each of REGIMES, every one for the same number of gradient steps
+    (``cfg.epochs`` epochs of the real set), so more data never means more training:
+
+    - real; real + synthetic (the question); synthetic only;
+    - controls that can fail: real + the real images once more (the mixed set's size without new
+      information: what "more images" alone does at equal steps), and blank images at the real
+      set's mean grey level carrying the real labels (a classifier that learns nothing from pixels:
+      its test AUROC must be chance, ≈ 0.5; more would mean the labels leak). The blank images
+      carry Gaussian noise (BLANK_NOISE): perfectly constant ones drive BatchNorm's running
+      variance to 0, which then amplifies every test image ~300-fold into a fixed function of its
+      brightness, and the control would measure that artefact instead of the data (seen on the
+      phantom: macro AUROC 0.6 from constant images).
 
     ``synth_labels`` are the labels the synthetic images were generated for (conditional models);
-    for an unconditional generator they must come from elsewhere (e.g. a real-trained classifier's
-    thresholded predictions), which the caller should state. Returns one row per (regime, finding),
-    the findings plus "macro" (mean over the findings with an AUROC), with columns mean, std,
-    n_seeds and the training-set sizes.
+    for an unconditional generator they must come from elsewhere, which the caller should state.
+    Returns one row per (regime, finding), the findings plus "macro" (mean over the findings with an
+    AUROC), with columns mean, std, n_seeds, the training set in words, its size and the steps.
     """
     cfg = cfg or ClassifierConfig()
     xr, yr = _check(train_real, train_labels)
@@ -235,14 +253,24 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
     if xr.shape[-2:] != xs.shape[-2:] or xr.shape[-2:] != xt.shape[-2:]:
         raise CxrnbError(f"image sizes differ: real {tuple(xr.shape[-2:])}, synthetic "
                          f"{tuple(xs.shape[-2:])}, test {tuple(xt.shape[-2:])}; resize to one size")
-    mixed = torch.cat([as_unit_images(xr), as_unit_images(xs)])
-    data = {"real": (xr, yr), "real+synthetic": (mixed, torch.cat([yr, ys])),
-            "synthetic": (xs, ys)}
-    rows = []
+    steps = cfg.steps if cfg.steps is not None else cfg.epochs * (len(xr) // cfg.batch_size)
+    real_u = as_unit_images(xr)
+    g = torch.Generator().manual_seed(cfg.seed)
+    blank = (float(real_u.mean()) + BLANK_NOISE * torch.randn(real_u.shape, generator=g)).clamp(0, 1)
+    data = {"real": (xr, yr, f"{len(xr):,} real"),
+            "real+synthetic": (torch.cat([real_u, as_unit_images(xs)]), torch.cat([yr, ys]),
+                               f"{len(xr):,} real + {len(xs):,} synthetic"),
+            "real+real (duplicated)": (torch.cat([real_u, real_u]), torch.cat([yr, yr]),
+                                       f"{len(xr):,} real, each twice"),
+            "synthetic": (xs, ys, f"{len(xs):,} synthetic"),
+            "blank (mean grey + noise)": (blank, yr, f"{len(xr):,} blank, real labels")}
+    rows, sizes = [], {}
     for regime in REGIMES:
-        x, y = data[regime]
+        x, y, words = data[regime]
+        sizes[regime] = (words, len(x))
         for seed in tqdm(seeds, desc=f"usefulness: {regime}", disable=not progress):
-            clf = fit_classifier(x, y, replace(cfg, seed=seed), device=device, progress=False)
+            clf = fit_classifier(x, y, replace(cfg, seed=seed, steps=steps), device=device,
+                                 progress=False)
             auc = auroc_per_finding(clf, xt, yt)
             auc["macro"] = auc.mean()
             rows += [{"regime": regime, "seed": seed, "finding": f, "auroc": a}
@@ -250,7 +278,8 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
     per_seed = pd.DataFrame(rows)
     out = (per_seed.groupby(["regime", "finding"], sort=False)["auroc"]
            .agg(mean="mean", std="std", n_seeds="count").reset_index())
-    out["n_real"] = out.regime.map({"real": len(xr), "real+synthetic": len(xr), "synthetic": 0})
-    out["n_synthetic"] = out.regime.map({"real": 0, "real+synthetic": len(xs), "synthetic": len(xs)})
+    out["training set"] = out.regime.map(lambda r: sizes[r][0])
+    out["n_train"] = out.regime.map(lambda r: sizes[r][1])
+    out["steps"] = steps
     out["n_test"] = len(xt)
     return out
