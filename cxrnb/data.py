@@ -244,3 +244,15 @@ def data_source(root: str | Path, n_images: int | None = None) -> str:
         return f"images from {root.name or root}"
     n_images = len(names) if n_images is None else n_images
     return "full CXR14" if n_images >= FULL_SIZE else "real CXR14 subset"
+
+
+def read_sources(root: str | Path) -> pd.Series | None:
+    """Images per source repository from ``root/provenance.csv`` (columns ``Image Index``,
+    ``source repository``), largest first; None when the folder has no such file."""
+    path = Path(root) / "provenance.csv"
+    if not path.is_file():
+        return None
+    df = _read_csv(path)
+    if "source repository" not in df.columns:
+        raise CxrnbError(f"{path} lacks the column 'source repository'")
+    return df["source repository"].value_counts()

@@ -107,3 +107,11 @@ def subset_vs_full(index: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
         "share here": (here / len(index)).round(3),
         "share in full table": (full[here.index] / len(table)).round(3),
     }).rename_axis("label")
+
+
+def prevalence_vs_full(subset: pd.DataFrame, full: pd.DataFrame) -> pd.DataFrame:
+    """Per label, the share of images carrying it (%) in ``subset`` and in ``full`` (both
+    ``read_labels`` frames) and their ratio: how far a subset is from CXR14's own mix."""
+    a, b = subset[list(LABELS)].mean() * 100, full[list(LABELS)].mean() * 100
+    return pd.DataFrame({"subset %": a.round(1), "full CXR14 %": b.round(1),
+                         "ratio": (a / b).round(1)}).sort_values("ratio", ascending=False)

@@ -113,3 +113,27 @@ def describe_generator(run: Run) -> str:
 
 def families(runs: dict[str, Run]) -> dict[str, str]:
     return {name: run.model.family for name, run in runs.items()}
+
+
+def data_lines(data_root: str | None, runs: dict[str, Run], full_labels: str | None = None,
+               top: int = 3) -> list[str]:
+    """What results.md must say about the data: the label mix against full CXR14 (the ``top``
+    most over- and under-represented labels), the source repositories, and each model's budget."""
+    from cxrnb import eda
+    from cxrnb.data import load_index, read_labels, read_sources, resolve_root
+
+    root = resolve_root(data_root)
+    sub, full = load_index(root), read_labels(full_labels)
+    prev = eda.prevalence_vs_full(sub, full)
+    fmt = lambda t: ", ".join(f"{n} {r['subset %']:g}% vs {r['full CXR14 %']:g}%"  # noqa: E731
+                              for n, r in t.iterrows())
+    out = [f"{len(sub):,} images; label prevalence against full CXR14 ({len(full):,} images): "
+           f"most over-represented {fmt(prev.head(top))}; most under-represented "
+           f"{fmt(prev.tail(top).iloc[::-1])}. Not a random sample of CXR14."]
+    src = read_sources(root)
+    if src is not None:
+        out.append("Sources (provenance.csv): " + ", ".join(f"{n} {c:,}" for n, c in src.items()) + ".")
+    out.append("Training budget per model: " + "; ".join(
+        f"{name} {r.prov.extra.get('iterations', '?')} iterations, {r.prov.epochs:g} epochs"
+        for name, r in runs.items()) + ".")
+    return out

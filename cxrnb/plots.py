@@ -146,7 +146,6 @@ def loss_curves(history: pd.DataFrame | dict[str, pd.DataFrame], keys: list[str]
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -251,4 +250,34 @@ def hist(series: pd.Series | np.ndarray, bins: int = 50, title: str | None = Non
     if title:
         ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def ladder_plot(rows: pd.DataFrame, metric_names: tuple[str, ...] = ("FD", "FID"),
+                title: str | None = None) -> Figure:
+    """One panel per feature space: every set's Fréchet distance (mean ± std, log scale), the
+    calibration ladder's rungs in grey, the models in colour and the real-vs-real floor dashed, so
+    a model's number is read against known degradations. ``rows``: ``metrics.evaluate`` output."""
+    fd = rows[rows.metric.isin(metric_names) & rows["mean"].notna()]
+    spaces = list(dict.fromkeys(fd.space))
+    fig = Figure(figsize=(6 * len(spaces), 0.35 * fd.model.nunique() + 1.5), layout="constrained")
+    axes = fig.subplots(1, len(spaces), squeeze=False)
+    for ax, space in zip(axes[0], spaces):
+        part = fd[fd.space == space].sort_values("mean")
+        floor = part[part.kind == "reference"]
+        part = part[part.kind != "reference"]
+        y = np.arange(len(part))
+        colours = ["0.55" if k == "ladder" else "C0" for k in part.kind]
+        ax.errorbar(part["mean"].clip(lower=1e-6), y, xerr=part["std"].fillna(0), fmt="none",
+                    ecolor="0.3", capsize=2)
+        ax.scatter(part["mean"].clip(lower=1e-6), y, c=colours, zorder=3)
+        for f in floor["mean"]:
+            ax.axvline(max(f, 1e-6), ls="--", c="C3", label="real vs real (floor at this n)")
+        ax.set_yticks(y, [m.replace("ladder: ", "▸ ") for m in part.model])
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{part.metric.iloc[0]} ({space}), lower is better")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{space}: models (blue) on the ladder (grey ▸)")
+    if title:
+        fig.suptitle(title)
     return fig

@@ -1,8 +1,9 @@
 """reports/results.md: the measured numbers in one table, and what they say about the paper's claim.
 
 The paper concluded by eye that the LSGAN's samples were best and the VAEs' blurry. Here that
-ranking is read off the Fréchet distances in each feature space, and called settled only when the
-gap is more than twice the spread of the difference over repeated subsets.
+ranking is read off the Fréchet distances in each feature space, called settled only when the gap
+is more than twice the spread of the difference over repeated subsets, and stated only where every
+available feature space settles it the same way.
 """
 
 from __future__ import annotations
@@ -14,12 +15,24 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from cxrnb.metrics import REAL
+from cxrnb.metrics import LADDER, REAL
 
 # Which way is better. MS-SSIM diversity is best near the real images' own value: lower than that
-# is not "more realistic", only noisier.
-DIRECTION = {"FID": "↓", "KID": "↓", "precision": "↑", "recall": "↑", "MS-SSIM": "≈ real",
+# is not "more realistic", only noisier. Density is best near 1.
+DIRECTION = {"FD": "↓", "FID": "↓", "FD∞": "↓", "FID∞": "↓", "KID": "↓", "precision": "↑",
+             "recall": "↑", "density": "≈ 1", "coverage": "↑", "MS-SSIM": "≈ real",
              "memorised": "≈ real"}
+FD_METRICS = ("FD", "FID")        # the Fréchet distance's name: FID in Inception's space only
+MS_SSIM_NOTE = ("MS-SSIM here uses 3 scales with a 7-px Gaussian window (σ 1.5) at 64 px, weights "
+                "renormalised; it is not comparable with published 5-scale MS-SSIM, which needs "
+                "≥ 160 px.")
+
+
+def _scored(rows: pd.DataFrame) -> pd.DataFrame:
+    out = rows[rows.metric != ""].copy()
+    guess = out.model.map(lambda m: "reference" if m == REAL else "model")
+    out["kind"] = out["kind"].fillna(guess) if "kind" in out else guess
+    return out
 
 
 def family_of(model: str) -> str | None:
@@ -47,19 +60,24 @@ def verdict(a_mean: float, a_std: float, b_mean: float, b_std: float) -> str:
     return "holds" if a_mean < b_mean else "reversed"
 
 
-def ranking_sentences(rows: pd.DataFrame, families: Mapping[str, str] | None = None,
-                      metric: str = "FID") -> list[str]:
-    """Per feature space: does 'GAN better than VAE and GMVAE' hold on ``metric``?
+def _fd(rows: pd.DataFrame) -> pd.DataFrame:
+    """The models' Fréchet-distance rows (FD or FID), one per (space, model)."""
+    sc = _scored(rows)
+    return sc[sc.metric.isin(FD_METRICS) & (sc.kind == "model") & sc["mean"].notna()]
+
+
+def ranking_sentences(rows: pd.DataFrame, families: Mapping[str, str] | None = None) -> list[str]:
+    """Per feature space: does 'GAN better than VAE and GMVAE' hold on the Fréchet distance?
     Each family is represented by its best model (lowest mean)."""
     fam = lambda m: (families or {}).get(m) or family_of(m)   # noqa: E731
     out = []
-    df = rows[(rows.metric == metric) & (rows.model != REAL) & rows["mean"].notna()]
-    for space, part in df.groupby("space", sort=False):
+    for space, part in _fd(rows).groupby("space", sort=False):
+        metric = part.metric.iloc[0]
         best = {}
         for _, r in part.sort_values("mean").iterrows():
             best.setdefault(fam(r.model), r)
         if "gan" not in best:
-            out.append(f"{space}: no GAN row, so the paper's ranking cannot be checked.")
+            out.append(f"{metric} ({space}): no GAN row, so the paper's ranking cannot be checked.")
             continue
         g = best["gan"]
         bits = []
@@ -69,61 +87,168 @@ def ranking_sentences(rows: pd.DataFrame, families: Mapping[str, str] | None = N
                 continue
             o = best[other]
             v = verdict(g["mean"], g["std"], o["mean"], o["std"])
-            bits.append(f"{g.model} vs {o.model}: {v} ({metric} {fmt(g['mean'], g['std'])} vs "
+            bits.append(f"{g.model} vs {o.model}: {v} ({fmt(g['mean'], g['std'])} vs "
                         f"{fmt(o['mean'], o['std'])})")
-        out.append(f"{space}: GAN better than VAE and GMVAE — " + "; ".join(bits) + ".")
+        out.append(f"{metric} ({space}): GAN better than VAE and GMVAE — " + "; ".join(bits) + ".")
     return out
 
 
-def usefulness_lines(table: pd.DataFrame) -> list[str]:
-    """Macro test AUROC per training regime (``cxrnb.classifier.usefulness``) and whether adding
-    synthetic images helped, judged like the ranking (gap beyond twice the spread)."""
+def agreement_lines(rows: pd.DataFrame) -> list[str]:
+    """Pairwise order of the models on the Fréchet distance, stated only where every available
+    feature space settles it the same way (gap beyond twice the spread); pairs that the spaces
+    settle in opposite directions are named as disagreements."""
+    fd = _fd(rows)
+    spaces = list(dict.fromkeys(fd.space))
+    if len(spaces) < 2:
+        return [f"Only {len(spaces)} feature space scored: no ranking is stated (two must agree)."]
+    table = {sp: fd[fd.space == sp].set_index("model") for sp in spaces}
+    models = [m for m in dict.fromkeys(fd.model) if all(m in t.index for t in table.values())]
+    agree, disagree, open_ = [], [], 0
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            votes = set()
+            for t in table.values():
+                v = verdict(t.loc[a, "mean"], t.loc[a, "std"], t.loc[b, "mean"], t.loc[b, "std"])
+                votes.add({"holds": a, "reversed": b}.get(v))
+            if votes == {a} or votes == {b}:
+                w = votes.pop()
+                agree.append(f"{w} < {b if w == a else a}")
+            elif {a, b} <= votes:
+                disagree.append(f"{a} vs {b}")
+            else:
+                open_ += 1
+    names = " and ".join(f"`{sp}`" for sp in spaces)
+    return [f"Settled the same way in {names} (lower FD is better): "
+            + (", ".join(agree) if agree else "no pair") + ".",
+            "The spaces disagree on: " + (", ".join(disagree) if disagree else "no pair") + ".",
+            f"{open_} pair(s) are not resolved within spread in at least one space."]
+
+
+def ladder_lines(rows: pd.DataFrame) -> list[str]:
+    """Each model's Fréchet distance placed between the calibration ladder's rungs, per space."""
+    sc = _scored(rows)
+    sc = sc[sc.metric.isin(FD_METRICS)]
+    out = []
+    for space, part in sc.groupby("space", sort=False):
+        rungs = part[part.kind == "ladder"].sort_values("mean")
+        if rungs.empty:
+            continue
+        bits = []
+        for _, r in part[part.kind == "model"].iterrows():
+            below, above = rungs[rungs["mean"] <= r["mean"]], rungs[rungs["mean"] > r["mean"]]
+            name = lambda x: f"{x.model.removeprefix(LADDER)} ({fmt(x['mean'], x['std'])})"  # noqa: E731
+            if below.empty:
+                where = f"better than every rung, the best being {name(above.iloc[0])}"
+            elif above.empty:
+                where = f"worse than every rung, even {name(below.iloc[-1])}"
+            else:
+                where = f"between {name(below.iloc[-1])} and {name(above.iloc[0])}"
+            bits.append(f"{r.model} {fmt(r['mean'], r['std'])}: {where}")
+        out.append(f"{part.metric.iloc[0]} ({space}): " + "; ".join(bits) + ".")
+    return out
+
+
+def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
+                     generator_fd: Sequence[str] = ()) -> list[str]:
+    """Macro test AUROC per training regime (``cxrnb.classifier.usefulness``, equal gradient steps),
+    the controls, and the verdict as a plain sentence with its spread."""
     macro = table[table.finding == "macro"].set_index("regime")
-    lines = ["| training data | macro AUROC ↑ | n real + synthetic | seeds |", "|---|---|---|---|"]
+    lines = ["| training data | macro AUROC ↑ | training set | steps | seeds |", "|---|---|---|---|---|"]
     for regime, r in macro.iterrows():
-        lines.append(f"| {regime} | {fmt(r['mean'], r['std'])} | {r.n_real} + {r.n_synthetic} | "
+        lines.append(f"| {regime} | {fmt(r['mean'], r['std'])} | {r['training set']} | {r.steps} | "
                      f"{r.n_seeds} |")
+    name = generator or "synthetic"
+
+    def change(regime: str) -> tuple[float, float, str]:
+        a, b = macro.loc[regime], macro.loc["real"]
+        d, sd = a["mean"] - b["mean"], math.hypot(a["std"], b["std"])
+        v = verdict(-a["mean"], a["std"], -b["mean"], b["std"])
+        effect = {"holds": "it helps", "reversed": "it hurts"}.get(v, "no measurable effect")
+        return d, sd, f"{d:+.3f} ± {sd:.3f}: {effect}"
+
+    lines += [""]
+    if generator_fd:
+        lines += [f"Generator {name}: " + "; ".join(generator_fd) + "."]
     if {"real", "real+synthetic"} <= set(macro.index):
-        a, b = macro.loc["real+synthetic"], macro.loc["real"]
-        v = verdict(-a["mean"], a["std"], -b["mean"], b["std"])   # higher AUROC is better
-        lines += ["", f"Adding synthetic images helps: {v}."]
+        n = table.loc[table.regime == "real+synthetic", "training set"].iloc[0]
+        lines += [f"Adding {n.split(' + ')[-1].replace(' synthetic', '')} {name} images to the real "
+                  f"training set changes macro AUROC by {change('real+synthetic')[2]} (mean ± spread "
+                  f"over {int(macro.loc['real', 'n_seeds'])} seeds, equal gradient steps)."]
+    if "real+real (duplicated)" in macro.index:
+        lines += [f"Control, the real images duplicated to the same size: {change('real+real (duplicated)')[2]}."]
+    blank = [r for r in macro.index if r.startswith("blank")]
+    if blank:
+        b = macro.loc[blank[0]]
+        ok = abs(b["mean"] - 0.5) <= max(2 * b["std"], 0.05)
+        lines += [f"Control, blank images with the real labels: {fmt(b['mean'], b['std'])}, "
+                  + ("at chance as it must be." if ok else
+                     "NOT at chance: the pipeline leaks labels or the test set is too small.")]
     return lines
 
 
 def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
                      families: Mapping[str, str] | None = None, usefulness: pd.DataFrame | None = None,
-                     title: str = "Measured sample quality", usefulness_source: str | None = None) -> str:
-    """One table, a row per model, each metric "mean ± std" per feature space, the counts used, the
-    unavailable feature spaces with their reasons, and the ranking verdicts computed from the numbers;
-    with ``usefulness`` (``cxrnb.classifier.usefulness``) also the classifier-augmentation result, and
-    ``usefulness_source`` naming the generator behind it."""
-    scored = rows[rows.metric != ""]
-    cols = list(dict.fromkeys(zip(scored.space, scored.metric)))
-    models = list(dict.fromkeys(scored.model))
-    models = [m for m in models if m != REAL] + [m for m in models if m == REAL]
-    header = ["model"] + [f"{m} ({s}) {DIRECTION.get(m, '')}".rstrip() for s, m in cols]
-    header += ["n real / gen × repeats"]
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model in models:
-        part = scored[scored.model == model].set_index(["space", "metric"])
-        cells = [fmt(*part.loc[c, ["mean", "std"]]) if c in part.index else "–" for c in cols]
+                     title: str = "Measured sample quality", usefulness_source: str | None = None,
+                     data_lines: Sequence[str] = ()) -> str:
+    """One table per feature space (rows: models, calibration ladder, real reference; each metric
+    "mean ± std"), the spaces' dimensions, unavailable spaces with their reasons, the ladder
+    placement, the ranking only where the spaces agree, the usefulness result with its controls,
+    ``data_lines`` (what the data is) and provenance — every sentence computed from the numbers."""
+    sc = _scored(rows)
+    order = {"model": 0, "ladder": 1, "reference": 2}
+    lines = [f"# {title}", ""]
+    if data_lines:
+        lines += ["## The data", ""] + [f"- {d}" for d in data_lines] + [""]
+    lines += ["## Scores", ""]
+    for space, part in sc.groupby("space", sort=False):
+        metrics = list(dict.fromkeys(part.metric))
         first = part.iloc[0]
-        counts = f"{first.n_real} / {first.n_generated} × {first.n_repeats}"
-        lines.append("| " + " | ".join([model, *cells, counts]) + " |")
-    lines += ["", f"- Row `{REAL}`: a second real test subset scored like a model, what a perfect "
-              "generator would get at the same n. ↓ lower is better, ↑ higher is better, "
-              "≈ real: best close to that row. MS-SSIM: mean similarity of random pairs within "
-              "the set (lower = more diverse). memorised: fraction of images closer to their "
-              "nearest training image than the real test images' 5th percentile (evaluate's "
-              "`quantile`) of that distance."]
+        if "dim" in part and not pd.isna(first.get("dim", float("nan"))):
+            lines += [f"### Feature space `{space}`: dimension {int(first.dim)}, effective dimension "
+                      f"{first.eff_dim:.1f} (participation ratio of the real test features)", ""]
+        else:
+            lines += [f"### `{space}`", ""]
+        header = ["model"] + [f"{m} {DIRECTION.get(m, '')}".rstrip() for m in metrics]
+        header += ["n real / gen × repeats"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        models = sorted(dict.fromkeys(part.model), key=lambda m: order[part[part.model == m].kind.iloc[0]])
+        for model in models:
+            cell = part[part.model == model].set_index("metric")
+            cells = [fmt(*cell.loc[m, ["mean", "std"]]) if m in cell.index else "–" for m in metrics]
+            r = cell.iloc[0]
+            lines.append("| " + " | ".join([model, *cells, f"{r.n_real} / {r.n_generated} × "
+                                            f"{r.n_repeats}"]) + " |")
+        lines += [""]
+    lines += [f"- Row `{REAL}`: a second real test subset scored like a model: what a perfect "
+              "generator would get at the same n (the small-n floor of every metric). Rows "
+              f"`{LADDER}…`: real test images degraded on purpose (the calibration ladder). "
+              "FD: Fréchet distance in the named feature space (FID only for Inception features); "
+              "FD∞: FD extrapolated to infinitely many images (Chong & Forsyth, 2020). Precision / "
+              "recall: Kynkäänniemi et al. (k = 3); density / coverage: Naeem et al. (k = 5). "
+              "memorised: fraction of images closer to their nearest training image than the 5th "
+              "percentile of the real test images' distances.",
+              "- Spreads (±) are standard deviations over resampled subsets of ONE training run "
+              "(one seed) per model: they do not include the variation between training seeds.",
+              f"- {MS_SSIM_NOTE}"]
     lines += [f"- Feature space `{r.space}`: {r.note}." for _, r in rows[rows.metric == ""].iterrows()]
+    lade = ladder_lines(rows)
+    if lade:
+        lines += ["", "## Where the models sit on the calibration ladder", ""] + [f"- {x}" for x in lade]
     lines += ["", "## Does the paper's ranking hold?", ""]
-    lines += [f"- {s}" for s in ranking_sentences(rows, families)] or ["- no FID rows."]
+    lines += [f"- {s}" for s in ranking_sentences(rows, families)] or ["- no FD rows."]
+    lines += ["", "Ranking stated only where the feature spaces agree:", ""]
+    lines += [f"- {s}" for s in agreement_lines(rows)]
+    lines += ["", "These verdicts hold for the budgets and image size in the provenance below (models "
+              "trained for minutes on a CPU, at 64 px), not for the paper's settings."]
     if usefulness is not None:
         lines += ["", "## Do synthetic images help a classifier?", ""]
         if usefulness_source:
             lines += [f"Synthetic images: {usefulness_source}.", ""]
-        lines += usefulness_lines(usefulness)
+        name = usefulness_source.split(",")[0] if usefulness_source else None
+        fd = _fd(rows)
+        gen_fd = [f"{r.metric} ({r.space}) {fmt(r['mean'], r['std'])}"
+                  for _, r in fd[fd.model == name].iterrows()] if name else []
+        lines += usefulness_lines(usefulness, name, gen_fd)
     lines += ["", "## Provenance", ""] + [f"- {p}" for p in provenance_lines]
     return "\n".join(lines) + "\n"
 

@@ -9,12 +9,12 @@ from cxrnb import results
 from cxrnb.metrics import REAL, evaluate
 
 
-def rows(fid: dict[str, tuple[float, float]], space: str = "classifier") -> pd.DataFrame:
-    """evaluate-shaped rows with the given FID (mean, std) per model, plus one unavailable space."""
-    out = [{"model": m, "space": space, "metric": "FID", "mean": mu, "std": sd, "note": ""}
-           for m, (mu, sd) in fid.items()]
+def rows(fd: dict[str, tuple[float, float]], space: str = "cxr-classifier") -> pd.DataFrame:
+    """evaluate-shaped rows with the given FD (mean, std) per model, plus one unavailable space."""
+    out = [{"model": m, "space": space, "metric": "FD", "mean": mu, "std": sd, "note": ""}
+           for m, (mu, sd) in fd.items()]
     out += [{"model": m, "space": "pixel", "metric": "MS-SSIM", "mean": 0.3, "std": 0.01, "note": ""}
-            for m in fid]
+            for m in fd]
     out.append({"model": "", "space": "inception-v3", "metric": "", "mean": float("nan"),
                 "std": float("nan"), "note": "unavailable: weights file /x not found"})
     df = pd.DataFrame(out)
@@ -52,7 +52,7 @@ def test_ranking_uses_each_family_best_model():
     df = rows({"LSGAN": (50, 2), "VAE-beta1": (120, 5), "VAE-beta0.002": (90, 4),
                "GMVAE-V8": (52, 3), REAL: (5, 1)})
     (sentence,) = results.ranking_sentences(df)
-    assert sentence.startswith("classifier:")
+    assert sentence.startswith("FD (cxr-classifier):")
     assert "LSGAN vs VAE-beta0.002: holds" in sentence          # the best VAE, not beta1
     assert "LSGAN vs GMVAE-V8: not resolved within spread" in sentence
     reversed_ = results.ranking_sentences(rows({"LSGAN": (90, 2), "VAE": (40, 2)}))[0]
@@ -64,10 +64,11 @@ def test_results_markdown_table(tmp_path):
     md = results.results_markdown(df, ["data: real CXR14 subset · 1,657 images · 64px"])
     lines = md.splitlines()
     header = next(line for line in lines if line.startswith("| model"))
-    assert "FID (classifier) ↓" in header and "MS-SSIM (pixel) ≈ real" in header
-    body = [line for line in lines if line.startswith("| ") and line is not header]
-    assert [b.split(" | ")[0] for b in body] == ["| LSGAN", "| VAE-beta1", f"| {REAL}"]
-    assert "| LSGAN | 50.0 ± 2.0 | 0.300 ± 0.010 | 200 / 200 × 5 |" in md
+    assert header == "| model | FD ↓ | n real / gen × repeats |" and "FID ↓" not in md
+    assert "### `pixel`" in md and "| model | MS-SSIM ≈ real | n real / gen × repeats |" in md
+    assert "| LSGAN | 50.0 ± 2.0 | 200 / 200 × 5 |" in md and "| LSGAN | 0.300 ± 0.010 |" in md
+    assert "one training run" in md and "3 scales" in md
+    assert "Only 1 feature space scored: no ranking is stated" in md
     assert "- Feature space `inception-v3`: unavailable: weights file /x not found." in md
     assert "LSGAN vs VAE-beta1: holds" in md and "no GMVAE row to compare" in md
     assert md.rstrip().endswith("- data: real CXR14 subset · 1,657 images · 64px")
@@ -78,16 +79,40 @@ def test_results_markdown_table(tmp_path):
 
 
 def test_usefulness_section():
-    u = pd.DataFrame({"regime": ["real", "real+synthetic", "synthetic"], "finding": "macro",
-                      "mean": [0.70, 0.71, 0.55], "std": [0.01, 0.02, 0.03], "n_seeds": 3,
-                      "n_real": [1000, 1000, 0], "n_synthetic": [0, 500, 500], "n_test": 300})
-    md = results.results_markdown(rows({"LSGAN": (50, 2)}), [], usefulness=u)
-    assert "| real+synthetic | 0.710 ± 0.020 | 1000 + 500 | 3 |" in md
-    assert "Adding synthetic images helps: not resolved within spread." in md
-    assert "Synthetic images" not in md
-    named = results.results_markdown(rows({"LSGAN": (50, 2)}), [], usefulness=u,
-                                     usefulness_source="FS-GMVAE-elbo, 12.5 epochs, not collapsed")
-    assert "Synthetic images: FS-GMVAE-elbo, 12.5 epochs, not collapsed.\n\n| training data |" in named
+    u = pd.DataFrame({"regime": ["real", "real+synthetic", "real+real (duplicated)", "synthetic",
+                                 "blank (mean grey + noise)"], "finding": "macro",
+                      "mean": [0.70, 0.67, 0.71, 0.55, 0.52], "std": [0.01, 0.03, 0.02, 0.03, 0.02],
+                      "n_seeds": 3, "steps": 200,
+                      "training set": ["1,326 real", "1,326 real + 1,326 synthetic", "1,326 real, each twice",
+                                       "1,326 synthetic", "1,326 blank, real labels"]})
+    df = rows({"FS-GMVAE-elbo": (50, 2), "LSGAN": (40, 1)})
+    md = results.results_markdown(df, [], usefulness=u,
+                                  usefulness_source="FS-GMVAE-elbo, 12.5 epochs, not collapsed")
+    assert "| real+synthetic | 0.670 ± 0.030 | 1,326 real + 1,326 synthetic | 200 | 3 |" in md
+    # -0.03 ± hypot(0.01, 0.03) = 0.032: inside twice the spread
+    assert ("Adding 1,326 FS-GMVAE-elbo images to the real training set changes macro AUROC by "
+            "-0.030 ± 0.032: no measurable effect") in md
+    assert "Generator FS-GMVAE-elbo: FD (cxr-classifier) 50.0 ± 2.0." in md
+    assert "the real images duplicated to the same size: +0.010 ± 0.022: no measurable effect" in md
+    assert "blank images with the real labels: 0.520 ± 0.020, at chance" in md
+
+
+def test_agreement_states_only_pairs_every_space_settles_alike():
+    a = rows({"LSGAN": (10, 1), "VAE": (50, 1), "GMVAE": (20, 1)}, space="cxr-classifier")
+    b = rows({"LSGAN": (10, 1), "VAE": (50, 1), "GMVAE": (5, 1)}, space="random-init")
+    lines = results.agreement_lines(pd.concat([a, b]))
+    assert "LSGAN < VAE, GMVAE < VAE" in lines[0] and "LSGAN < GMVAE" not in lines[0]
+    assert lines[1] == "The spaces disagree on: LSGAN vs GMVAE."
+
+
+def test_ladder_lines_place_models_between_rungs():
+    df = rows({"LSGAN": (4, 0.1), "VAE": (200, 5), REAL: (1, 0.1)})
+    ladder = pd.DataFrame({"model": ["ladder: blur σ=1 px", "ladder: blur σ=2 px"], "kind": "ladder",
+                           "space": "cxr-classifier", "metric": "FD", "mean": [2.0, 7.0],
+                           "std": [0.1, 0.2], "note": "", "n_real": 200, "n_generated": 200, "n_repeats": 5})
+    (line,) = results.ladder_lines(pd.concat([df, ladder]))
+    assert "LSGAN 4.00 ± 0.10: between blur σ=1 px (2.00 ± 0.10) and blur σ=2 px (7.00 ± 0.20)" in line
+    assert "VAE 200.0 ± 5.0: worse than every rung, even blur σ=2 px" in line
 
 
 def test_renders_real_evaluate_output():
@@ -98,4 +123,4 @@ def test_renders_real_evaluate_output():
                   [], n_repeats=2, ms_ssim_pairs=10, progress=False)
     md = results.results_markdown(df, [])
     assert "| LSGAN |" in md and "| VAE |" in md and "20 / 20 × 2" in md
-    assert "- no FID rows." in md
+    assert "- no FD rows." in md
