@@ -67,7 +67,7 @@ def test_results_markdown_table(tmp_path):
     assert header == "| model | FD ↓ | n real / gen × repeats |" and "FID ↓" not in md
     assert "### `pixel`" in md and "| model | MS-SSIM ≈ real | n real / gen × repeats |" in md
     assert "| LSGAN | 50.0 ± 2.0 | 200 / 200 × 5 |" in md and "| LSGAN | 0.300 ± 0.010 |" in md
-    assert "one training run" in md and "3 scales" in md
+    assert "ONE training run" in md and "3 scales" in md
     assert "Only 1 feature space scored: no ranking is stated" in md
     assert "- Feature space `inception-v3`: unavailable: weights file /x not found." in md
     assert "LSGAN vs VAE-beta1: holds" in md and "no GMVAE row to compare" in md
