@@ -375,8 +375,10 @@ def evaluate(real_test, generated, extractors: Sequence[FeatureExtractor], n_rep
                 fb = feats[name][pick(name, r)]
                 p, rc = precision_recall(fa, fb, k)
                 dens, cov = density_coverage(fa, fb, dc_k)
-                m = {fd: frechet_from_features(fa, fb), f"{fd}∞": fd_infinity(fa, fb, seed=seed + r),
-                     "KID": kid(fa, fb, kid_subsets, min(kid_subset_size, s), seed + r)[0],
+                # a KID subset as large as the set is the whole set: one draw gives the value
+                m = {fd: frechet_from_features(fa, fb), f"{fd}∞": fd_infinity(fa, fb, draws=1, seed=seed + r),
+                     "KID": kid(fa, fb, kid_subsets if kid_subset_size < s else 1,
+                                min(kid_subset_size, s), seed + r)[0],
                      "precision": p, "recall": rc, "density": dens, "coverage": cov}
                 for metric, v in m.items():
                     scores.setdefault((name, ext.name, metric), []).append(v)
