@@ -164,6 +164,8 @@ def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
         d, sd = a["mean"] - b["mean"], math.hypot(a["std"], b["std"])
         v = verdict(-a["mean"], a["std"], -b["mean"], b["std"])
         effect = {"holds": "it helps", "reversed": "it hurts"}.get(v, "no measurable effect")
+        if math.isnan(sd):
+            return d, sd, f"{d:+.3f} (one seed: no spread, not judged)"
         return d, sd, f"{d:+.3f} ± {sd:.3f}: {effect}"
 
     lines += [""]
@@ -181,7 +183,8 @@ def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
         b = macro.loc[blank[0]]
         ok = abs(b["mean"] - 0.5) <= max(2 * b["std"], 0.05)
         lines += [f"Control, blank images with the real labels: {fmt(b['mean'], b['std'])}, "
-                  + ("at chance as it must be." if ok else
+                  + ("one seed: not judged." if math.isnan(b["std"]) else
+                     "at chance as it must be." if ok else
                      "NOT at chance: the pipeline leaks labels or the test set is too small.")]
     return lines
 
