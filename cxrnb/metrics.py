@@ -330,7 +330,7 @@ def evaluate(real_test, generated, extractors: Sequence[FeatureExtractor], n_rep
     Returns long-form rows: model, kind ("model", "reference", "ladder"), space, dim, eff_dim (of
     the real test features), metric, mean, std, n_real, n_generated, n_repeats, note. Metrics per
     feature space: FD (FID for Inception), FD∞, KID, precision, recall (k), density, coverage
-    (dc_k); in pixel space MS-SSIM and memorised. An unavailable space gets one row with its reason
+    (dc_k); in pixel space MS-SSIM (models and the real row) and memorised. An unavailable space gets one row with its reason
     in ``note`` and no numbers.
     """
     models = dict(generated) if isinstance(generated, Mapping) else {"generated": generated}
@@ -384,6 +384,8 @@ def evaluate(real_test, generated, extractors: Sequence[FeatureExtractor], n_rep
                     scores.setdefault((name, ext.name, metric), []).append(v)
     for r in tqdm(range(n_repeats), desc="MS-SSIM diversity", disable=not progress):
         for name, x in sets.items():
+            if name in ladder:        # rungs place distances on a scale; their diversity says nothing
+                continue
             v = ms_ssim_diversity(as_unit_images(x[np.sort(pick(name, r))]), ms_ssim_pairs, seed + r)
             scores.setdefault((name, "pixel", "MS-SSIM"), []).append(v)
     if memorised:
