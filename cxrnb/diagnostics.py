@@ -6,6 +6,13 @@ one average image, whatever the latent. Four numbers tell that apart from a work
 * **KL** per image (nats), and per latent dimension for a N(0, I) prior: ~0 everywhere is collapse.
 * **Active units** (Burda et al. 2016, "Importance Weighted Autoencoders", §5.2): dimension d is
   active when Cov_x(E_q[z_d | x]) > 0.01, i.e. its posterior mean varies across images.
+  On a simplex (the Dirichlet VAE) raw coordinates are the wrong scale: K = 50 weights of mean 1/50
+  vary by far less than 0.01 even when the encoder uses them all. There a component is active when
+  its posterior mean's *centred log-ratio* coordinate, clr(p)_k = log p_k - mean_j log p_j, varies
+  across images by more than 1% of that coordinate's variance under the prior Dir(alpha0), which is
+  psi_1(alpha0) (K - 1) / K (psi_1 the trigamma function). That is Burda's ratio: 0.01 is 1% of the
+  unit variance of a N(0, I) prior coordinate. For E_q[z] = alpha / sum(alpha), clr is simply
+  log alpha centred over the components, so the count is scale-free in alpha.
 * **Reconstruction MSE** of held-out images beside the **mean-image MSE**, the error of answering
   every image with the mean training image: a model that does not beat that baseline has learned
   nothing about the particular image. Reconstructions decode one (seeded) draw of q(z|x), as the
@@ -42,6 +49,36 @@ def active_units(means: Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
     return int((means.double().var(0) > threshold).sum())
 
 
+def clr(p: Tensor) -> Tensor:
+    """Centred log-ratio coordinates of points on the simplex (N, K): log p minus its row mean."""
+    log_p = p.double().log()
+    return log_p - log_p.mean(1, keepdim=True)
+
+
+def dirichlet_clr_variance(alpha0: float, k: int) -> float:
+    """Var(clr(z)_k) for z ~ Dir(alpha0 * 1_K): log z_k = log G_k - log sum G with G_j ~ Gamma(alpha0)
+    independent, the sum cancels in clr, and Var(log G) = psi_1(alpha0), so the variance of
+    (1 - 1/K) log G_k - 1/K sum_{j != k} log G_j is psi_1(alpha0) (K - 1) / K."""
+    return float(torch.polygamma(1, torch.tensor(float(alpha0), dtype=torch.float64))) * (k - 1) / k
+
+
+def count_active(model: GenerativeModel, means: Tensor) -> int:
+    """Active units of posterior means (N, D) under the model's prior (module docstring): Burda's
+    rule for a Gaussian latent, the clr rule for a Dirichlet one."""
+    if getattr(model, "prior", None) == "dirichlet":
+        k = means.shape[1]
+        return active_units(clr(means), ACTIVE_THRESHOLD * dirichlet_clr_variance(model.alpha0, k))
+    return active_units(means)
+
+
+def posterior_draw(model: GenerativeModel, mu: Tensor, second: Tensor) -> Tensor:
+    """One draw of q(z|x) from what ``encode`` returned: the model's own ``draw_posterior`` where it
+    has one (the Dirichlet VAE), else the Gaussian reparameterisation mu + eps * exp(logvar / 2)."""
+    if callable(getattr(model, "draw_posterior", None)):
+        return model.draw_posterior(mu, second)
+    return mu + torch.randn_like(mu) * (0.5 * second).exp()
+
+
 def kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu_d, exp(logvar_d)) || N(0, 1)) of each dimension, averaged over images: (D,)."""
     return (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).mean(0)
@@ -66,7 +103,8 @@ class Diagnostics:
 
 
 def has_encoder(model: GenerativeModel) -> bool:
-    """Models with ``encode(x) -> (mu, logvar)`` and ``posterior_kl(mu, logvar)`` (VAE, GMVAE)."""
+    """Models with ``encode(x) -> (mu, logvar)`` and ``posterior_kl(mu, logvar)`` (VAE, GMVAE), or
+    ``encode(x) -> (mean, alpha)`` and ``posterior_kl(mean, alpha)`` (Dirichlet VAE)."""
     return callable(getattr(model, "encode", None)) and callable(getattr(model, "posterior_kl", None))
 
 
@@ -85,7 +123,7 @@ def diagnose(model: GenerativeModel, u8: Tensor, y: Tensor, mean_image: Tensor,
                 x = model.input_spec.to_model(u8[i:i + batch].to(model.device))
                 yb = y[i:i + batch].to(model.device).float()
                 mu, logvar = (t.float() for t in model.encode(x))
-                z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+                z = posterior_draw(model, mu, logvar)
                 grey = model.input_spec.to_unit(model.decode(z, yb if model.conditional else None).float())
                 truth = u8[i:i + batch].to(model.device).float().div(255)
                 sq_err += float(F.mse_loss(grey, truth, reduction="sum"))
@@ -99,7 +137,7 @@ def diagnose(model: GenerativeModel, u8: Tensor, y: Tensor, mean_image: Tensor,
     truth = u8.float().div(255)
     mean_image = mean_image.float().reshape(1, *truth.shape[1:])
     return Diagnostics(
-        kl=float(sum(kls)) / n, active_units=active_units(torch.cat(means)), mse=sq_err / (n * pixels),
+        kl=float(sum(kls)) / n, active_units=count_active(model, torch.cat(means)), mse=sq_err / (n * pixels),
         mean_image_mse=float(F.mse_loss(mean_image.expand_as(truth), truth)),
         kl_per_dim=(torch.stack(kl_dims).sum(0) / n).numpy() if kl_dims else None)
 
@@ -114,7 +152,7 @@ def reconstruct(model: GenerativeModel, u8: Tensor, y: Tensor | None = None, see
         with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
             torch.manual_seed(seed)
             mu, logvar = (t.float() for t in model.encode(model.input_spec.to_model(u8.to(model.device))))
-            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            z = posterior_draw(model, mu, logvar)
             y = y.to(model.device).float() if model.conditional else None
             return model.input_spec.to_unit(model.decode(z, y).float()).cpu()
     finally:

@@ -8,6 +8,13 @@ VAEs and GMVAEs are explored along the principal directions of their encoded mea
 data actually uses); the GAN has no encoder, so it is explored along random orthonormal directions
 of its N(0, I) prior. Models with an encoder expose ``encode(x) -> (mu, logvar)``; a mixture model
 exposes ``n_components`` and ``sample_latent(n, generator, component=k)``.
+
+The Dirichlet VAE's latent is a point on the simplex, where adding a direction would leave it; it is
+explored with one slider per component *weight* instead (``simplex_*`` below): the sliders set the
+raw weights of a few components (those with the most posterior mass over the data), the others are
+held at the data-mean point's weights, and the vector is renormalised to sum to 1 before decoding.
+Raising one weight and renormalising moves the point on the straight line from the data mean toward
+that component's vertex, so the static figure walks exactly those lines, by the component's share.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from cxrnb.plots import tile
 
 STEPS = (-3, -2, -1, 0, 1, 2, 3)   # traversal offsets, in standard deviations along a direction
 MEAN = -1                          # the explorer's "data mean" base, beside components 0..K-1
+SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)   # a component's share of the simplex point, data mean -> vertex
 
 
 @contextmanager
@@ -286,4 +294,94 @@ def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, st
     controls = rows + ([menu] if k else [])
     container = w.HBox([w.VBox(controls), image])
     container.sliders, container.menu, container.image = sliders, (menu if k else None), image
+    return container
+
+
+# --- the simplex (Dirichlet VAE) ----------------------------------------------------------------
+
+def simplex_base(model: GenerativeModel, data: Tensor | Iterable, k: int = 6,
+                 progress: bool = True) -> tuple[Tensor, Tensor]:
+    """The data-mean point on the simplex (the average posterior mean, (K,), sums to 1) and the ``k``
+    components with the most mass there, largest first: the ones worth a slider."""
+    means = encode_means(model, data, progress).double()
+    if not torch.allclose(means.sum(1), torch.ones(len(means), dtype=torch.float64), atol=1e-4):
+        raise CxrnbError(f"{type(model).__name__}'s latent is not on the simplex: explore it with "
+                         "principal_directions instead")
+    if not 1 <= k <= means.shape[1]:
+        raise CxrnbError(f"k={k} components to explore need 1 <= k <= {means.shape[1]}")
+    base = means.mean(0)
+    return base.float(), base.argsort(descending=True)[:k]
+
+
+def simplex_point(base: Tensor, components: Tensor, weights: Tensor) -> Tensor:
+    """``base`` with the raw weights of ``components`` replaced by ``weights``, renormalised to sum to
+    1 (one point (K,), or a batch (n, K) for weights (n, k)): what the sliders decode."""
+    weights = torch.as_tensor(weights, dtype=base.dtype)
+    if (weights < 0).any() or (weights.sum(-1) + base.sum() - base[components].sum() <= 0).any():
+        raise CxrnbError(f"simplex weights must be >= 0 and not all 0; got {weights.tolist()}")
+    z = base.expand(*weights.shape[:-1], -1).clone()
+    z[..., components] = weights
+    return z / z.sum(-1, keepdim=True)
+
+
+def toward_vertex(base: Tensor, component: int, shares: Iterable[float] = SHARES) -> Tensor:
+    """Points (n, K) on the line from ``base`` with ``component`` removed (share 0) to that
+    component's vertex (share 1): the path one slider moves along, by the component's share."""
+    rest = base.clone()
+    rest[component] = 0
+    rest = rest / rest.sum()
+    vertex = torch.zeros_like(base)
+    vertex[component] = 1
+    s = torch.as_tensor(list(shares), dtype=base.dtype)[:, None]
+    return (1 - s) * rest + s * vertex
+
+
+def simplex_traverse(model: GenerativeModel, base: Tensor, components: Tensor,
+                     shares: tuple[float, ...] = SHARES) -> Tensor:
+    """A grid with one row per component: its share of the point rising from 0 to 1 (``toward_vertex``)."""
+    z = torch.cat([toward_vertex(base, int(c), shares) for c in components])
+    return decode_grid(model, z, nrow=len(shares))
+
+
+def simplex_sensitivity(model: GenerativeModel, base: Tensor, components: Tensor) -> Tensor:
+    """How much each weight slider moves the image over its full travel: the mean absolute grey-level
+    change (of [0, 1]) between the slider at 0 and at 1, the other components held at ``base``."""
+    k = len(components)
+    weights = base[components].expand(2 * k, k).clone()
+    weights[0::2].fill_diagonal_(0.0)
+    weights[1::2].fill_diagonal_(1.0)
+    images = generate(model, simplex_point(base, components, weights)).reshape(k, 2, -1)
+    return (images[:, 1] - images[:, 0]).abs().mean(1)
+
+
+def simplex_sensitivity_table(model: GenerativeModel, base: Tensor, components: Tensor) -> pd.DataFrame:
+    """``simplex_sensitivity`` per component, beside its share of the data-mean point. One slider
+    unit is the slider's full travel (raw weight 0 -> 1), so ``sensitivity_sentences`` reads it."""
+    moves = simplex_sensitivity(model, base, components)
+    return pd.DataFrame({"component": components.numpy(), "data-mean share": base[components].numpy().round(4),
+                         "pixel change per slider unit": moves.numpy().round(5)})
+
+
+def simplex_widget(model: GenerativeModel, base: Tensor, components: Tensor, width: int = 256):
+    """One slider per component weight (raw weight 0..1, starting at the data-mean point's), the rest
+    held; the weights are renormalised to sum to 1 (``simplex_point``) and decoded. Beside each
+    slider, how much its full travel changes the image (``simplex_sensitivity``).
+    Returns the container; ``container.sliders`` and ``container.image`` give the parts."""
+    import ipywidgets as w
+
+    sliders = [w.FloatSlider(value=float(base[c]), min=0.0, max=1.0, step=0.005,
+                             description=f"comp {int(c)}", continuous_update=False) for c in components]
+    image = w.Image(format="png", layout=w.Layout(width=f"{width}px"))
+
+    def redraw(_=None) -> None:
+        z = simplex_point(base, components, torch.tensor([s.value for s in sliders]))
+        image.value = _png(generate(model, z[None])[0, 0])
+
+    for s in sliders:
+        s.observe(redraw, names="value")
+    redraw()
+    moves = simplex_sensitivity(model, base, components)
+    rows = [w.HBox([s, w.Label(f"Δ {float(m):.3f} over 0→1")]) for s, m in zip(sliders, moves)]
+    container = w.HBox([w.VBox(rows), image])
+    container.sliders, container.image = sliders, image
     return container

@@ -32,11 +32,13 @@ def collapse_findings(table: pd.DataFrame) -> str:
     "Collapsed" is ``Diagnostics.collapsed``: no active unit, or reconstructions not 5% better than
     the mean image. The loss is blamed only through an equal-length twin: a run of the same
     architecture (parameter count), prior and data, trained as long, that differs in the loss alone.
+    The Dirichlet VAE is left out of that search (its prior differs too); ``dirichlet_findings``
+    compares it with the Gaussian ELBO VAE.
     """
     lines = [_row_sentence(r) for r in table.itertuples()]
     dead, alive = table[table.collapsed], table[~table.collapsed]
     lines.append(f"\nCollapsed: {', '.join(dead.preset) or 'none'}. Not collapsed: {', '.join(alive.preset) or 'none'}.")
-    elbo = alive[alive.loss == "elbo"]
+    elbo = alive[(alive.loss == "elbo") & (alive.family != "dirvae" if "family" in alive else True)]
     if elbo.empty:
         lines.append("\nNo ELBO run escaped collapse in this run: it is too short to tell the loss from the prior; "
                      "train them longer (`epochs_for`).")
@@ -59,6 +61,36 @@ def collapse_findings(table: pd.DataFrame) -> str:
                      f"({shorter.iterations.max()} or fewer against {best.iterations}); for them 'collapsed' may also "
                      "mean 'not trained yet' (the KL curves above show whether their KL had already gone to zero).")
     return "\n".join(lines)
+
+
+def dirichlet_findings(table: pd.DataFrame, dirichlet: str = "DirVAE-elbo",
+                       gaussian: str = "VAE-elbo-beta1") -> str:
+    """The Dirichlet-prior VAE against the Gaussian ELBO VAE of ``study.summary``: held-out error
+    (each against the mean image), active units (each on its own rule, diagnostics.py), KL and
+    sample diversity (mean MS-SSIM of sample pairs; nearer the real images' value is better)."""
+    rows = table.set_index("preset")
+    missing = [name for name in (dirichlet, gaussian) if name not in rows.index]
+    if missing:
+        return f"No Dirichlet-prior comparison: {', '.join(missing)} not trained in this run."
+    d, g = rows.loc[dirichlet], rows.loc[gaussian]
+    lower = "lower" if d.test_mse < g.test_mse else "higher"
+    gap = lambda r: abs(r.sample_ms_ssim - r.real_ms_ssim)   # noqa: E731
+    nearer = "nearer to" if gap(d) < gap(g) else "further from"
+    dims = lambda r: f" of {int(r.latent_dim)}" if "latent_dim" in rows and pd.notna(r.latent_dim) else ""  # noqa: E731
+    text = (f"**{dirichlet}** (Dirichlet prior) against **{gaussian}** (N(0, I) prior), same encoder and decoder "
+            f"widths and the same per-image ELBO: held-out MSE {d.test_mse:.4f} against {g.test_mse:.4f}, "
+            f"{lower} ({_gain(d)} the mean image against {_gain(g)}); {d.active_units}{dims(d)} active "
+            f"components (centred log-ratio rule) against {g.active_units}{dims(g)} active units (Burda's rule); "
+            f"KL {d.kl:.3g} against {g.kl:.3g} nats per image; samples' MS-SSIM {d.sample_ms_ssim:.3f} against "
+            f"{g.sample_ms_ssim:.3f}, {nearer} the real images' {d.real_ms_ssim:.3f}"
+            + (" (so more alike each other than the Gaussian VAE's)." if d.sample_ms_ssim > g.sample_ms_ssim
+               else " (so less alike each other than the Gaussian VAE's)."))
+    if d.collapsed:
+        text += f" {dirichlet} **collapsed** in this run (diagnostics.py's rule)."
+    if d.iterations != g.iterations:
+        text += (f" Caveat: they trained {d.iterations} and {g.iterations} iterations, so the gap mixes the prior "
+                 "with the training length.")
+    return text
 
 
 def best_non_collapsed(table: pd.DataFrame) -> str | None:

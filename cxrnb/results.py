@@ -36,9 +36,11 @@ def _scored(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def family_of(model: str) -> str | None:
-    """'gan', 'gmvae' or 'vae' from a preset name such as LSGAN, GMVAE-V8, FS-GMVAE-V1, VAE-beta0.1."""
+    """'gan', 'gmvae', 'dirvae' or 'vae' from a preset name such as LSGAN, GMVAE-V8, FS-GMVAE-V1,
+    DirVAE-elbo, VAE-beta0.1. The Dirichlet VAE is its own family: its prior, not only its loss, differs."""
     name = model.upper()
-    return "gan" if "GAN" in name else "gmvae" if "GMVAE" in name else "vae" if "VAE" in name else None
+    return ("gan" if "GAN" in name else "gmvae" if "GMVAE" in name else "dirvae" if "DIRVAE" in name
+            else "vae" if "VAE" in name else None)
 
 
 def fmt(mean: float, std: float) -> str:

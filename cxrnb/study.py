@@ -272,7 +272,7 @@ def summary(runs: Iterable[Run], n_samples: int = 64, seed: int = 0) -> pd.DataF
         row.update({f"final {k}": round(float(v), 5) for k, v in tail.items()})
         if diagnostics.has_encoder(run.model):
             d = diagnose(run, "test")
-            row.update({"loss": run.model.reduction, "beta": run.model.beta,
+            row.update({"loss": run.model.reduction, "beta": run.model.beta, "latent_dim": run.model.latent_dim,
                         "effective_beta": round(_effective_beta(run, d.mean_image_mse), 4),
                         "kl": round(d.kl, 3), "active_units": d.active_units, "test_mse": round(d.mse, 5),
                         "mean_image_mse": round(d.mean_image_mse, 5), "collapsed": d.collapsed})

@@ -44,8 +44,8 @@ def test_verdict(a, b, expected):
 
 
 def test_family_of_preset_names():
-    assert [results.family_of(m) for m in ("LSGAN", "VAE-beta0.1", "GMVAE-V8", "FS-GMVAE-V1", REAL)] \
-        == ["gan", "vae", "gmvae", "gmvae", None]
+    assert [results.family_of(m) for m in ("LSGAN", "VAE-beta0.1", "GMVAE-V8", "FS-GMVAE-V1", "DirVAE-elbo",
+                                           REAL)] == ["gan", "vae", "gmvae", "gmvae", "dirvae", None]
 
 
 def test_ranking_uses_each_family_best_model():

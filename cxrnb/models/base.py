@@ -58,10 +58,11 @@ class InputSpec:
 class GenerativeModel(nn.Module):
     """Base class: subclasses set the attributes and implement the methods below."""
 
-    family: str = "base"                              # "vae" | "gmvae" | "gan"
+    family: str = "base"                              # "vae" | "gmvae" | "gan" | "dirvae"
     input_spec: InputSpec = InputSpec()
     latent_dim: int = 0
-    prior: str = "normal"                             # of z: "normal" (N(0, I)) or "mixture" (GMVAE)
+    prior: str = "normal"                             # of z: "normal" (N(0, I)), "mixture" (GMVAE),
+                                                      # "dirichlet" (DirVAE: z on the simplex)
     # (part, steps per batch) in order; e.g. (("model", 1),) or the LSGAN's (("d", 1), ("g", 3)).
     schedule: tuple[tuple[str, int], ...] = (("model", 1),)
     conditional: bool = False                         # True when decode/generate use labels y

@@ -7,6 +7,8 @@ Beside the paper's presets, named for what they change (none of them is in the p
 ``VAE-upstream-beta*`` the VAE with the loss of the authors' code, ``VAE-elbo-beta*`` with the
 per-image ELBO (losses.py), and ``GMVAE-elbo`` / ``FS-GMVAE-elbo``: GMVAE-V8's latent, prior and
 decoder with the ELBO and a conv encoder trained from scratch (no ImageNet weights here).
+``DirVAE-elbo``: the VAE's encoder and decoder with a Dirichlet prior on a 50-component simplex
+(Joo et al. 2019, the paper's §6 future work; see dirvae.py), on the same ELBO as ``VAE-elbo-beta1``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from dataclasses import dataclass, field
 
 from cxrnb.errors import CxrnbError
 from cxrnb.models.base import GenerativeModel
+from cxrnb.models.dirvae import DirichletVAE
 from cxrnb.models.gan import LSGAN
 from cxrnb.models.gmvae import GMVAE
 from cxrnb.models.vae import VAE
 
-FAMILIES: dict[str, type[GenerativeModel]] = {"gan": LSGAN, "vae": VAE, "gmvae": GMVAE}
+FAMILIES: dict[str, type[GenerativeModel]] = {"gan": LSGAN, "vae": VAE, "gmvae": GMVAE,
+                                              "dirvae": DirichletVAE}
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     _gmvae("GMVAE-V8",    2000, 300, True,      True,     "vgg16",       "decoder2",
            " (§4's text says V8 was not normalised)"),
     _gmvae_elbo("GMVAE-elbo"), _gmvae_elbo("FS-GMVAE-elbo"),
+    Preset("DirVAE-elbo", "dirvae", 128,
+           "the VAE of §5.2's encoder and decoder with a Dirichlet prior Dir(0.98) on K = 50 components "
+           "(Joo et al. 2019) and the per-image ELBO of VAE-elbo-beta1; not in the paper",
+           {"k": 50, "alpha0": 0.98, "reduction": "elbo"}),
 ]}
 
 
