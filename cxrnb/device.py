@@ -2,18 +2,22 @@
 resolves it here (training, classifier, feature extractors, explorer, benches, notebooks).
 
 ``"auto"`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist, else a one-line
-CxrnbError says which to use instead.
+CxrnbError says which to use instead. Under torchrun (cxrnb.distributed) "auto" and "cuda" mean this
+process's GPU, ``cuda:LOCAL_RANK``.
 """
 
 from __future__ import annotations
 
 import torch
 
+from cxrnb import distributed
 from cxrnb.errors import CxrnbError
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"``: CUDA, then Apple MPS, then CPU. An explicit device must exist (else CxrnbError)."""
+    if str(device) in ("auto", "cuda") and torch.cuda.is_available() and distributed.world_size() > 1:
+        return torch.device("cuda", distributed.local_rank())
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
