@@ -38,7 +38,7 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from cxrnb import distributed
-from cxrnb.device import pick_device, synchronize
+from cxrnb.device import cpu_bf16_native, pick_device, synchronize
 from cxrnb.errors import CxrnbError
 from cxrnb.models.base import GenerativeModel
 
@@ -60,8 +60,8 @@ class TrainConfig:
     batch_size: int = 64                # paper §5; the loader is built with it (study.train_run)
     seed: int = 0
     device: str = "auto"                # auto: CUDA, then Apple MPS, then CPU
-    amp: bool = True                    # bf16 autocast, on CUDA only (the paper's T4 ran fp32)
-    channels_last: bool | None = None   # None: on CUDA only, where cuDNN convolutions prefer NHWC
+    amp: bool = True                    # bf16 autocast where bf16 is native: CUDA, CPUs with AVX512-BF16/AMX
+    channels_last: bool | None = None   # None: with amp's bf16 (cuDNN and oneDNN's bf16 kernels prefer NHWC)
     sample_at: tuple[int, ...] = (0,)   # iterations with a sample grid; the final one is always saved
     n_samples: int = 64
     checkpoint_every: int | None = 500  # iterations; a checkpoint is always written at the end
@@ -135,7 +135,8 @@ def _fused(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
 class Stepper:
     """One training iteration: the model's schedule of optimiser steps on one batch, on one device.
 
-    Where the device allows it, this is the fast path: bf16 autocast and channels_last and fused
+    Where the device allows it, this is the fast path: bf16 autocast and channels_last on CUDA and
+    on CPUs with native bf16 (device.cpu_bf16_native; elsewhere bf16 is emulated and slower), fused
     Adam on CUDA, pinned non-blocking host-to-device copies, gradients freed (set_to_none) rather than
     zeroed. Loss values stay on the device (no per-step synchronisation); the caller reads them.
     """
@@ -143,9 +144,10 @@ class Stepper:
     def __init__(self, model: GenerativeModel, device: torch.device, *, amp: bool = True,
                  channels_last: bool | None = None, compile: bool = False):
         cuda = device.type == "cuda"
+        fast_bf16 = cuda or (device.type == "cpu" and cpu_bf16_native())    # bf16 in hardware
         self.device = device
-        self.amp = amp and cuda
-        self.channels_last = cuda if channels_last is None else channels_last
+        self.amp = amp and fast_bf16
+        self.channels_last = fast_bf16 if channels_last is None else channels_last
         fmt = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(device, memory_format=fmt)
         self.optimizers = {}
