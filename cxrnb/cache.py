@@ -17,6 +17,7 @@ pick up a cache built for another):
 
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import json
@@ -211,6 +212,18 @@ class ArrayLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed = seed
         self.epoch = 0   # the epoch the next plain iteration yields
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> ArrayLoader:
+        """This loader as process ``rank`` of ``world_size`` sees it: the same global batches (same
+        seeded order on every rank), each cut into ``world_size`` equal consecutive slices, of
+        which it yields slice ``rank``. ``batch_size`` stays the global batch."""
+        if self.batch_size % world_size:
+            raise CxrnbError(f"batch_size {self.batch_size} does not split over {world_size} processes; "
+                             f"use a multiple of {world_size} (batch_size is the global batch)")
+        out = copy.copy(self)
+        out.rank, out.world_size = rank, world_size
+        return out
 
     def __len__(self) -> int:
         n, b = len(self.rows), self.batch_size
@@ -227,6 +240,9 @@ class ArrayLoader:
         order, b = self.order(epoch), self.batch_size
         for i in range(start, len(self)):
             idx = np.sort(order[i * b:(i + 1) * b])
+            if self.world_size > 1:
+                share = len(idx) // self.world_size
+                idx = idx[self.rank * share:(self.rank + 1) * share]
             u8 = torch.from_numpy(np.ascontiguousarray(self.images[idx])).unsqueeze(1)
             yield u8, torch.from_numpy(self.labels[idx])
 

@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=None)
     s.add_argument("--epochs", type=float, default=1.0)
     s.add_argument("--max-images", type=int, default=None)
-    s.add_argument("--batch-size", type=int, default=64, help="the paper's is 64")
+    s.add_argument("--batch-size", type=int, default=64,
+                   help="the paper's is 64; under torchrun the global batch, split over the processes")
     s.add_argument("--checkpoint-minutes", type=float, default=5.0,
                    help="checkpoint at least this often (Ctrl-C also checkpoints; rerun to resume)")
     s.add_argument("--seed", type=int, default=0)
@@ -99,11 +100,15 @@ def _dispatch(a: argparse.Namespace) -> None:
         from cxrnb.table5 import print_table5
         print_table5(device=a.device, size=a.size, steps=a.steps)
     elif a.command == "train":
+        from cxrnb import distributed
         from cxrnb.study import describe, train_run
-        run = train_run(a.preset, a.root, image_size=a.size, epochs=a.epochs, max_images=a.max_images,
-                        batch_size=a.batch_size, seed=a.seed, device=a.device, runs_dir=a.out,
-                        config={"checkpoint_minutes": a.checkpoint_minutes})
-        print(describe(run, a.device))
+        with distributed.session(a.device):            # under torchrun: one process per GPU (or CPU share)
+            run = train_run(a.preset, a.root, image_size=a.size, epochs=a.epochs, max_images=a.max_images,
+                            batch_size=a.batch_size, seed=a.seed, device=a.device, runs_dir=a.out,
+                            config={"checkpoint_minutes": a.checkpoint_minutes})
+            if distributed.is_main():
+                print(describe(run, a.device) + (f"\n  processes    {distributed.world_size()} (DDP)"
+                                                 if distributed.world_size() > 1 else ""))
     elif a.command == "presets":
         from cxrnb.models.presets import PRESETS
         width = max(map(len, PRESETS))

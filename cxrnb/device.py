@@ -2,18 +2,22 @@
 resolves it here (training, classifier, feature extractors, explorer, benches, notebooks).
 
 ``"auto"`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist, else a one-line
-CxrnbError says which to use instead.
+CxrnbError says which to use instead. Under torchrun (cxrnb.distributed) "auto" and "cuda" mean this
+process's GPU, ``cuda:LOCAL_RANK``.
 """
 
 from __future__ import annotations
 
 import torch
 
+from cxrnb import distributed
 from cxrnb.errors import CxrnbError
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"``: CUDA, then Apple MPS, then CPU. An explicit device must exist (else CxrnbError)."""
+    if str(device) in ("auto", "cuda") and torch.cuda.is_available() and distributed.world_size() > 1:
+        return torch.device("cuda", distributed.local_rank())
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -50,3 +54,35 @@ def describe_device(device: str) -> str:
     if d.type == "cuda":
         return f"{d} ({torch.cuda.get_device_name(d)})"
     return f"cpu ({torch.get_num_threads()} threads)" if d.type == "cpu" else str(d)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's ISA flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_bf16_native() -> bool:
+    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16). Elsewhere torch
+    emulates bf16 in fp32 and autocast only adds conversions, so training stays fp32."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def describe_cpu() -> str:
+    """CPU model, torch's vector capability and the bf16-relevant ISA flags, in words."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
+    except OSError:
+        pass
+    flags = sorted(f for f in cpu_flags() if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    return (f"{model}, {torch.get_num_threads()} threads, torch capability "
+            f"{torch.backends.cpu.get_cpu_capability()}, flags: {', '.join(flags) or 'none of avx2/avx512'}"
+            f"; native bf16: {'yes' if cpu_bf16_native() else 'no'}")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cxrnb import diagnostics
+from cxrnb import diagnostics, distributed
 from cxrnb.cache import ImageCache, prepare
 from cxrnb.data import resolve_root
 from cxrnb.errors import CxrnbError
@@ -87,15 +87,17 @@ def train_run(preset: str, data_root: str | None = None, image_size: int | None 
     sample_at = tuple(sample_at if sample_at is not None else PAPER_SAMPLE_AT.get(model.family, (0,)))
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device,  # checks them all,
                       sample_at=sample_at, out_dir=str(out), progress=progress, **(config or {}))  # early
-    cache = prepare(data_root, size=size, progress=progress)
+    with distributed.main_first():                            # under torchrun: rank 0 builds the cache
+        cache = prepare(data_root, size=size, progress=progress and distributed.is_main())
     loader = cache.loader("train", batch_size=batch_size, shuffle=True, seed=seed, max_images=max_images)
     spec = {"preset": preset, "image_size": size, "model_kwargs": model_kwargs,
             "pretrained": bool(getattr(model, "pretrained", False)), "data_root": str(cache.meta["root"]),
             "max_images": max_images, "batch_size": batch_size, "seed": seed}
-    history = train(model, loader, cfg, monitor=_monitor(model, cache))
-    (out / RUN_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+    history = train(model, loader, cfg, monitor=_monitor(model, cache) if distributed.is_main() else None)
     prov = _provenance(cache, model, history, spec)
-    prov.save_json(out / "provenance.json")
+    if distributed.is_main():                                  # one writer under torchrun
+        (out / RUN_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+        prov.save_json(out / "provenance.json")
     return Run(preset, model.eval(), history, cache, prov, batch_size)
 
 

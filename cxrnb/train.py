@@ -6,7 +6,8 @@ that many optimiser steps on ``model.loss(x, y, part)["loss"]``. Around that it 
 trustworthy: it seeds everything, logs every loss entry to ``history.csv``, saves sample grids of a
 FIXED latent batch (so grids are comparable across iterations and runs), writes checkpoints
 atomically, resumes bit-exactly mid-epoch, and stops at the first non-finite loss while keeping the
-last good checkpoint.
+last good checkpoint. Under torchrun it trains data-parallel (cxrnb.distributed): each process
+takes its slice of every global batch, DDP averages the gradients, rank 0 alone writes files.
 
 A run directory holds::
 
@@ -18,6 +19,7 @@ A run directory holds::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -35,7 +37,8 @@ from torch import Tensor
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from cxrnb.device import pick_device, synchronize
+from cxrnb import distributed
+from cxrnb.device import cpu_bf16_native, pick_device, synchronize
 from cxrnb.errors import CxrnbError
 from cxrnb.models.base import GenerativeModel
 
@@ -57,8 +60,8 @@ class TrainConfig:
     batch_size: int = 64                # paper §5; the loader is built with it (study.train_run)
     seed: int = 0
     device: str = "auto"                # auto: CUDA, then Apple MPS, then CPU
-    amp: bool = True                    # bf16 autocast, on CUDA only (the paper's T4 ran fp32)
-    channels_last: bool | None = None   # None: on CUDA only, where cuDNN convolutions prefer NHWC
+    amp: bool = True                    # bf16 autocast where bf16 is native: CUDA, CPUs with AVX512-BF16/AMX
+    channels_last: bool | None = None   # None: with amp's bf16 (cuDNN and oneDNN's bf16 kernels prefer NHWC)
     sample_at: tuple[int, ...] = (0,)   # iterations with a sample grid; the final one is always saved
     n_samples: int = 64
     checkpoint_every: int | None = 500  # iterations; a checkpoint is always written at the end
@@ -132,7 +135,8 @@ def _fused(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
 class Stepper:
     """One training iteration: the model's schedule of optimiser steps on one batch, on one device.
 
-    Where the device allows it, this is the fast path: bf16 autocast and channels_last and fused
+    Where the device allows it, this is the fast path: bf16 autocast and channels_last on CUDA and
+    on CPUs with native bf16 (device.cpu_bf16_native; elsewhere bf16 is emulated and slower), fused
     Adam on CUDA, pinned non-blocking host-to-device copies, gradients freed (set_to_none) rather than
     zeroed. Loss values stay on the device (no per-step synchronisation); the caller reads them.
     """
@@ -140,17 +144,18 @@ class Stepper:
     def __init__(self, model: GenerativeModel, device: torch.device, *, amp: bool = True,
                  channels_last: bool | None = None, compile: bool = False):
         cuda = device.type == "cuda"
+        fast_bf16 = cuda or (device.type == "cpu" and cpu_bf16_native())    # bf16 in hardware
         self.device = device
-        self.amp = amp and cuda
-        self.channels_last = cuda if channels_last is None else channels_last
+        self.amp = amp and fast_bf16
+        self.channels_last = fast_bf16 if channels_last is None else channels_last
         fmt = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(device, memory_format=fmt)
         self.optimizers = {}
         for part, _ in model.schedule:
             opt = model.optimizer(part)
             self.optimizers[part] = _fused(opt) if cuda else opt
-        self.loss_fn: Callable[..., dict[str, Tensor]] = (
-            torch.compile(model.loss) if compile else model.loss)
+        loss_fn = distributed.data_parallel(model, device) if distributed.world_size() > 1 else model.loss
+        self.loss_fn: Callable[..., dict[str, Tensor]] = torch.compile(loss_fn) if compile else loss_fn
 
     def __call__(self, u8: Tensor, y: Tensor) -> dict[str, dict[str, Tensor]]:
         """Train on one batch; returns {part: {name: value averaged over that part's repeats}}."""
@@ -172,7 +177,7 @@ class Stepper:
                 for k, v in out.items():
                     total[k] = total.get(k, 0) + v.detach().float()
             logs[part] = {k: v / repeats for k, v in total.items()}
-        return logs
+        return distributed.average_logs(logs)          # the global batch's values (no-op on one process)
 
 
 def random_batch(n: int, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -227,15 +232,20 @@ def _set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: Path, stepper: Stepper, step: int, batches_per_epoch: int,
                     fixed: tuple[Tensor, Tensor | None], cfg: TrainConfig) -> None:
-    """Write the whole training state to ``path`` atomically (a crash never leaves half a file)."""
+    """Write the whole training state to ``path`` atomically (a crash never leaves half a file).
+    Every rank calls it (their RNG states are gathered); rank 0 writes."""
     bad = [n for n, p in stepper.model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise CxrnbError(f"parameter {bad[0]} is not finite after iteration {step}; training stopped, the "
                          f"last good checkpoint {path} is kept; lower the learning rate or check the data")
+    rng = distributed.gather(_rng_state())          # every rank's noise stream, so resume is exact
+    if not distributed.is_main():
+        return
     state = {**_model_id(stepper.model), "step": step, "batches_per_epoch": batches_per_epoch,
              "model": stepper.model.state_dict(),
              "optimizers": {p: o.state_dict() for p, o in stepper.optimizers.items()},
-             "rng": _rng_state(), "z_fixed": fixed[0], "y_fixed": fixed[1], "config": asdict(cfg)}
+             "rng": rng[0], "z_fixed": fixed[0], "y_fixed": fixed[1], "config": asdict(cfg),
+             "world_size": len(rng), **({"rng_ranks": rng} if len(rng) > 1 else {})}
     tmp = path.with_name(path.name + ".tmp")
     try:
         torch.save(state, tmp)
@@ -300,8 +310,8 @@ def _save_grid(model: GenerativeModel, fixed: tuple[Tensor, Tensor | None], path
 class _Log:
     """Loss values per iteration, kept on the device until flushed to the CSV in one transfer."""
 
-    def __init__(self, path: Path, batches_per_epoch: int):
-        self.path, self.n = path, batches_per_epoch
+    def __init__(self, path: Path, batches_per_epoch: int, write: bool = True):
+        self.path, self.n, self.write = path, batches_per_epoch, write   # write: rank 0 only
         self.pending: list[tuple[int, dict[str, dict[str, Tensor]]]] = []
         self.last: dict[str, float] = {}
 
@@ -317,9 +327,10 @@ class _Log:
             return
         values = torch.stack([v for *_, v in rows]).cpu().tolist()
         bad = None
-        with open(self.path, "a") as f:
+        with open(self.path, "a") if self.write else contextlib.nullcontext() as f:
             for (it, part, name, _), v in zip(rows, values):
-                f.write(f"{it},{it / self.n!r},{part},{name},{v!r}\n")
+                if f is not None:
+                    f.write(f"{it},{it / self.n!r},{part},{name},{v!r}\n")
                 if name == "loss":
                     self.last[part] = v
                 if bad is None and not math.isfinite(v):
@@ -388,11 +399,21 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
 
     seed_everything(cfg.seed)
     fixed = fixed_inputs(model, loader, cfg.n_samples, cfg.seed)
+    world, main = distributed.world_size(), distributed.is_main()
+    if world > 1:
+        if not hasattr(loader, "shard"):
+            raise CxrnbError("training on several processes needs a loader with shard(rank, world_size), "
+                             "e.g. ImageCache.loader")
+        loader = loader.shard(distributed.rank(), world)
+        seed_everything(distributed.rank_seed(cfg.seed))    # independent noise on every rank
     stepper = Stepper(model, pick_device(cfg.device), amp=cfg.amp, channels_last=cfg.channels_last,
                       compile=cfg.compile)
     start = 0
     if cfg.resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, model, stepper.optimizers)
+        if ckpt.get("world_size", 1) != world:
+            raise CxrnbError(f"{ckpt_path} was trained on {ckpt.get('world_size', 1)} process(es), this run has "
+                             f"{world}; resume with the same torchrun --nproc_per_node, or resume=False")
         if ckpt["batches_per_epoch"] != n_batches or ckpt["config"]["seed"] != cfg.seed:
             raise CxrnbError(f"{ckpt_path} was trained with seed {ckpt['config']['seed']} and "
                              f"{ckpt['batches_per_epoch']} batches per epoch, this run has seed "
@@ -404,32 +425,34 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
                              f"ask for more epochs or use another out_dir")
         fixed = (ckpt["z_fixed"].to(stepper.device),
                  None if ckpt["y_fixed"] is None else ckpt["y_fixed"].to(stepper.device))
-        _set_rng_state(ckpt["rng"])
-        _start_history(hist_path, upto=start)
-    else:
+        _set_rng_state(ckpt["rng_ranks"][distributed.rank()] if world > 1 else ckpt["rng"])
+        if main:
+            _start_history(hist_path, upto=start)
+    elif main:
         for old in (out / "samples").glob("iter_*.png"):   # a fresh run: no grids of an older one
             old.unlink()
         _start_history(hist_path, upto=None)
     fixed = (fixed[0].to(stepper.device), None if fixed[1] is None else fixed[1].to(stepper.device))
 
     def grid(it: int) -> None:
-        _save_grid(stepper.model, fixed, out / "samples" / f"iter_{it:06d}.png")
+        if main:
+            _save_grid(stepper.model, fixed, out / "samples" / f"iter_{it:06d}.png")
 
     def checkpoint(it: int) -> None:
         log.flush()                                 # raises on a non-finite loss: old file kept
         save_checkpoint(ckpt_path, stepper, it, n_batches, fixed, cfg)
 
     def watch(it: int) -> None:
-        if monitor is not None:
+        if monitor is not None and main:
             log.add(it, {"heldout": {k: torch.tensor(float(v)) for k, v in monitor(stepper.model).items()}})
 
-    log = _Log(hist_path, n_batches)
+    log = _Log(hist_path, n_batches, write=main)
     model.train()
     if start == 0:
         watch(0)
         if 0 in cfg.sample_at:
             grid(0)
-    bar = tqdm(total=total, initial=start, unit="it", disable=not cfg.progress,
+    bar = tqdm(total=total, initial=start, unit="it", disable=not (cfg.progress and main),
                desc=getattr(model, "preset", None) or type(model).__name__)
     it, images, t0 = start, 0, time.perf_counter()
     last_save = t0
@@ -439,7 +462,7 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
                 epoch, offset = divmod(it, n_batches)
                 for u8, y in loader.epoch_batches(epoch, offset):
                     log.add(it + 1, stepper(u8, y))
-                    it, images = it + 1, images + len(u8)
+                    it, images = it + 1, images + len(u8) * world
                     bar.update()
                     if it % cfg.monitor_every == 0 or it == total:
                         watch(it)
@@ -448,15 +471,19 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
                         bar.set_postfix({p: f"{v:.4g}" for p, v in log.last.items()}, refresh=False)
                     if it in cfg.sample_at or it == total:
                         grid(it)
-                    due = (it == total or stop.signum is not None
-                           or (cfg.checkpoint_every and it % cfg.checkpoint_every == 0)
-                           or (cfg.checkpoint_minutes
-                               and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes))
+                    stopping = stop.signum is not None
+                    timed = (cfg.checkpoint_minutes
+                             and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes)
+                    if world > 1:               # clocks and signals differ by rank: decide together
+                        stopping, timed = (distributed.any_rank(stopping, timed)
+                                           if it % cfg.log_every == 0 or it == total else (False, False))
+                    due = (it == total or stopping or timed
+                           or (cfg.checkpoint_every and it % cfg.checkpoint_every == 0))
                     if due:
                         checkpoint(it)
                         last_save = time.perf_counter()
-                    if stop.signum is not None and it < total:
-                        raise KeyboardInterrupt(f"{signal.Signals(stop.signum).name} at iteration {it} of {total}: "
+                    if stopping and it < total:
+                        raise KeyboardInterrupt(f"{signal.Signals(stop.signum or signal.SIGTERM).name} at iteration {it} of {total}: "
                                                 f"checkpoint written to {ckpt_path}; run the same command again "
                                                 "to resume")
                     if it == total:
@@ -465,4 +492,5 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
             bar.close()
     synchronize(stepper.device)
     seconds = time.perf_counter() - t0
+    distributed.barrier()                           # rank 0's files are complete before anyone reads them
     return History.read(out, images / seconds if images else float("nan"))

@@ -7,7 +7,8 @@ the same random batch:
     gradients zeroed (not freed), ``loss.item()`` after every step (a device sync), and for the GAN
     the textbook mistakes: the fake batch of D's step generated with a graph (so D's backward runs
     through G too), and G's steps computing gradients for D's weights that are thrown away.
-(b) optimised: ``cxrnb.train.Stepper`` with its defaults (bf16 autocast, channels_last and fused
+(b) optimised: ``cxrnb.train.Stepper`` with its defaults (bf16 autocast and channels_last where bf16
+    is native: CUDA and CPUs with avx512_bf16/amx_bf16; fused
     Adam on CUDA; freed gradients; no per-step sync) and the models' own losses (no graph through
     G in D's step, D frozen in G's steps).
 
@@ -20,6 +21,7 @@ does not decide the ratio.
 from __future__ import annotations
 
 import copy
+import time
 
 import pandas as pd
 import torch
@@ -27,7 +29,7 @@ from torch import Tensor
 
 from cxrnb.models import build
 from cxrnb.models.base import GenerativeModel
-from cxrnb.device import describe_device, pick_device
+from cxrnb.device import describe_device, pick_device, synchronize
 from cxrnb.train import Stepper, random_batch, throughput
 
 PRESETS = ("LSGAN", "VAE-beta0.1", "GMVAE-V5")
@@ -63,31 +65,117 @@ class NaiveStep:
                 self.losses.append(loss.item())
 
 
+def step_flops(step: Stepper, u8: Tensor, y: Tensor) -> int:
+    """Floating-point operations (multiply-add = 2) of one training iteration of ``step``: every
+    forward and backward of its schedule, counted by torch's FlopCounterMode (convolutions, matmuls;
+    elementwise work is not counted, so the rate is a lower bound)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(u8, y)
+    return counter.get_total_flops()
+
+
+def practical_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a large fp32 matmul on ``device``: a measured "practical peak" (what the BLAS
+    reaches on this machine now), not the datasheet's."""
+    a = torch.randn(n, n, device=device)
+    a @ a
+    synchronize(device)
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ a
+        synchronize(device)
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def variants(device: torch.device) -> dict[str, dict]:
+    """The optimised loop (its defaults on this device) and, on a CPU, the settings it chose
+    between, measured beside it so the table shows why."""
+    out = {"optimised": {}}
+    if device.type == "cpu":
+        out["fp32 + channels_last"] = {"amp": False, "channels_last": True}
+        out["bf16 autocast + channels_last"] = {"amp": True, "channels_last": True, "force_bf16": True}
+    return out
+
+
 def compare(preset: str, device: torch.device, size: int | None, batch: int, steps: int = 3,
             rounds: int = 2) -> dict:
     """Images/s of the naive and the optimised loop for one preset, measured alternately."""
     torch.manual_seed(0)
     model = build(preset, image_size=size, weights=None).train()
-    naive = NaiveStep(copy.deepcopy(model), device)
-    fast = Stepper(copy.deepcopy(model), device)
+    steppers = {"naive": NaiveStep(copy.deepcopy(model), device)}
+    for name, kw in variants(device).items():
+        force = kw.pop("force_bf16", False)
+        steppers[name] = Stepper(copy.deepcopy(model), device, **kw)
+        if force:
+            steppers[name].amp = True               # bf16 even where it is emulated: to show the cost
     u8, y = random_batch(batch, model.input_spec.size)
-    rates = {"naive": 0.0, "optimised": 0.0}
+    rates = dict.fromkeys(steppers, 0.0)
     for _ in range(rounds):
-        for name, step in (("naive", naive), ("optimised", fast)):
+        for name, step in steppers.items():
             rates[name] = max(rates[name], throughput(step, u8, y, device, steps=steps))
-    return {"family": model.family, "preset": preset, "size": model.input_spec.size, "batch": batch,
-            "naive img/s": rates["naive"], "optimised img/s": rates["optimised"],
-            "speed-up": rates["optimised"] / rates["naive"]}
+    flops = step_flops(steppers["optimised"], u8, y)
+    fast = steppers["optimised"]
+    row = {"family": model.family, "preset": preset, "size": model.input_spec.size, "batch": batch,
+           "chosen": ("bf16" if fast.amp else "fp32") + (" + channels_last" if fast.channels_last else ""),
+           "naive img/s": rates["naive"], "optimised img/s": rates["optimised"],
+           "speed-up": rates["optimised"] / rates["naive"],
+           "GFLOP/step": flops / 1e9, "GFLOP/s": flops / 1e9 * rates["optimised"] / batch}
+    for name in steppers:
+        if name not in ("naive", "optimised"):
+            row[f"{name} img/s"] = rates[name]
+    return row
+
+
+def markdown(table: pd.DataFrame, device: torch.device, peak: float, rounds: int, steps: int) -> str:
+    """reports/bench.md: the table, the ceiling, the device, and the GPU rows' status."""
+    from cxrnb.device import describe_cpu
+    from cxrnb.tables import markdown_table
+
+    shown = table.copy()
+    shown["% of peak"] = 100 * shown["GFLOP/s"] / peak
+    lines = ["# Training throughput: naive loop vs cxrnb.train", "",
+             f"Device: {describe_device(str(device))}; torch {torch.__version__}.",
+             f"CPU: {describe_cpu()}.", "",
+             f"Best of {rounds} alternating rounds x {steps} steps, one random batch (speed does not depend "
+             "on the pixels). Measured on a shared machine: rerun on a quiet one before quoting.", "",
+             markdown_table(shown.round(2)), "",
+             f"Ceiling: practical peak {peak:,.1f} GFLOP/s, measured (best fp32 2048x2048 matmul on this "
+             "device now), not a datasheet figure. GFLOP/s counts the convolutions and matmuls of one "
+             "optimised iteration's forwards and backwards (torch.utils.flop_counter), so it is a lower bound.",
+             "", "`chosen` is what `TrainConfig` does here by default: bf16 autocast and channels_last only "
+             "where bf16 is native (CUDA; CPUs with avx512_bf16 or amx_bf16), fp32 elsewhere, where bf16 "
+             "is emulated (the bf16 column shows its cost)."]
+    if device.type != "cuda":
+        lines += ["", "GPU rows: not measured: no GPU lent."]
+    return "\n".join(lines) + "\n"
 
 
 def main(device: str = "auto", size: int | None = None, presets: tuple[str, ...] = PRESETS,
-         steps: int = 10, rounds: int = 3) -> pd.DataFrame:
-    """Measure and print the table; returns it."""
+         steps: int = 10, rounds: int = 3, report: str | None = "reports/bench") -> pd.DataFrame:
+    """Measure and print the table (and write ``report``.md); returns it."""
     d = pick_device(device)
     size = size or (CPU_SIZE if d.type == "cpu" else None)
     batch = GPU_BATCH if d.type == "cuda" else CPU_BATCH
     table = pd.DataFrame([compare(p, d, size, batch, steps, rounds) for p in presets])
+    peak = practical_peak(d)
     print(f"training throughput on {describe_device(device)} (torch {torch.__version__}), "
           f"best of {rounds} rounds x {steps} steps")
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+    print(f"practical peak (measured fp32 matmul): {peak:,.1f} GFLOP/s; "
+          + ", ".join(f"{r.family} {r['GFLOP/s']:,.1f} GFLOP/s ({100 * r['GFLOP/s'] / peak:.0f}%)"
+                      for _, r in table.iterrows()))
+    if report:
+        from cxrnb.paths import in_repo
+        from cxrnb.provenance import Provenance
+        from cxrnb.tables import write_markdown
+
+        prov = Provenance("images from random uint8 batches", batch, int(table["size"].iloc[0]),
+                          extra={"device": describe_device(device), "torch": torch.__version__})
+        path = write_markdown(markdown(table, d, peak, rounds, steps), in_repo(report), prov)
+        print(f"wrote {path}")
     return table

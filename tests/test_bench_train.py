@@ -1,0 +1,30 @@
+"""The training bench's FLOP count, against the count done by hand for a one-layer model."""
+
+import torch
+from torch import nn
+
+from cxrnb.bench.train import step_flops
+from cxrnb.models.base import GenerativeModel, InputSpec
+from cxrnb.train import Stepper
+
+
+class OneLayer(GenerativeModel):
+    input_spec = InputSpec(size=4)
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(16, 3)
+
+    def optimizer(self, part="model"):
+        return torch.optim.Adam(self.parameters())
+
+    def loss(self, x, y, part="model"):
+        return {"loss": self.lin(x.flatten(1)).pow(2).mean()}
+
+
+def test_step_flops_counts_forward_and_backward_matmuls():
+    b = 5
+    step = Stepper(OneLayer(), torch.device("cpu"))
+    u8, y = torch.zeros(b, 1, 4, 4, dtype=torch.uint8), torch.zeros(b, 15)
+    # forward x @ W.T: 2*b*16*3; backward dW = g.T @ x: 2*b*16*3 (no gradient for the input batch)
+    assert step_flops(step, u8, y) == 2 * (2 * b * 16 * 3)
