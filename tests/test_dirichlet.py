@@ -211,15 +211,11 @@ def test_dirichlet_findings_compare_with_the_gaussian_elbo_vae():
 
 
 @pytest.mark.slow
-def test_a_short_phantom_training_lowers_the_loss_and_its_posterior_drifts_to_the_prior(
+def test_a_short_phantom_training_lowers_the_loss_and_keeps_information_in_the_posterior(
         phantom_root, tmp_path, one_thread):
-    """60 iterations on the phantom at 32 px. What it does, measured: the loss falls, but the KL falls
-    with it and the posterior drifts to the prior Dir(0.98): no component is active and the
-    reconstructions do not beat the mean image, so the diagnostics call it collapsed. (A version
-    feeding the decoder K * z, entries of mean 1 as the Gaussian VAE's, collapsed alike in 80
-    iterations, so the input scale is not the cause.) It is slow to start rather than dead: measured once
-    on the 500-image phantom at 32 px, 574 iterations reached 14 nats, 26 of 50 active components and a
-    reconstruction 4.8% better than the mean image. Notebook 02's cpu profile measures it on real images."""
+    """60 iterations on the phantom at 32 px. The loss falls and the posterior keeps information
+    (KL well above 0 nats, not the prior). With the raw simplex point as decoder input (no K z - 1,
+    see DirichletVAE.decode) the same run drifted to the prior: KL 2.0 -> under 1 nat."""
     from cxrnb import study
 
     run = study.train_run("DirVAE-elbo", str(phantom_root), image_size=32, epochs=20, batch_size=16,
@@ -228,8 +224,6 @@ def test_a_short_phantom_training_lowers_the_loss_and_its_posterior_drifts_to_th
     assert loss.iloc[-10:].mean() < loss.iloc[:5].mean()
     kl = study.heldout_curves(run)["kl"].dropna()
     d = study.diagnose(run, "test")
-    assert kl.iloc[-1] < kl.iloc[0] and d.kl < 1.0, (kl, d)
-    assert d.collapsed and d.active_units == 0, d
+    assert kl.iloc[-1] > 2 * kl.iloc[0] and d.kl > 5.0, (kl, d)
     summary = study.summary([run], n_samples=8)
     assert summary.loc[0, "family"] == "dirvae" and summary.loc[0, "latent_dim"] == 50
-    assert bool(summary.loc[0, "collapsed"])

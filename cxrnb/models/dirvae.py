@@ -25,7 +25,7 @@ Two places where we depart from Joo et al., both toward exactness:
   ``torch.distributions.kl_divergence``, in nats per image.
 
 Everything else is the VAE's (``vae.py``): the same VGG encoder and DCGAN decoder (same widths; the
-decoder's first Linear takes the K-dim simplex vector), Adam lr 1e-4, and the ``elbo`` reduction of
+decoder's first Linear takes K z - 1, see ``decode``), Adam lr 1e-4, and the ``elbo`` reduction of
 ``losses.py`` (calibrated-Gaussian per-image likelihood + KL, in nats), so it compares directly with
 ``VAE-elbo-beta1``.
 
@@ -92,7 +92,13 @@ class DirichletVAE(GenerativeModel):
         return Dirichlet(alpha).rsample()
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.decoder(z)
+        """The decoder reads K z - 1: zero mean under the symmetric prior and O(1) per coordinate.
+        Fed the raw simplex point (coordinates ~1/K), the decoder's first layer barely sees z: on the
+        real subset the posterior collapsed to the prior (KL 0.01 nats after 120 iterations; also
+        with a 100-iteration KL warm-up, or with the encoder started at alpha ~ 5). Rescaled, the same
+        run kept 45 nats and reconstructed held-out images 25% better than the mean image after
+        200 iterations (64 px, seed 0; measured when choosing this)."""
+        return self.decoder(z * self.latent_dim - 1)
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """The decoded posterior mean: the model's deterministic reconstruction of x."""
