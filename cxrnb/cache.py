@@ -22,7 +22,6 @@ import errno
 import hashlib
 import json
 import multiprocessing
-import os
 import shutil
 import time
 import warnings
@@ -36,7 +35,7 @@ from tqdm.auto import tqdm
 from cxrnb.data import data_source, label_matrix, load_index, resolve_root, split_by_patient
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
-from cxrnb.paths import CACHE_DIR, in_repo
+from cxrnb.paths import CACHE_DIR, atomic, in_repo, write_text
 from cxrnb.provenance import Provenance
 from cxrnb.transforms import PREP_VERSION, load_preprocessed
 
@@ -59,16 +58,9 @@ def _rows_hash(df: pd.DataFrame) -> str:
     return hashlib.sha256(df[KEY_COLUMNS].to_csv(index=False).encode()).hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _save_state(path: Path, state: np.ndarray) -> None:
-    tmp = path.with_name("state.tmp.npy")
-    np.save(tmp, state)
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        np.save(tmp, state)
 
 
 def _work(job: tuple[list[str], int]) -> tuple[np.ndarray, np.ndarray]:
@@ -186,13 +178,13 @@ def _finish(path: Path, df: pd.DataFrame, root: Path, csv, rows_hash: str, size:
                       + ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""),
                       stacklevel=3)
     index = df[good].assign(row=np.flatnonzero(good), path=df["path"][good].astype(str))
-    _write_atomic(path / "index.csv", index.to_csv(index=False))
+    write_text(path / "index.csv", index.to_csv(index=False))
     meta = {"key": path.name, "version": PREP_VERSION, "root": str(root),
             "csv": None if csv is None else str(Path(csv).resolve()), "rows_hash": rows_hash,
             "size": size, "n_rows": len(df), "n_images": int(good.sum()),
             "n_failed": len(failed), "failed": failed,
             "source": data_source(root, n_images=len(df))}
-    _write_atomic(path / "meta.json", json.dumps(meta, indent=2) + "\n")
+    write_text(path / "meta.json", json.dumps(meta, indent=2) + "\n")
     (path / "state.npy").unlink()
 
 

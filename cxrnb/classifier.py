@@ -12,7 +12,6 @@ ResNet would bring on ImageNet cannot be used anyway, and ~1,300 training images
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from cxrnb.device import pick_device
 from cxrnb.errors import CxrnbError
 from cxrnb.features import as_unit_images
 from cxrnb.labels import FINDINGS
+from cxrnb.paths import atomic
 
 
 @dataclass
@@ -98,14 +98,11 @@ class Classifier:
         return self._batched(lambda b: torch.sigmoid(self.net(b)), x, batch_size)
 
     def save(self, path: str | Path) -> Path:
-        """Write config, weights and history; atomically (temp file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"cfg": asdict(self.cfg), "state": self.net.state_dict(),
-                    "history": self.history}, tmp)
-        os.replace(tmp, path)
-        return path
+        """Write config, weights and history (atomically)."""
+        with atomic(path) as tmp:
+            torch.save({"cfg": asdict(self.cfg), "state": self.net.state_dict(),
+                        "history": self.history}, tmp)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Classifier:

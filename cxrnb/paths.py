@@ -6,7 +6,10 @@ relative defaults here keeps every run's cache, phantom and checkpoints in one p
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def repo_dir() -> Path:
@@ -19,6 +22,29 @@ def in_repo(path: str | Path) -> Path:
     """``path`` itself when absolute, else resolved against the checkout."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else repo_dir() / path
+
+
+@contextmanager
+def atomic(path: str | Path) -> Iterator[Path]:
+    """The one way files are written here: yield a temporary sibling of ``path`` to write, rename it
+    onto ``path`` when the block succeeds, delete it when it fails. A reader (or a resumed run) sees
+    the old file or the new one, never half of one, whatever interrupts the write (Ctrl-C, a full
+    disk). The temporary name keeps the suffix, which savefig, save_image and np.save read."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """``path.write_text(text)``, atomically (see ``atomic``)."""
+    with atomic(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 CACHE_DIR = "data/cache"    # preprocessed image caches (cxrnb.cache)

@@ -9,7 +9,6 @@ returns the saved PNG for display, so what a reader sees is the file in reports/
 from __future__ import annotations
 
 import math
-import os
 import textwrap
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from cxrnb.errors import CxrnbError
+from cxrnb.paths import atomic
 from cxrnb.provenance import Provenance
 
 DPI = 100             # small PNGs: the figures are for reading, not printing
@@ -31,8 +31,7 @@ FOOTER_FONTSIZE = 7
 def save_figure(fig: Figure, path: str | Path, prov: Provenance) -> Path:
     """Stamp ``prov.line()`` under the figure, write ``path`` (PNG) and ``path.json`` beside it.
 
-    Both files are written under temporary names and renamed, so a failure leaves nothing
-    half-written. The figure is closed if pyplot manages it.
+    Both are written atomically (``paths.atomic``), so a failure leaves nothing half-written. The figure is closed if pyplot manages it.
     """
     path = Path(path).with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,15 +43,11 @@ def save_figure(fig: Figure, path: str | Path, prov: Provenance) -> Path:
     # Just below the axes area; bbox_inches="tight" grows the canvas to include it.
     fig.text(0.01, -0.01, footer, ha="left", va="top", fontsize=FOOTER_FONTSIZE, color="0.3",
              gid="provenance")
-    tmp = path.with_name(f".{path.stem}.tmp.png")
     try:
-        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-        tmp_json = prov.save_json(tmp)
-        os.replace(tmp_json, path.with_suffix(".json"))
-        os.replace(tmp, path)
+        with atomic(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+        prov.save_json(path)
     finally:
-        tmp.unlink(missing_ok=True)
-        tmp.with_suffix(".json").unlink(missing_ok=True)
         if fig.canvas.manager is not None:      # a pyplot figure: release it
             import matplotlib.pyplot as plt
             plt.close(fig)

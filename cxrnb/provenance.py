@@ -7,6 +7,8 @@ import subprocess
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from cxrnb.paths import write_text
+
 # The three data sources a number in this project can come from.
 SOURCES = ("real CXR14 subset", "full CXR14", "synthetic phantom")
 OTHER_IMAGES = "images from"        # a folder of other images: "images from <folder>"
@@ -65,6 +67,4 @@ class Provenance:
 
     def save_json(self, path: str | Path) -> Path:
         """Write the record beside an artefact (``fig.png`` -> ``fig.json``)."""
-        path = Path(path).with_suffix(".json")
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return write_text(Path(path).with_suffix(".json"), json.dumps(self.to_dict(), indent=2) + "\n")

@@ -9,13 +9,13 @@ available feature space settles it the same way.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import pandas as pd
 
 from cxrnb.metrics import LADDER, REAL
+from cxrnb.paths import write_text
 
 # Which way is better. MS-SSIM diversity is best near the real images' own value: lower than that
 # is not "more realistic", only noisier. Density is best near 1.
@@ -260,10 +260,5 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
 
 def write_results(path: str | Path, rows: pd.DataFrame, provenance_lines: Sequence[str],
                   **kwargs) -> Path:
-    """Render ``results_markdown`` to ``path`` atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(results_markdown(rows, provenance_lines, **kwargs))
-    os.replace(tmp, path)
-    return path
+    """Render ``results_markdown`` to ``path`` (atomically)."""
+    return write_text(path, results_markdown(rows, provenance_lines, **kwargs))

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from cxrnb.data import data_source, locate_images
 from cxrnb.errors import CxrnbError
+from cxrnb.paths import write_text
 from cxrnb.provenance import git_commit
 
 KERNEL = "python3"
@@ -375,9 +376,7 @@ def write_index(reports: Path, entries: dict[str, NotebookRun]) -> Path:
     commit, parameters, and the figures and tables now in its folder."""
     runs = [entries[k] for k in sorted(entries)]
     reports.mkdir(parents=True, exist_ok=True)
-    tmp = reports / ".index.json.tmp"
-    tmp.write_text(json.dumps({"notebooks": [asdict(r) for r in runs]}, indent=1) + "\n")
-    os.replace(tmp, reports / "index.json")
+    write_text(reports / "index.json", json.dumps({"notebooks": [asdict(r) for r in runs]}, indent=1) + "\n")
     shared = {(r.profile, r.data, r.commit) for r in runs if r.status != "not run"}
     lines = ["# Reports", ""]
     if len(shared) == 1:

@@ -27,7 +27,7 @@ from cxrnb.metrics import ms_ssim_diversity
 from cxrnb.models.base import IMAGENET_STD
 from cxrnb.models.losses import effective_beta
 from cxrnb.models import GenerativeModel, build
-from cxrnb.paths import RUNS_DIR, in_repo
+from cxrnb.paths import RUNS_DIR, in_repo, write_text
 from cxrnb.provenance import Provenance
 from cxrnb.device import describe_device, pick_device
 from cxrnb.train import PAPER_SAMPLE_AT, History, TrainConfig, load_checkpoint, train
@@ -96,7 +96,7 @@ def train_run(preset: str, data_root: str | None = None, image_size: int | None 
     history = train(model, loader, cfg, monitor=_monitor(model, cache) if distributed.is_main() else None)
     prov = _provenance(cache, model, history, spec)
     if distributed.is_main():                                  # one writer under torchrun
-        (out / RUN_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+        write_text(out / RUN_FILE, json.dumps(spec, indent=2) + "\n")
         prov.save_json(out / "provenance.json")
     return Run(preset, model.eval(), history, cache, prov, batch_size)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cxrnb.paths import write_text
 from cxrnb.provenance import Provenance
 
 
@@ -36,9 +36,7 @@ def save_table(df: pd.DataFrame, path: str | Path, prov: Provenance, title: str 
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     md = (f"# {title}\n\n" if title else "") + markdown_table(df, index) + f"\n_{prov.line()}_\n"
-    tmp = path.with_suffix(".csv.tmp")
-    tmp.write_text(df.to_csv(index=index))
-    os.replace(tmp, path.with_suffix(".csv"))
+    write_text(path.with_suffix(".csv"), df.to_csv(index=index))
     return write_markdown(md, path, prov)
 
 
@@ -46,8 +44,6 @@ def write_markdown(text: str, path: str | Path, prov: Provenance) -> Path:
     """Write ``path.md`` atomically and its provenance JSON beside it."""
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path.with_suffix(".md"))
+    write_text(path.with_suffix(".md"), text)
     prov.save_json(path)
     return path.with_suffix(".md")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import signal
 import threading
@@ -41,6 +40,7 @@ from cxrnb import distributed
 from cxrnb.device import cpu_bf16_native, pick_device, synchronize
 from cxrnb.errors import CxrnbError
 from cxrnb.models.base import GenerativeModel
+from cxrnb.paths import atomic
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
@@ -246,12 +246,8 @@ def save_checkpoint(path: Path, stepper: Stepper, step: int, batches_per_epoch: 
              "optimizers": {p: o.state_dict() for p, o in stepper.optimizers.items()},
              "rng": rng[0], "z_fixed": fixed[0], "y_fixed": fixed[1], "config": asdict(cfg),
              "world_size": len(rng), **({"rng_ranks": rng} if len(rng) > 1 else {})}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic(path) as tmp:                       # a failed write (full disk) leaves no half file
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)                 # a failed write (full disk) leaves no half file
 
 
 def load_checkpoint(path: str | Path, model: GenerativeModel,
@@ -301,9 +297,8 @@ def _save_grid(model: GenerativeModel, fixed: tuple[Tensor, Tensor | None], path
     model.eval()                                    # BatchNorm running stats: no side effects
     images = model.generate(*fixed)
     model.train(was_training)
-    tmp = path.with_name("tmp-" + path.name)        # keeps the .png suffix save_image reads
-    save_image(images, tmp, nrow=int(math.sqrt(len(images))) or 1)
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        save_image(images, tmp, nrow=int(math.sqrt(len(images))) or 1)
     return path
 
 
@@ -349,9 +344,8 @@ def _start_history(path: Path, upto: int | None) -> None:
     """A fresh CSV (new run), or the old one cut to the checkpoint's iteration (resumed run)."""
     rows = _read_history(path)
     rows = rows[rows.iteration <= upto] if upto is not None else rows.iloc[:0]
-    tmp = path.with_name(path.name + ".tmp")
-    rows.to_csv(tmp, index=False, columns=list(HISTORY_COLUMNS))
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        rows.to_csv(tmp, index=False, columns=list(HISTORY_COLUMNS))
 
 
 class _StopRequest:

@@ -140,7 +140,7 @@ def test_a_full_disk_is_refused_before_the_memory_map_and_named_while_writing(ti
 
     def no_space(*a, **k):
         raise OSError(28, "No space left on device")            # errno.ENOSPC
-    monkeypatch.setattr(cache_mod, "_write_atomic", no_space)
+    monkeypatch.setattr(cache_mod, "write_text", no_space)
     with pytest.raises(CxrnbError, match=r"disk full while writing the cache in .*run again to resume"):
         build(tiny, tmp_path / "c2")
 

@@ -17,7 +17,7 @@ def test_save_table_writes_csv_md_and_provenance(tmp_path):
     assert pd.read_csv(tmp_path / "t.csv").equals(df)
     text = md.read_text()
     assert text.startswith("# Counts") and "| Mass | 5,782 |" in text and prov.line() in text
-    assert (tmp_path / "t.json").is_file() and not list(tmp_path.glob("*.tmp"))
+    assert (tmp_path / "t.json").is_file() and not list(tmp_path.glob("*.tmp*"))
 
 
 def test_markdown_rounds_floats_to_five_digits_but_the_csv_keeps_them(tmp_path):

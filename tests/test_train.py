@@ -142,7 +142,7 @@ def test_schedule_history_and_epochs(tmp_path):
     pd.testing.assert_frame_equal(h.frame, pd.read_csv(tmp_path / "run" / HISTORY))
     np.testing.assert_allclose(h.frame.epoch, h.frame.iteration / len(loader))
     assert list(h.wide().columns) == ["dec", "enc"] and list(h.wide().index) == list(range(1, 9))
-    assert h.images_per_s > 0 and not (tmp_path / "run" / (CHECKPOINT + ".tmp")).exists()
+    assert h.images_per_s > 0 and not (tmp_path / "run" / (".checkpoint.tmp.pt")).exists()
 
 
 def test_logged_loss_is_the_loss_of_that_batch(tmp_path):
@@ -473,4 +473,4 @@ def test_a_full_disk_while_checkpointing_is_one_line(tmp_path, phantom_root, cap
               "--batch-size", "16", "--epochs", "1"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert stop.value.code == 2 and err.startswith("cxrnb train: error: disk full writing ")
-    assert "checkpoint.pt.tmp" in err and not list(tmp_path.rglob("*.tmp"))
+    assert ".checkpoint.tmp.pt" in err and not list(tmp_path.rglob("*.tmp*"))
