@@ -45,7 +45,18 @@ def test_verdict(a, b, expected):
 
 def test_family_of_preset_names():
     assert [results.family_of(m) for m in ("LSGAN", "VAE-beta0.1", "GMVAE-V8", "FS-GMVAE-V1", "DirVAE-elbo",
-                                           REAL)] == ["gan", "vae", "gmvae", "gmvae", "dirvae", None]
+                                           "DDPM", REAL)] == ["gan", "vae", "gmvae", "gmvae", "dirvae",
+                                                              "diffusion", None]
+
+
+def test_family_order_ranks_each_family_best_model_and_marks_unresolved_neighbours():
+    df = rows({"LSGAN": (50, 2), "VAE-beta1": (120, 5), "VAE-elbo-beta1": (90, 4), "GMVAE-V8": (52, 3),
+               "DirVAE-elbo": (200, 10), "DDPM": (20, 1), REAL: (5, 1)})
+    (sentence,) = results.family_order_sentences(df)
+    # 20 vs 50: gap 30 > 2 * hypot(1, 2); 50 vs 52: gap 2 < 2 * hypot(2, 3); 52 vs 90: 38 > 2 * 5
+    assert sentence == ("FD (cxr-classifier), best model of each family: diffusion (DDPM 20.0 ± 1.0) < GAN "
+                        "(LSGAN 50.0 ± 2.0) ≈ GMVAE (GMVAE-V8 52.0 ± 3.0) < VAE (VAE-elbo-beta1 90.0 ± 4.0) < "
+                        "Dirichlet VAE (DirVAE-elbo 200 ± 10).")
 
 
 def test_ranking_uses_each_family_best_model():
