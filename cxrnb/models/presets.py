@@ -6,7 +6,8 @@ V3-V6 were ImageNet-normalised and V7-V8 not, while Table 4 marks V8 normalised;
 Beside the paper's presets, named for what they change (none of them is in the paper):
 ``VAE-upstream-beta*`` the VAE with the loss of the authors' code, ``VAE-elbo-beta*`` with the
 per-image ELBO (losses.py), and ``GMVAE-elbo`` / ``FS-GMVAE-elbo``: GMVAE-V8's latent, prior and
-decoder with the ELBO and a conv encoder trained from scratch (no ImageNet weights here).
+decoder with the ELBO and a conv encoder trained from scratch (no ImageNet weights here); ``DDPM``
+the diffusion model the paper's §6 asks for (models/diffusion.py).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from dataclasses import dataclass, field
 
 from cxrnb.errors import CxrnbError
 from cxrnb.models.base import GenerativeModel
+from cxrnb.models.diffusion import DDPM
 from cxrnb.models.gan import LSGAN
 from cxrnb.models.gmvae import GMVAE
 from cxrnb.models.vae import VAE
 
-FAMILIES: dict[str, type[GenerativeModel]] = {"gan": LSGAN, "vae": VAE, "gmvae": GMVAE}
+FAMILIES: dict[str, type[GenerativeModel]] = {"gan": LSGAN, "vae": VAE, "gmvae": GMVAE, "diffusion": DDPM}
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     _gmvae("GMVAE-V8",    2000, 300, True,      True,     "vgg16",       "decoder2",
            " (§4's text says V8 was not normalised)"),
     _gmvae_elbo("GMVAE-elbo"), _gmvae_elbo("FS-GMVAE-elbo"),
+    Preset("DDPM", "diffusion", 128, "denoising diffusion model (eps-prediction, cosine schedule, EMA), sampled by "
+           "50 DDIM steps: the paper's §6 future work; not in the paper"),
 ]}
 
 
