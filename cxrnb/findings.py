@@ -79,7 +79,7 @@ def convergence(loss: pd.Series, usual: int = USUAL_DDPM_STEPS, window: float = 
     loss = loss.dropna()
     done = int(loss.index.max())
     k = max(1, int(len(loss) * window))
-    if len(loss) < 2 * k or len(loss) < 4:
+    if k < 2 or len(loss) < 2 * k:                       # a window needs 2 values for its noise
         return (f"The run trained {done:,} iterations, too few to compare two windows of its loss; that is "
                 f"{done / usual:.2%} of the ~{usual:,} iterations DDPMs usually get.")
     last, before = loss.iloc[-k:], loss.iloc[-2 * k:-k]
