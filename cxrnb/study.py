@@ -230,6 +230,12 @@ def diagnose(run: Run, split: str = "test") -> diagnostics.Diagnostics:
                                 mean_image(run.cache))
 
 
+def _random_labels(run: Run, n: int, g: torch.Generator) -> torch.Tensor:
+    """The labels of ``n`` random training images (real label co-occurrence), for conditional models."""
+    rows = torch.randint(0, len(run.cache.rows("train")), (n,), generator=g)
+    return split_labels(run.cache, "train")[rows]
+
+
 @torch.no_grad()
 def samples(run: Run, n: int = 64, seed: int = 0, size: int | None = None,
             labels: torch.Tensor | None = None, batch: int = 64) -> torch.Tensor:
@@ -237,8 +243,7 @@ def samples(run: Run, n: int = 64, seed: int = 0, size: int | None = None,
     (default: those of ``n`` random training images, so label co-occurrence is real)."""
     model, g = run.model, torch.Generator().manual_seed(seed)
     if model.conditional and labels is None:
-        rows = torch.randint(0, len(run.cache.rows("train")), (n,), generator=g)
-        labels = split_labels(run.cache, "train")[rows]
+        labels = _random_labels(run, n, g)
     z = model.sample_latent(n, g)
     out = torch.cat([model.generate(z[i:i + batch],
                                     None if labels is None else labels[i:i + batch].to(model.device)).cpu()
@@ -263,15 +268,18 @@ def seconds_per_image(run: Run, n: int = 100, seed: int = 0, batch: int = 100) -
 def trajectory(run: Run, n: int = 4, seed: int = 0, frames: int = 6) -> tuple[dict[str, torch.Tensor], list[int]]:
     """The denoising of ``n`` samples (a diffusion model's ``denoise``): for each sample a row of its
     x_t and a row of its predicted x_0 at ``frames`` steps spread evenly from the first to the last,
-    in [0, 1]; and the timesteps t shown. The last frame's x_0 is the sample ``samples`` returns."""
+    in [0, 1]; and the timesteps t shown. The last frame's x_0 is the sample ``samples`` returns
+    with the same seed (a conditional model gets the same random training labels as there)."""
     model = run.model
     if not callable(getattr(model, "denoise", None)):
         raise CxrnbError(f"{run.preset} is not a diffusion model: it has no denoising trajectory")
     steps = model.sample_steps
     keep = sorted({round(i * (steps - 1) / max(1, frames - 1)) for i in range(frames)})
-    z = model.sample_latent(n, torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    y = _random_labels(run, n, g).to(model.device) if model.conditional else None
+    z = model.sample_latent(n, g)
     xs, x0s, ts = [], [], []
-    for i, (t, x, x0) in enumerate(model.denoise(z)):
+    for i, (t, x, x0) in enumerate(model.denoise(z, y)):
         if i in keep:
             ts.append(t)
             xs.append(model.input_spec.to_unit(x.clamp(-1, 1)).cpu())

@@ -61,7 +61,7 @@ def test_ddim_steps_are_the_ddim_update_and_decode_is_deterministic(one_thread):
     # clipped to [-1, 1]; x_t' = sqrt(abar_t') x0_hat + sqrt(1 - abar_t') eps
     (t, x, x0), (t_next, x_next, _) = steps[0], steps[1]
     with torch.no_grad():
-        eps = model.ema(x, torch.tensor(t)).sample
+        eps = model.ema(x, torch.tensor(t))
     x0_hand = ((x - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()).clamp(-1, 1)
     torch.testing.assert_close(x0, x0_hand, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(x_next, abar[t_next].sqrt() * x0_hand + (1 - abar[t_next]).sqrt() * eps,
@@ -75,11 +75,11 @@ def test_ddim_steps_are_the_ddim_update_and_decode_is_deterministic(one_thread):
 
 def test_ema_follows_the_weights_by_hand(one_thread):
     model = tiny(ema_decay=0.5)
-    theta = [p.detach().clone() for p in model.unet.parameters()]
+    theta = [p.detach().clone() for p in model.net.parameters()]
     expected = [p.detach().clone() for p in model.ema.parameters()]
     for n in range(4):
         with torch.no_grad():                               # a fake optimiser step
-            for p in model.unet.parameters():
+            for p in model.net.parameters():
                 p.add_(0.1)
         theta = [t + 0.1 for t in theta]
         d = min(0.5, (1 + n) / (10 + n))                      # 0.1, 2/11, 3/12, 4/13 ... capped at 0.5
@@ -98,7 +98,7 @@ def test_param_count_and_the_ema_copy_is_neither_counted_nor_optimised(one_threa
     assert model.param_counts() == {"unet": n, "total": n}
     assert sum(p.numel() for p in model.parameters()) == 2 * n       # the EMA copy is there, not counted
     optimised = {id(p) for g in model.optimizer("model").param_groups for p in g["params"]}
-    assert optimised == {id(p) for p in model.unet.parameters()}
+    assert optimised == {id(p) for p in model.net.parameters()}
     assert not optimised & {id(p) for p in model.ema.parameters()}
     assert model.family == "diffusion" and model.latent_dim == 64 * 64 and not diagnostics.has_encoder(model)
     assert model.input_spec.value_range == "tanh" and model.input_spec.channels == 1
@@ -127,7 +127,7 @@ def test_checkpoint_resume_keeps_the_ema(tmp_path, one_thread):
     assert int(resumed.ema_updates) == int(straight.ema_updates) == 4
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name                     # weights and EMA weights, bit for bit
-    assert not torch.equal(straight.ema.conv_out.weight, straight.unet.conv_out.weight)
+    assert not torch.equal(straight.ema.unet.conv_out.weight, straight.net.unet.conv_out.weight)
 
 
 def test_a_short_phantom_run_learns_and_reloads(phantom_root, tmp_path, one_thread):
@@ -157,3 +157,25 @@ def test_convergence_sentence_reads_the_windows():
     flat = pd.Series(np.tile([0.3, 0.31], 50), index=range(1, 101))
     assert "flat within batch noise" in findings.convergence(flat)
     assert "too few" in findings.convergence(pd.Series([1.0, 0.9], index=[1, 2]))
+
+
+def test_the_conditional_variant_uses_its_labels(tmp_path, one_thread):
+    model = tiny(conditional=True).eval()
+    emb = 4 * TINY["channels"][0]                              # diffusers' time-embedding width
+    assert model.param_counts()["label_embedding"] == 15 * emb + emb
+    assert model.param_counts()["total"] == model.param_counts()["unet"] + 15 * emb + emb
+    with torch.no_grad():
+        model.net.labels.weight.normal_()                      # an untrained embedding could be ignored
+        model.ema.labels.weight.copy_(model.net.labels.weight)
+    z = model.sample_latent(2, torch.Generator().manual_seed(0))
+    y0, y1 = torch.zeros(2, 15), torch.eye(15)[:2]
+    assert torch.equal(model.generate(z, y0), model.generate(z, y0.clone()))
+    assert not torch.equal(model.generate(z, y0), model.generate(z, y1))
+    with pytest.raises(CxrnbError, match="conditional: give labels"):
+        model.decode(z)
+    cfg = TrainConfig(max_steps=2, out_dir=str(tmp_path), device="cpu", progress=False, n_samples=4,
+                      sample_at=(0,), checkpoint_every=None, checkpoint_minutes=None)
+    trained = tiny(conditional=True)
+    before = trained.ema.labels.weight.clone()
+    history = train(trained, ToyLoader(n=32, batch_size=8), cfg)  # fixed label batch for the grids
+    assert set(history.samples) == {0, 2} and not torch.equal(trained.ema.labels.weight, before)

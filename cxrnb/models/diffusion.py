@@ -23,7 +23,7 @@ How the contract maps: the latent z is the initial noise x_T ~ N(0, I), shape (1
 so a fixed z gives the same image every time and the training loop's fixed-latent grids and
 ``study.samples`` work unchanged. There is no encoder (``diagnostics.has_encoder`` is False).
 
-EMA: a copy of the U-Net (``ema``) follows the trained one after every optimiser step through the
+EMA: a copy of the denoiser (``ema``: the U-Net and, conditional, its label embedding) follows the trained one after every optimiser step through the
 training loop's ``after_step`` hook, with decay min(``ema_decay``, (1 + n) / (10 + n)) after n
 updates: the warm-up of ``diffusers.training_utils.EMAModel``, written out here because its shadow
 weights live outside the module's ``state_dict``; as a submodule they are saved in every checkpoint
@@ -38,32 +38,49 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
-from torch import Tensor
+from torch import Tensor, nn
 
 from cxrnb.errors import CxrnbError
+from cxrnb.labels import LABELS
 from cxrnb.models.base import GenerativeModel, InputSpec
 
 T_TRAIN = 1000                  # diffusion steps of the forward process (Ho et al.)
 SCHEDULE = "squaredcos_cap_v2"  # the cosine schedule (see the module docstring)
 
 
-def unet(image_size: int, channels: tuple[int, ...]) -> UNet2DModel:
-    """The noise predictor: one ResNet block per level, attention at the lowest level only."""
+def unet(image_size: int, channels: tuple[int, ...], conditional: bool = False) -> UNet2DModel:
+    """The noise predictor: one ResNet block per level, attention at the lowest level only.
+    Conditional: a label embedding is added to the time embedding (``class_embed_type="identity"``)."""
     levels = len(channels)
-    return UNet2DModel(sample_size=image_size, in_channels=1, out_channels=1, block_out_channels=tuple(channels),
+    return UNet2DModel(class_embed_type="identity" if conditional else None,sample_size=image_size, in_channels=1, out_channels=1, block_out_channels=tuple(channels),
                        layers_per_block=1, norm_num_groups=8,
                        attention_head_dim=min(32, channels[-1]),        # heads of 32 channels
                        down_block_types=("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",),
                        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1))
 
 
+class Denoiser(nn.Module):
+    """eps_theta(x_t, t[, y]): the U-Net, plus for a conditional model a Linear map of the 15-value
+    multi-hot label vector into the U-Net's time-embedding space (one module, so the EMA covers both)."""
+
+    def __init__(self, image_size: int, channels: tuple[int, ...], conditional: bool):
+        super().__init__()
+        self.unet = unet(image_size, channels, conditional)
+        self.labels = nn.Linear(len(LABELS), 4 * channels[0]) if conditional else None   # 4 x: diffusers' time_embed_dim
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        emb = None if self.labels is None else self.labels(y.to(x.dtype))
+        return self.unet(x, t, class_labels=emb).sample
+
+
 class DDPM(GenerativeModel):
-    """Unconditional DDPM on 1-channel images in [-1, 1]; samples by DDIM with EMA weights."""
+    """DDPM on 1-channel images in [-1, 1]; samples by DDIM with EMA weights. ``conditional=True``
+    adds the multi-hot labels to the time embedding (no classifier-free guidance)."""
 
     family = "diffusion"
 
     def __init__(self, image_size: int = 128, channels: tuple[int, ...] | list[int] = (32, 64, 128, 128),
-                 sample_steps: int = 50, lr: float = 2e-4, ema_decay: float = 0.9999):
+                 sample_steps: int = 50, lr: float = 2e-4, ema_decay: float = 0.9999, conditional: bool = False):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         levels = len(channels)
@@ -80,8 +97,9 @@ class DDPM(GenerativeModel):
         self.input_spec = InputSpec(size=image_size, channels=1, value_range="tanh")
         self.latent_dim = image_size * image_size
         self.sample_steps, self.lr, self.ema_decay = sample_steps, lr, ema_decay
-        self.unet = unet(image_size, channels)
-        self.ema = copy.deepcopy(self.unet).requires_grad_(False).eval()
+        self.conditional = conditional
+        self.net = Denoiser(image_size, channels, conditional)
+        self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self.noise = DDPMScheduler(num_train_timesteps=T_TRAIN, beta_schedule=SCHEDULE,
                                    prediction_type="epsilon")
@@ -92,7 +110,7 @@ class DDPM(GenerativeModel):
 
     def optimizer(self, part: str = "model") -> torch.optim.Optimizer:
         """AdamW, lr 2e-4 (a common DDPM setting at this model size; Ho et al. used 2e-4 on CIFAR-10)."""
-        return torch.optim.AdamW(self.unet.parameters(), lr=self.lr, weight_decay=0.0)
+        return torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=0.0)
 
     def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x_t ~ q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, by the DDPM scheduler."""
@@ -102,7 +120,7 @@ class DDPM(GenerativeModel):
         """eps-MSE at timesteps drawn uniformly from 0..T-1 (one per image)."""
         t = torch.randint(0, T_TRAIN, (x.shape[0],), device=x.device)
         eps = torch.randn_like(x)
-        pred = self.unet(self.q_sample(x, t, eps), t).sample
+        pred = self.net(self.q_sample(x, t, eps), t, y if self.conditional else None)
         return {"loss": F.mse_loss(pred.float(), eps.float())}
 
     def ema_decay_now(self) -> float:
@@ -114,7 +132,7 @@ class DDPM(GenerativeModel):
     def after_step(self, part: str) -> None:
         """ema <- d * ema + (1 - d) * weights, after each optimiser step (the training loop calls it)."""
         d = self.ema_decay_now()
-        for e, p in zip(self.ema.parameters(), self.unet.parameters()):
+        for e, p in zip(self.ema.parameters(), self.net.parameters()):
             e.lerp_(p.detach(), 1 - d)
         self.ema_updates += 1
 
@@ -127,14 +145,17 @@ class DDPM(GenerativeModel):
         return torch.randn(n, 1, s, s, generator=generator, device=device).to(self.device)
 
     @torch.no_grad()
-    def denoise(self, z: Tensor, steps: int | None = None) -> Iterator[tuple[int, Tensor, Tensor]]:
-        """Deterministic DDIM (eta = 0) from x_T = z with the EMA weights: yields (t, x_t, predicted
-        x_0) at each of ``steps`` steps, x_t being the input of that step."""
+    def denoise(self, z: Tensor, y: Tensor | None = None,
+                steps: int | None = None) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """Deterministic DDIM (eta = 0) from x_T = z (and labels y) with the EMA weights: yields
+        (t, x_t, predicted x_0) at each of ``steps`` steps, x_t being the input of that step."""
+        if self.conditional and y is None:
+            raise CxrnbError("this DDPM is conditional: give labels y, one multi-hot row per latent")
         sampler = DDIMScheduler.from_config(self.sampler.config)   # its own timesteps: re-entrant
         sampler.set_timesteps(steps or self.sample_steps, device=z.device)
         x = z.reshape(-1, 1, self.input_spec.size, self.input_spec.size).to(self.device)
         for t in sampler.timesteps:
-            eps = self.ema(x, t).sample
+            eps = self.ema(x, t, y if self.conditional else None)
             out = sampler.step(eps, t, x, eta=0.0)
             yield int(t), x, out.pred_original_sample
             x = out.prev_sample
@@ -142,11 +163,13 @@ class DDPM(GenerativeModel):
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """x_T -> x_0 in [-1, 1] by ``sample_steps`` DDIM steps (the last step's x_0 prediction)."""
         x0 = None
-        for _, _, x0 in self.denoise(z):
+        for _, _, x0 in self.denoise(z, y):
             pass
         return x0
 
     def param_counts(self) -> dict[str, int]:
-        """The U-Net's trainable weights (its EMA copy is the same weights again, not counted)."""
-        return {"unet": sum(p.numel() for p in self.unet.parameters()),
-                "total": sum(p.numel() for p in self.unet.parameters())}
+        """The trained weights (the EMA copy is the same weights again, not counted)."""
+        counts = {"unet": sum(p.numel() for p in self.net.unet.parameters())}
+        if self.conditional:
+            counts["label_embedding"] = sum(p.numel() for p in self.net.labels.parameters())
+        return {**counts, "total": sum(counts.values())}

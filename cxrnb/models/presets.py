@@ -87,6 +87,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     _gmvae_elbo("GMVAE-elbo"), _gmvae_elbo("FS-GMVAE-elbo"),
     Preset("DDPM", "diffusion", 128, "denoising diffusion model (eps-prediction, cosine schedule, EMA), sampled by "
            "50 DDIM steps: the paper's §6 future work; not in the paper"),
+    Preset("DDPM-cond", "diffusion", 128, "the DDPM with the multi-hot labels added to its time embedding "
+           "(class-conditional, no guidance); not in the paper", {"conditional": True}),
 ]}
 
 
