@@ -52,8 +52,9 @@ def unet(image_size: int, channels: tuple[int, ...], conditional: bool = False) 
     """The noise predictor: one ResNet block per level, attention at the lowest level only.
     Conditional: a label embedding is added to the time embedding (``class_embed_type="identity"``)."""
     levels = len(channels)
-    return UNet2DModel(class_embed_type="identity" if conditional else None,sample_size=image_size, in_channels=1, out_channels=1, block_out_channels=tuple(channels),
+    return UNet2DModel(sample_size=image_size, in_channels=1, out_channels=1, block_out_channels=tuple(channels),
                        layers_per_block=1, norm_num_groups=8,
+                       class_embed_type="identity" if conditional else None,
                        attention_head_dim=min(32, channels[-1]),        # heads of 32 channels
                        down_block_types=("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",),
                        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1))
@@ -66,7 +67,8 @@ class Denoiser(nn.Module):
     def __init__(self, image_size: int, channels: tuple[int, ...], conditional: bool):
         super().__init__()
         self.unet = unet(image_size, channels, conditional)
-        self.labels = nn.Linear(len(LABELS), 4 * channels[0]) if conditional else None   # 4 x: diffusers' time_embed_dim
+        # 4 x channels[0] is diffusers' time-embedding width, which the label embedding is added to
+        self.labels = nn.Linear(len(LABELS), 4 * channels[0]) if conditional else None
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         emb = None if self.labels is None else self.labels(y.to(x.dtype))
@@ -156,7 +158,7 @@ class DDPM(GenerativeModel):
         x = z.reshape(-1, 1, self.input_spec.size, self.input_spec.size).to(self.device)
         for t in sampler.timesteps:
             eps = self.ema(x, t, y if self.conditional else None)
-            out = sampler.step(eps, t, x, eta=0.0)
+            out = sampler.step(eps, int(t), x, eta=0.0)          # int: its tables stay on the CPU
             yield int(t), x, out.pred_original_sample
             x = out.prev_sample
 
