@@ -65,9 +65,9 @@ PROFILES: dict[str, dict] = {
             "03": {"epochs": 0.5, "epochs_for": {"GMVAE-elbo": 12.5, "FS-GMVAE-elbo": 12.5}},
             "04": {"epochs": 12.5, "sample_at": [0, 100]},
             # The DDPM at CPU size: the preset's U-Net at half width (1.1 M parameters), 50 DDIM steps.
-            # One iteration costs ~9 CPU-seconds and one sample ~2.3, so ~5 minutes on 2 cores buy
-            # 50 iterations, three 16-image grids and 16 timed samples: a DDPM barely started.
-            "06": {"epochs": 2.5, "channels": [16, 32, 64, 64], "sample_at": [0, 25], "n_grid": 16,
+            # On 2 idle cores an iteration takes ~1.3 s and a sample ~0.3-0.5 s, so ~4.5 minutes buy
+            # 160 iterations (8 epochs), three 16-image grids and 16 timed samples: a DDPM barely started.
+            "06": {"epochs": 8, "channels": [16, 32, 64, 64], "sample_at": [0, 40], "n_grid": 16,
                    "n_timed": 16},
             "07": {"n_generated": 300, "n_repeats": 5, "classifier_epochs": 10,
                    "usefulness_seeds": [0, 1, 2]}},
