@@ -196,3 +196,15 @@ def test_ddim_with_the_exact_noise_predictor_recovers_the_data(one_thread):
     model.ema = Oracle()
     z = model.sample_latent(3, torch.Generator().manual_seed(0))
     torch.testing.assert_close(model.decode(z), c.expand(3, -1, -1, -1), atol=1e-4, rtol=0)
+
+
+def test_parameter_table_beside_table5(one_thread):
+    from cxrnb.table5 import beside_table5
+
+    model = tiny(image_size=64)
+    table = beside_table5(model).set_index("model")
+    assert list(table.index) == ["LSGAN", "VAE-beta0.1", "DDPM"] and set(table["image size"]) == {64}
+    assert table.loc["DDPM", "parameters"] == model.param_counts()["total"]
+    assert table.loc["LSGAN", "parameters"] == build("LSGAN", image_size=64).param_counts()["total"]
+    assert table.loc["LSGAN", "paper parameters (128 px)"] == 6_402_880              # SPEC.md, Table 5
+    assert table.loc["VAE-beta0.1", "paper parameters (128 px)"] == 32_674_945
