@@ -81,13 +81,13 @@ def convergence(loss: pd.Series, usual: int = USUAL_DDPM_STEPS, window: float = 
     k = max(1, int(len(loss) * window))
     if k < 2 or len(loss) < 2 * k:                       # a window needs 2 values for its noise
         return (f"The run trained {done:,} iterations, too few to compare two windows of its loss; that is "
-                f"{done / usual:.2%} of the ~{usual:,} iterations DDPMs usually get.")
+                f"{100 * done / usual:.2g}% of the ~{usual:,} iterations DDPMs usually get.")
     last, before = loss.iloc[-k:], loss.iloc[-2 * k:-k]
     diff = before.mean() - last.mean()
     noise = 2 * (last.var(ddof=1) / k + before.var(ddof=1) / k) ** 0.5
     state = ("**still falling**" if diff > noise else "**rising**" if diff < -noise
              else "**flat within batch noise**")
-    return (f"The run trained {done:,} iterations, {done / usual:.2%} of the ~{usual:,} iterations DDPMs usually "
+    return (f"The run trained {done:,} iterations, {100 * done / usual:.2g}% of the ~{usual:,} iterations DDPMs usually "
             f"get. Its loss over the last {window:.0%} of iterations (mean {last.mean():.4f}) against the "
             f"{window:.0%} before (mean {before.mean():.4f}) changed by {-diff / before.mean():+.1%}, "
             f"with a noise level of ±{noise / before.mean():.1%}: {state}"

@@ -153,7 +153,7 @@ def test_a_short_phantom_run_learns_and_reloads(phantom_root, tmp_path, one_thre
 
 def test_convergence_sentence_reads_the_windows():
     falling = pd.Series(np.linspace(1.0, 0.2, 100), index=range(1, 101))
-    assert "still falling" in findings.convergence(falling) and "0.10%" in findings.convergence(falling)
+    assert "still falling" in findings.convergence(falling) and "0.1% of the ~100,000" in findings.convergence(falling)
     flat = pd.Series(np.tile([0.3, 0.31], 50), index=range(1, 101))
     assert "flat within batch noise" in findings.convergence(flat)
     assert "too few" in findings.convergence(pd.Series([1.0, 0.9], index=[1, 2]))
