@@ -99,6 +99,41 @@ def best_non_collapsed(table: pd.DataFrame) -> str | None:
     return None if alive.empty else str(alive.sort_values("test_mse").iloc[0].preset)
 
 
+# Training steps DDPMs usually get: Ho et al. 2020 trained 800k (CIFAR-10) and 500k (256 px)
+# iterations; 10^5 is the order of magnitude below which published samples are still improving.
+USUAL_DDPM_STEPS = 100_000
+
+
+def convergence(loss: pd.Series, usual: int = USUAL_DDPM_STEPS, window: float = 0.2) -> str:
+    """How far a run of training losses (indexed by iteration) is from converged: the mean loss over
+    the last ``window`` of iterations against the ``window`` before it, and whether the difference
+    exceeds twice its standard error (batch noise); iterations trained against ``usual``."""
+    loss = loss.dropna()
+    done = int(loss.index.max())
+    k = max(1, int(len(loss) * window))
+    if k < 2 or len(loss) < 2 * k:                       # a window needs 2 values for its noise
+        return (f"The run trained {done:,} iterations, too few to compare two windows of its loss; that is "
+                f"{100 * done / usual:.2g}% of the ~{usual:,} iterations DDPMs usually get.")
+    last, before = loss.iloc[-k:], loss.iloc[-2 * k:-k]
+    diff = before.mean() - last.mean()
+    noise = 2 * (last.var(ddof=1) / k + before.var(ddof=1) / k) ** 0.5
+    state = ("**still falling**" if diff > noise else "**rising**" if diff < -noise
+             else "**flat within batch noise**")
+    return (f"The run trained {done:,} iterations, {100 * done / usual:.2g}% of the ~{usual:,} iterations DDPMs usually "
+            f"get. Its loss over the last {window:.0%} of iterations (mean {last.mean():.4f}) against the "
+            f"{window:.0%} before (mean {before.mean():.4f}) changed by {-diff / before.mean():+.1%}, "
+            f"with a noise level of ±{noise / before.mean():.1%}: {state}"
+            + (" — far from converged; the samples above show an early stage of training, not what a "
+               "diffusion model can do." if done < usual / 10 or diff > noise else "."))
+
+
+def sampling_cost(seconds_per_image: float, steps: int, n: int, device: str) -> str:
+    """The sentence that states what a sample costs."""
+    return (f"Sampling took **{seconds_per_image:.3g} s per image** with {steps} DDIM steps ({n} images timed on "
+            f"{device}), i.e. {seconds_per_image / steps * 1000:.3g} ms per image per denoising step: one "
+            f"sample costs {steps} forward passes of the U-Net, where a GAN or VAE decoder needs one.")
+
+
 def save_findings(text: str, path, prov, title: str = "What this run shows"):
     """The findings as ``path.md`` (title, sentences, provenance line) beside the run's figures, so a
     reader of reports/ sees them without opening the executed notebook."""

@@ -49,6 +49,8 @@ PROFILES: dict[str, dict] = {
     "smoke": {"data_root": "phantom", "image_size": 64, "epochs": 1, "max_images": 64,
               "batch_size": 16, "seed": 0, "device": "cpu", "smoke": True, "runs_dir": "runs/smoke",
               "02": {"sample_at": [0, 2]}, "04": {"sample_at": [0, 2]},
+              "06": {"sample_at": [0, 2], "channels": [16, 32, 32], "sample_steps": 4, "n_grid": 16,
+                     "n_timed": 4},
               "03": {"presets": ["FS-GMVAE-V1", "FS-GMVAE-V3", "GMVAE-V6", "GMVAE-V8", "GMVAE-elbo",
                                  "FS-GMVAE-elbo"], "epochs_for": {"GMVAE-V8": 2}},
               "07": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 1,
@@ -64,12 +66,18 @@ PROFILES: dict[str, dict] = {
                    "sample_at": [0, 20, 100]},
             "03": {"epochs": 0.5, "epochs_for": {"GMVAE-elbo": 12.5, "FS-GMVAE-elbo": 12.5}},
             "04": {"epochs": 12.5, "sample_at": [0, 100]},
+            # The DDPM at CPU size: the preset's U-Net at half width (1.1 M parameters), 50 DDIM steps.
+            # On 2 idle cores an iteration takes ~1.3 s and a sample ~0.3-0.5 s, so ~4.5 minutes buy
+            # 160 iterations (8 epochs), three 16-image grids and 16 timed samples: a DDPM barely started.
+            "06": {"epochs": 8, "channels": [16, 32, 64, 64], "sample_at": [0, 40], "n_grid": 16,
+                   "n_timed": 16},
             "07": {"n_generated": 300, "n_repeats": 5, "classifier_epochs": 10,
                    "usefulness_seeds": [0, 1, 2]}},
     # The paper's settings (SPEC.md), for a GPU: VAE and LSGAN at 128 px, GMVAE at 224 px, batch 64.
     "paper": {"data_root": "$CXR14_ROOT", "image_size": 128, "epochs": 5, "max_images": None,
               "batch_size": 64, "seed": 0, "device": "auto", "smoke": False, "runs_dir": "runs/paper",
               "02": {"epochs": 2}, "03": {"image_size": 224, "epochs": 1},
+              "06": {"epochs": 20},      # ~35k iterations of the 4.3 M-parameter U-Net on full CXR14
               "07": {"image_size": 128}},
 }
 RUNNER_PARAMS = ("reports_dir", "results_md")   # set by the runner for each notebook, never by the user

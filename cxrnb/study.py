@@ -9,6 +9,7 @@ sample grids, plus ``run.json`` (how to rebuild the model and which data it saw)
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -29,7 +30,7 @@ from cxrnb.models.losses import effective_beta
 from cxrnb.models import GenerativeModel, build
 from cxrnb.paths import RUNS_DIR, in_repo, write_text
 from cxrnb.provenance import Provenance
-from cxrnb.device import describe_device, pick_device
+from cxrnb.device import describe_device, pick_device, synchronize
 from cxrnb.train import PAPER_SAMPLE_AT, History, TrainConfig, load_checkpoint, train
 
 RUN_FILE = "run.json"
@@ -231,6 +232,12 @@ def diagnose(run: Run, split: str = "test") -> diagnostics.Diagnostics:
                                 mean_image(run.cache))
 
 
+def _random_labels(run: Run, n: int, g: torch.Generator) -> torch.Tensor:
+    """The labels of ``n`` random training images (real label co-occurrence), for conditional models."""
+    rows = torch.randint(0, len(run.cache.rows("train")), (n,), generator=g)
+    return split_labels(run.cache, "train")[rows]
+
+
 @torch.no_grad()
 def samples(run: Run, n: int = 64, seed: int = 0, size: int | None = None,
             labels: torch.Tensor | None = None, batch: int = 64) -> torch.Tensor:
@@ -238,8 +245,7 @@ def samples(run: Run, n: int = 64, seed: int = 0, size: int | None = None,
     (default: those of ``n`` random training images, so label co-occurrence is real)."""
     model, g = run.model, torch.Generator().manual_seed(seed)
     if model.conditional and labels is None:
-        rows = torch.randint(0, len(run.cache.rows("train")), (n,), generator=g)
-        labels = split_labels(run.cache, "train")[rows]
+        labels = _random_labels(run, n, g)
     z = model.sample_latent(n, g)
     out = torch.cat([model.generate(z[i:i + batch],
                                     None if labels is None else labels[i:i + batch].to(model.device)).cpu()
@@ -247,6 +253,44 @@ def samples(run: Run, n: int = 64, seed: int = 0, size: int | None = None,
     if size is not None and size != out.shape[-1]:
         out = F.interpolate(out, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
     return out
+
+
+def seconds_per_image(run: Run, n: int = 100, seed: int = 0, batch: int = 100) -> float:
+    """Wall seconds per image of ``samples`` (``n`` images, ``batch`` at a time) on the run's device:
+    the price of sampling, which for a diffusion model is its number of denoising steps."""
+    if n < 1:
+        raise CxrnbError(f"n must be >= 1 to time sampling (got {n})")
+    synchronize(run.model.device)
+    t0 = time.perf_counter()
+    samples(run, n, seed, batch=batch)
+    return (time.perf_counter() - t0) / n
+
+
+@torch.no_grad()
+def trajectory(run: Run, n: int = 4, seed: int = 0, frames: int = 6) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """The denoising of ``n`` samples (a diffusion model's ``denoise``): for each sample a row of its
+    x_t and a row of its predicted x_0 at ``frames`` steps spread evenly from the first to the last,
+    in [0, 1]; and the timesteps t shown. The last frame's x_0 is the sample ``samples`` returns
+    with the same seed (a conditional model gets the same random training labels as there)."""
+    model = run.model
+    if not callable(getattr(model, "denoise", None)):
+        raise CxrnbError(f"{run.preset} is not a diffusion model: it has no denoising trajectory")
+    steps = model.sample_steps
+    keep = sorted({round(i * (steps - 1) / max(1, frames - 1)) for i in range(frames)})
+    g = torch.Generator().manual_seed(seed)
+    y = _random_labels(run, n, g).to(model.device) if model.conditional else None
+    z = model.sample_latent(n, g)
+    xs, x0s, ts = [], [], []
+    for i, (t, x, x0) in enumerate(model.denoise(z, y)):
+        if i in keep:
+            ts.append(t)
+            xs.append(model.input_spec.to_unit(x.clamp(-1, 1)).cpu())
+            x0s.append(model.input_spec.to_unit(x0).cpu())
+    rows = {}
+    for k in range(n):
+        rows[f"sample {k + 1}: x_t"] = torch.stack([x[k] for x in xs])
+        rows[f"sample {k + 1}: predicted x_0"] = torch.stack([x[k] for x in x0s])
+    return rows, ts
 
 
 def reconstructions(run: Run, n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -135,3 +135,18 @@ def print_table5(device: str = "auto", size: int | None = None, steps: int = 3,
           f"from img/s measured over {steps} steps on {t.attrs['device']} (the paper: one T4)")
     print(speed.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
     return t
+
+
+def beside_table5(model, size: int | None = None) -> pd.DataFrame:
+    """``model``'s parameter count (e.g. a model the paper did not train, such as the DDPM) beside
+    Table 5's LSGAN and VAE built at the same image size, and the paper's totals (at its 128 px)."""
+    size = size or model.input_spec.size
+    paper = {arch.preset: next(count for _, _, key, count in arch.parts if key == "total")
+             for arch in TABLE5 if arch.preset in ("LSGAN", "VAE-beta0.1")}
+    rows = [{"model": name, "family": PRESETS[name].family, "image size": size,
+             "parameters": build(name, image_size=size, weights=None).param_counts()["total"],
+             "paper parameters (128 px)": total} for name, total in paper.items()]
+    rows.append({"model": getattr(model, "preset", type(model).__name__), "family": model.family,
+                 "image size": model.input_spec.size, "parameters": model.param_counts()["total"],
+                 "paper parameters (128 px)": None})
+    return pd.DataFrame(rows)

@@ -174,6 +174,7 @@ class Stepper:
                     out = self.loss_fn(x, y, part)
                 out["loss"].backward()
                 opt.step()
+                self.model.after_step(part)
                 for k, v in out.items():
                     total[k] = total.get(k, 0) + v.detach().float()
             logs[part] = {k: v / repeats for k, v in total.items()}

@@ -22,6 +22,7 @@ EXPECTED = {
     "04_lsgan": ["fig8_samples", "fig9_losses", "final_samples"],
     "05_latent_explorer": ["vae_traversal", "vae_interpolation", "gmvae_components", "gmvae_traversal",
                            "gan_traversal", "dirvae_simplex"],
+    "06_diffusion": ["samples_over_training", "denoising_trajectory", "loss"],
     "07_evaluation": ["samples_per_model", "calibration_ladder", "memorisation_closest_pairs"],
 }
 

@@ -58,7 +58,7 @@ class InputSpec:
 class GenerativeModel(nn.Module):
     """Base class: subclasses set the attributes and implement the methods below."""
 
-    family: str = "base"                              # "vae" | "gmvae" | "gan" | "dirvae"
+    family: str = "base"                              # "vae" | "gmvae" | "gan" | "dirvae" | "diffusion"
     input_spec: InputSpec = InputSpec()
     latent_dim: int = 0
     prior: str = "normal"                             # of z: "normal" (N(0, I)), "mixture" (GMVAE),
@@ -74,6 +74,10 @@ class GenerativeModel(nn.Module):
     def loss(self, x: Tensor, y: Tensor, part: str = "model") -> dict[str, Tensor]:
         """Scalars for one step of ``part`` on a batch; ``"loss"`` is minimised, the rest logged."""
         raise NotImplementedError
+
+    def after_step(self, part: str) -> None:
+        """Called by the training loop after each optimiser step of ``part`` (e.g. to update EMA
+        weights); nothing by default."""
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n draws from the prior (on the model's device)."""

@@ -9,6 +9,7 @@ per-image ELBO (losses.py), and ``GMVAE-elbo`` / ``FS-GMVAE-elbo``: GMVAE-V8's l
 decoder with the ELBO and a conv encoder trained from scratch (no ImageNet weights here).
 ``DirVAE-elbo``: the VAE's encoder and decoder with a Dirichlet prior on a 50-component simplex
 (Joo et al. 2019, the paper's §6 future work; see dirvae.py), on the same ELBO as ``VAE-elbo-beta1``.
+``DDPM``: the diffusion model the paper's §6 asks for (models/diffusion.py).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from dataclasses import dataclass, field
 
 from cxrnb.errors import CxrnbError
 from cxrnb.models.base import GenerativeModel
+from cxrnb.models.diffusion import DDPM
 from cxrnb.models.dirvae import DirichletVAE
 from cxrnb.models.gan import LSGAN
 from cxrnb.models.gmvae import GMVAE
 from cxrnb.models.vae import VAE
 
 FAMILIES: dict[str, type[GenerativeModel]] = {"gan": LSGAN, "vae": VAE, "gmvae": GMVAE,
-                                              "dirvae": DirichletVAE}
+                                              "dirvae": DirichletVAE, "diffusion": DDPM}
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "the VAE of §5.2's encoder and decoder with a Dirichlet prior Dir(0.98) on K = 50 components "
            "(Joo et al. 2019) and the per-image ELBO of VAE-elbo-beta1; not in the paper",
            {"k": 50, "alpha0": 0.98, "reduction": "elbo"}),
+    Preset("DDPM", "diffusion", 128, "denoising diffusion model (eps-prediction, cosine schedule, EMA), sampled by "
+           "50 DDIM steps: the paper's §6 future work; not in the paper"),
+    Preset("DDPM-cond", "diffusion", 128, "the DDPM with the multi-hot labels added to its time embedding "
+           "(class-conditional, no guidance); not in the paper", {"conditional": True}),
 ]}
 
 
