@@ -3,6 +3,7 @@ memorisation summaries, and the usefulness of conditional samples for a classifi
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 from cxrnb import plots
 from cxrnb.cache import prepare
 from cxrnb.classifier import Classifier, ClassifierConfig, auroc_per_finding, fit_classifier, usefulness
+from cxrnb.device import describe_device, synchronize
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import FINDINGS
 from cxrnb.metrics import Memorisation
@@ -113,6 +115,27 @@ def describe_generator(run: Run) -> str:
 
 def families(runs: dict[str, Run]) -> dict[str, str]:
     return {name: run.model.family for name, run in runs.items()}
+
+
+def generate(runs: dict[str, Run], n: int, seed: int = 0, size: int | None = None
+             ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """``n`` samples of every run at ``size``, and each model's wall seconds per image while drawing
+    them: the price of a sample, beside its quality (a diffusion model pays once per DDIM step)."""
+    generated, seconds = {}, {}
+    for name, run in runs.items():
+        synchronize(run.model.device)
+        t0 = time.perf_counter()
+        generated[name] = samples(run, n=n, seed=seed, size=size)
+        seconds[name] = (time.perf_counter() - t0) / n
+    return generated, seconds
+
+
+def sampling_line(runs: dict[str, Run], seconds: dict[str, float], device: str = "auto") -> str:
+    """The sampling cost per model in words, with the DDIM steps where a model has them."""
+    steps = lambda r: (f" ({r.model.sample_steps} DDIM steps)"   # noqa: E731
+                       if hasattr(r.model, "sample_steps") else "")
+    return (f"Sampling cost on {describe_device(device)}, seconds per image: "
+            + "; ".join(f"{name} {seconds[name]:.2g}{steps(r)}" for name, r in runs.items()) + ".")
 
 
 def data_lines(data_root: str | None, runs: dict[str, Run], full_labels: str | None = None,

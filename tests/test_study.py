@@ -114,3 +114,13 @@ def test_epochs_per_preset_overrides_some_and_refuses_a_name_not_trained():
     assert study.epochs_per_preset(["A", "B"], 2, {"B": 10}) == {"A": 2, "B": 10}
     with pytest.raises(CxrnbError, match="epochs_for names GMVAE-V9, which is not among the presets"):
         study.epochs_per_preset(["GMVAE-V8"], 2, {"GMVAE-V9": 10})
+
+
+def test_generate_draws_what_samples_draws_and_prices_each_model(vae_run):
+    run, _ = vae_run
+    generated, seconds = evaluation.generate({"a": run}, n=6, seed=2, size=32)
+    assert torch.equal(generated["a"], study.samples(run, n=6, seed=2, size=32))   # the same draw
+    assert seconds["a"] > 0
+    ddpm = SimpleNamespace(model=SimpleNamespace(sample_steps=25))
+    line = evaluation.sampling_line({"a": run, "DDPM": ddpm}, {"a": 0.00123, "DDPM": 0.456}, "cpu")
+    assert line.startswith("Sampling cost on cpu (") and line.endswith("a 0.0012; DDPM 0.46 (25 DDIM steps).")
