@@ -21,6 +21,7 @@ does not decide the ratio.
 from __future__ import annotations
 
 import copy
+import os
 import time
 
 import pandas as pd
@@ -142,7 +143,9 @@ def markdown(table: pd.DataFrame, device: torch.device, peak: float, rounds: int
              f"Device: {describe_device(str(device))}; torch {torch.__version__}.",
              f"CPU: {describe_cpu()}.", "",
              f"Best of {rounds} alternating rounds x {steps} steps, one random batch (speed does not depend "
-             "on the pixels). Measured on a shared machine: rerun on a quiet one before quoting.", "",
+             "on the pixels); each ratio is measured side by side, so it holds on a busy machine better than "
+             "the absolute rates do. Load average when it started: "
+             f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (1, 5, 15 min).", "",
              markdown_table(shown.round(2)), "",
              f"Ceiling: practical peak {peak:,.1f} GFLOP/s, measured (best fp32 2048x2048 matmul on this "
              "device now), not a datasheet figure. GFLOP/s counts the convolutions and matmuls of one "
