@@ -43,10 +43,18 @@ def family_of(model: str) -> str | None:
             else "vae" if "VAE" in name else "diffusion" if "DDPM" in name else None)
 
 
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
 def fmt(mean: float, std: float) -> str:
-    """'12.3 ± 0.45': the std to two significant digits and the mean to the same decimal place."""
+    """'12.3 ± 0.45': the std to two significant digits and the mean to the same decimal place;
+    below 0.001, '6.28 ± 0.16 × 10⁻⁶'."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
+    if mean != 0 and abs(mean) < 1e-3:     # e.g. FD in a space of tiny features: one shared power of 10
+        e = math.floor(math.log10(abs(mean)))
+        scaled = fmt(mean / 10 ** e, std / 10 ** e if std is not None else std)
+        return f"{scaled} × 10{str(e).translate(SUPERSCRIPT)}"
     if std is None or math.isnan(std) or std == 0:
         return f"{mean:.4g}"
     places = max(0, 1 - math.floor(math.log10(abs(std))))

@@ -28,6 +28,8 @@ def rows(fd: dict[str, tuple[float, float]], space: str = "cxr-classifier") -> p
     (153.2, 12.0, "153 ± 12"),
     (0.5, float("nan"), "0.5"),
     (float("nan"), float("nan"), "–"),
+    (6.28e-6, 1.6e-7, "6.28 ± 0.16 × 10⁻⁶"),
+    (-4.2e-4, float("nan"), "-4.2 × 10⁻⁴"),
 ])
 def test_fmt(mean, std, text):
     assert results.fmt(mean, std) == text
