@@ -28,3 +28,14 @@ def test_step_flops_counts_forward_and_backward_matmuls():
     u8, y = torch.zeros(b, 1, 4, 4, dtype=torch.uint8), torch.zeros(b, 15)
     # forward x @ W.T: 2*b*16*3; backward dW = g.T @ x: 2*b*16*3 (no gradient for the input batch)
     assert step_flops(step, u8, y) == 2 * (2 * b * 16 * 3)
+
+
+def test_the_compile_column_is_measured_only_when_asked():
+    import torch
+
+    from cxrnb.bench.train import variants
+
+    cpu = torch.device("cpu")
+    assert "optimised + torch.compile" not in variants(cpu)
+    assert variants(cpu, compile=True)["optimised + torch.compile"] == {"compile": True}
+    assert variants(cpu)["optimised"] == {}                 # the loop's own defaults, unchanged

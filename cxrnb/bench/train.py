@@ -93,28 +93,37 @@ def practical_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> flo
     return best
 
 
-def variants(device: torch.device) -> dict[str, dict]:
+def variants(device: torch.device, compile: bool = False) -> dict[str, dict]:
     """The optimised loop (its defaults on this device) and, on a CPU, the settings it chose
-    between, measured beside it so the table shows why."""
+    between, measured beside it so the table shows why; with ``compile``, also the optimised loop
+    under torch.compile (off by default in TrainConfig: this column shows whether it pays)."""
     out = {"optimised": {}}
     if device.type == "cpu":
         out["fp32 + channels_last"] = {"amp": False, "channels_last": True}
         out["bf16 autocast + channels_last"] = {"amp": True, "channels_last": True, "force_bf16": True}
+    if compile:
+        out["optimised + torch.compile"] = {"compile": True}
     return out
 
 
 def compare(preset: str, device: torch.device, size: int | None, batch: int, steps: int = 3,
-            rounds: int = 2) -> dict:
+            rounds: int = 2, compile: bool = False) -> dict:
     """Images/s of the naive and the optimised loop for one preset, measured alternately."""
     torch.manual_seed(0)
     model = build(preset, image_size=size, weights=None).train()
     steppers = {"naive": NaiveStep(copy.deepcopy(model), device)}
-    for name, kw in variants(device).items():
+    for name, kw in variants(device, compile).items():
         force = kw.pop("force_bf16", False)
         steppers[name] = Stepper(copy.deepcopy(model), device, **kw)
         if force:
             steppers[name].amp = True               # bf16 even where it is emulated: to show the cost
     u8, y = random_batch(batch, model.input_spec.size)
+    compile_s = None
+    if compile:                                     # the first call compiles: its price, timed once
+        t0 = time.perf_counter()
+        steppers["optimised + torch.compile"](u8, y)
+        synchronize(device)
+        compile_s = time.perf_counter() - t0
     rates = dict.fromkeys(steppers, 0.0)
     for _ in range(rounds):
         for name, step in steppers.items():
@@ -129,6 +138,8 @@ def compare(preset: str, device: torch.device, size: int | None, batch: int, ste
     for name in steppers:
         if name not in ("naive", "optimised"):
             row[f"{name} img/s"] = rates[name]
+    if compile_s is not None:
+        row["compile s"] = compile_s
     return row
 
 
@@ -153,18 +164,22 @@ def markdown(table: pd.DataFrame, device: torch.device, peak: float, rounds: int
              "", "`chosen` is what `TrainConfig` does here by default: bf16 autocast and channels_last only "
              "where bf16 is native (CUDA; CPUs with avx512_bf16 or amx_bf16), fp32 elsewhere, where bf16 "
              "is emulated (the bf16 column shows its cost)."]
+    if "compile s" in table:
+        lines += ["", "torch.compile (`TrainConfig.compile`, off by default): img/s once compiled, and `compile "
+                  "s`, the first step's wall time, which includes the compilation; a run pays it once."]
     if device.type != "cuda":
         lines += ["", "GPU rows: not measured: no GPU lent."]
     return "\n".join(lines) + "\n"
 
 
 def main(device: str = "auto", size: int | None = None, presets: tuple[str, ...] = PRESETS,
-         steps: int = 10, rounds: int = 3, report: str | None = "reports/bench") -> pd.DataFrame:
+         steps: int = 10, rounds: int = 3, report: str | None = "reports/bench",
+         compile: bool = False) -> pd.DataFrame:
     """Measure and print the table (and write ``report``.md); returns it."""
     d = pick_device(device)
     size = size or (CPU_SIZE if d.type == "cpu" else None)
     batch = GPU_BATCH if d.type == "cuda" else CPU_BATCH
-    table = pd.DataFrame([compare(p, d, size, batch, steps, rounds) for p in presets])
+    table = pd.DataFrame([compare(p, d, size, batch, steps, rounds, compile) for p in presets])
     peak = practical_peak(d)
     print(f"training throughput on {describe_device(device)} (torch {torch.__version__}), "
           f"best of {rounds} rounds x {steps} steps")
