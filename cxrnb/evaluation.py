@@ -3,7 +3,6 @@ memorisation summaries, and the usefulness of conditional samples for a classifi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,13 +14,13 @@ from matplotlib.figure import Figure
 from cxrnb import plots
 from cxrnb.cache import prepare
 from cxrnb.classifier import Classifier, ClassifierConfig, auroc_per_finding, fit_classifier, usefulness
-from cxrnb.device import describe_device, synchronize
+from cxrnb.device import describe_device
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import FINDINGS
 from cxrnb.metrics import Memorisation
 from cxrnb.paths import RUNS_DIR, in_repo
 from cxrnb.provenance import Provenance
-from cxrnb.study import Run, samples, split_images, split_labels
+from cxrnb.study import Run, samples, split_images, split_labels, timed_samples
 
 
 @dataclass
@@ -121,13 +120,8 @@ def generate(runs: dict[str, Run], n: int, seed: int = 0, size: int | None = Non
              ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """``n`` samples of every run at ``size``, and each model's wall seconds per image while drawing
     them: the price of a sample, beside its quality (a diffusion model pays once per DDIM step)."""
-    generated, seconds = {}, {}
-    for name, run in runs.items():
-        synchronize(run.model.device)
-        t0 = time.perf_counter()
-        generated[name] = samples(run, n=n, seed=seed, size=size)
-        seconds[name] = (time.perf_counter() - t0) / n
-    return generated, seconds
+    timed = {name: timed_samples(run, n, seed, size=size) for name, run in runs.items()}
+    return {k: v[0] for k, v in timed.items()}, {k: v[1] for k, v in timed.items()}
 
 
 def sampling_line(runs: dict[str, Run], seconds: dict[str, float], device: str = "auto") -> str:

@@ -255,15 +255,21 @@ def samples(run: Run, n: int = 64, seed: int = 0, size: int | None = None,
     return out
 
 
-def seconds_per_image(run: Run, n: int = 100, seed: int = 0, batch: int = 100) -> float:
-    """Wall seconds per image of ``samples`` (``n`` images, ``batch`` at a time) on the run's device:
-    the price of sampling, which for a diffusion model is its number of denoising steps."""
+def timed_samples(run: Run, n: int = 100, seed: int = 0, size: int | None = None,
+                  batch: int = 64) -> tuple[torch.Tensor, float]:
+    """``samples`` and the wall seconds per image it took on the run's device: the price of
+    sampling, which for a diffusion model is its number of denoising steps."""
     if n < 1:
         raise CxrnbError(f"n must be >= 1 to time sampling (got {n})")
     synchronize(run.model.device)
     t0 = time.perf_counter()
-    samples(run, n, seed, batch=batch)
-    return (time.perf_counter() - t0) / n
+    out = samples(run, n, seed, size=size, batch=batch)
+    return out, (time.perf_counter() - t0) / n
+
+
+def seconds_per_image(run: Run, n: int = 100, seed: int = 0, batch: int = 100) -> float:
+    """Wall seconds per image of ``samples`` (``n`` images, ``batch`` at a time): ``timed_samples``."""
+    return timed_samples(run, n, seed, batch=batch)[1]
 
 
 @torch.no_grad()
