@@ -30,7 +30,8 @@ during training (``train(..., monitor=...)``) never changes the run it watches.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,31 +109,44 @@ def has_encoder(model: GenerativeModel) -> bool:
     return callable(getattr(model, "encode", None)) and callable(getattr(model, "posterior_kl", None))
 
 
+@contextmanager
+def _seeded_eval(model: GenerativeModel, seed: int) -> Iterator[None]:
+    """Eval mode and a random stream seeded with ``seed`` (the posterior draws, the same on every
+    call); afterwards the model's mode and the global random state are as they were, so a call
+    during training never changes the run it watches."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _decode_draw(model: GenerativeModel, mu: Tensor, second: Tensor, y: Tensor) -> Tensor:
+    """One draw of q(z|x) from ``encode``'s pair, decoded to [0, 1] grey: the reconstruction scored."""
+    z = posterior_draw(model, mu, second)
+    return model.input_spec.to_unit(model.decode(z, y.float() if model.conditional else None).float())
+
+
 @torch.no_grad()
 def diagnose(model: GenerativeModel, u8: Tensor, y: Tensor, mean_image: Tensor,
              batch: int = 128, seed: int = 0) -> Diagnostics:
     """The four numbers on uint8 images (N, 1, S, S) with labels (N, 15); ``mean_image`` (S, S) or
     (1, S, S) in [0, 1] is the training split's mean."""
-    was_training = model.training
-    model.eval()
     means, kls, sq_err, kl_dims = [], [], 0.0, []
-    try:
-        with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
-            torch.manual_seed(seed)                       # the posterior draws, the same on every call
-            for i in range(0, len(u8), batch):
-                x = model.input_spec.to_model(u8[i:i + batch].to(model.device))
-                yb = y[i:i + batch].to(model.device).float()
-                mu, logvar = (t.float() for t in model.encode(x))
-                z = posterior_draw(model, mu, logvar)
-                grey = model.input_spec.to_unit(model.decode(z, yb if model.conditional else None).float())
-                truth = u8[i:i + batch].to(model.device).float().div(255)
-                sq_err += float(F.mse_loss(grey, truth, reduction="sum"))
-                kls.append(model.posterior_kl(mu, logvar).double().sum())
-                means.append(mu.cpu())
-                if getattr(model, "prior", None) == "normal":
-                    kl_dims.append(kl_per_dim(mu, logvar).cpu() * len(x))
-    finally:
-        model.train(was_training)
+    with _seeded_eval(model, seed):
+        for i in range(0, len(u8), batch):
+            x = model.input_spec.to_model(u8[i:i + batch].to(model.device))
+            mu, logvar = (t.float() for t in model.encode(x))
+            grey = _decode_draw(model, mu, logvar, y[i:i + batch].to(model.device))
+            truth = u8[i:i + batch].to(model.device).float().div(255)
+            sq_err += float(F.mse_loss(grey, truth, reduction="sum"))
+            kls.append(model.posterior_kl(mu, logvar).double().sum())
+            means.append(mu.cpu())
+            if getattr(model, "prior", None) == "normal":
+                kl_dims.append(kl_per_dim(mu, logvar).cpu() * len(x))
     n, pixels = len(u8), u8[0].numel()
     truth = u8.float().div(255)
     mean_image = mean_image.float().reshape(1, *truth.shape[1:])
@@ -146,17 +160,9 @@ def diagnose(model: GenerativeModel, u8: Tensor, y: Tensor, mean_image: Tensor,
 def reconstruct(model: GenerativeModel, u8: Tensor, y: Tensor | None = None, seed: int = 0) -> Tensor:
     """Held-out images reconstructed as ``diagnose`` scores them: one seeded draw of q(z|x), decoded;
     (N, 1, S, S) in [0, 1]. The global random state is left as it was."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            mu, logvar = (t.float() for t in model.encode(model.input_spec.to_model(u8.to(model.device))))
-            z = posterior_draw(model, mu, logvar)
-            y = y.to(model.device).float() if model.conditional else None
-            return model.input_spec.to_unit(model.decode(z, y).float()).cpu()
-    finally:
-        model.train(was_training)
+    with _seeded_eval(model, seed):
+        mu, logvar = (t.float() for t in model.encode(model.input_spec.to_model(u8.to(model.device))))
+        return _decode_draw(model, mu, logvar, y.to(model.device) if y is not None else y).cpu()
 
 
 def monitor(u8: Tensor, y: Tensor, mean_image: Tensor) -> Callable[[GenerativeModel], dict[str, float]]:
