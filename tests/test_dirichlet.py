@@ -227,3 +227,17 @@ def test_a_short_phantom_training_lowers_the_loss_and_keeps_information_in_the_p
     assert kl.iloc[-1] > 2 * kl.iloc[0] and d.kl > 5.0, (kl, d)
     summary = study.summary([run], n_samples=8)
     assert summary.loc[0, "family"] == "dirvae" and summary.loc[0, "latent_dim"] == 50
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"image_size": 48}, "multiple of 32"),
+    ({"k": 1}, "k >= 2 components"),
+    ({"alpha0": 0.0}, "alpha0 > 0"),
+    ({"reduction": "sum"}, "reduction"),
+])
+def test_bad_settings_are_one_line_errors(kwargs, message):
+    from cxrnb.models import build
+
+    with pytest.raises(CxrnbError, match=message) as err:
+        build("DirVAE-elbo", **kwargs)
+    assert "\n" not in str(err.value)
