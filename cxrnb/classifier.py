@@ -27,6 +27,7 @@ from cxrnb.device import pick_device
 from cxrnb.errors import CxrnbError
 from cxrnb.features import as_unit_images
 from cxrnb.labels import FINDINGS
+from cxrnb.ladder import noisy
 from cxrnb.paths import atomic
 
 
@@ -253,7 +254,7 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
     steps = cfg.steps if cfg.steps is not None else cfg.epochs * (len(xr) // cfg.batch_size)
     real_u = as_unit_images(xr)
     g = torch.Generator().manual_seed(cfg.seed)
-    blank = (float(real_u.mean()) + BLANK_NOISE * torch.randn(real_u.shape, generator=g)).clamp(0, 1)
+    blank = noisy(torch.full_like(real_u, float(real_u.mean())), BLANK_NOISE, g)
     data = {"real": (xr, yr, f"{len(xr):,} real"),
             "real+synthetic": (torch.cat([real_u, as_unit_images(xs)]), torch.cat([yr, ys]),
                                f"{len(xr):,} real + {len(xs):,} synthetic"),

@@ -4,7 +4,7 @@ The paper's numbers are kept below as printed in its Table 5 ("Parameter counts 
 reported architectures. The training time is average training time per epoch on 1 Nvidia T4 GPU on
 Google Cloud Compute"). Our counts come from each model's own ``param_counts``; our speed is
 measured on this machine with the training loop's own step (``cxrnb.train.Stepper``: bf16,
-channels_last and fused Adam on CUDA) and extrapolated to one epoch of full CXR14.
+channels_last on CUDA, fused Adam on CUDA and CPU) and extrapolated to one epoch of full CXR14.
 
 The GMVAE counts differ by construction: the paper counts only the ConvT weights of Decoders 1/2
 (Tables 2-3), while a working GMVAE also needs the layers from z to the decoder's first grid, the
@@ -25,8 +25,9 @@ from cxrnb.train import Stepper, random_batch, throughput
 
 CXR14_IMAGES = 112_120          # images in full CXR14, what "one epoch" meant in the paper
 GPU_BATCH = 64                  # the paper's batch size
-CPU_BATCH = 8                   # on a CPU images/s hardly depends on the batch; 64 VGG16 images at
-                                # 224 px would take minutes per step there
+CPU_BATCH = 8                   # 64 VGG16 images at 224 px would take minutes per step on a CPU; its
+                                # images/s grow with the batch (VAE at 64 px: ~60 at 8, ~100 at 64;
+                                # python -m cxrnb.bench train), so the CPU rows are lower bounds
 
 
 @dataclass(frozen=True)

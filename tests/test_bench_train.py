@@ -39,3 +39,15 @@ def test_the_compile_column_is_measured_only_when_asked():
     assert "optimised + torch.compile" not in variants(cpu)
     assert variants(cpu, compile=True)["optimised + torch.compile"] == {"compile": True}
     assert variants(cpu)["optimised"] == {}                 # the loop's own defaults, unchanged
+
+
+def test_summary_names_the_families_that_reach_the_goal():
+    import pandas as pd
+
+    from cxrnb.bench.train import summary
+
+    t = pd.DataFrame({"batch": [8, 8, 64, 64], "preset": ["A", "B", "A", "B"],
+                      "speed-up": [1.2, 1.6, 1.5, 0.9]})
+    assert summary(t) == ("Optimised over naive, batch 8: A 1.20x, B 1.60x; 1.5x reached by B; "
+                          "batch 64: A 1.50x, B 0.90x; 1.5x reached by A.")
+    assert summary(t, goal=2).endswith("2x reached by none.")

@@ -474,3 +474,9 @@ def test_a_full_disk_while_checkpointing_is_one_line(tmp_path, phantom_root, cap
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert stop.value.code == 2 and err.startswith("cxrnb train: error: disk full writing ")
     assert ".checkpoint.tmp.pt" in err and not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_the_cpu_loop_uses_fused_adam():
+    """On a CPU torch's Adam defaults to a Python loop over parameters; the Stepper fuses it."""
+    step = Stepper(toy(), torch.device("cpu"))
+    assert all(o.defaults["fused"] for o in step.optimizers.values())

@@ -87,6 +87,11 @@ class GenerativeModel(nn.Module):
         """Latents (and labels for conditional models) -> images in the model's input space."""
         raise NotImplementedError
 
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The decoded posterior mean, ``encode(x)[0]``: the deterministic reconstruction of x, for the
+        models with an encoder (VAE, GMVAE, Dirichlet VAE)."""
+        return self.decode(self.encode(x)[0], y)
+
     @torch.no_grad()
     def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Latents -> 1-channel images in [0, 1], what metrics and plots consume."""

@@ -100,10 +100,6 @@ class DirichletVAE(GenerativeModel):
         200 iterations (64 px, seed 0; measured when choosing this)."""
         return self.decoder(z * self.latent_dim - 1)
 
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """The decoded posterior mean: the model's deterministic reconstruction of x."""
-        return self.decode(self.encode(x)[0])
-
     def prior_concentration(self) -> Tensor:
         return torch.full((self.latent_dim,), self.alpha0, device=self.device)
 

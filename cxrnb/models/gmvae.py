@@ -216,10 +216,6 @@ class GMVAE(GenerativeModel):
         std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """The decoded posterior mean."""
-        return self.decode(self.encode(x)[0], y)
-
     def posterior_kl(self, mean: Tensor, logvar: Tensor, z: Tensor | None = None) -> Tensor:
         """KL(q(z|x) || mixture prior) per image, estimated from one draw z of q (drawn if not given):
         log q(z|x) - log p(z). Unbiased, so it can come out negative for a single image."""

@@ -110,10 +110,6 @@ class VAE(GenerativeModel):
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         return self.decoder(z)
 
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """The decoded posterior mean: the model's deterministic reconstruction of x."""
-        return self.decode(self.encode(x)[0])
-
     def posterior_kl(self, mu: Tensor, logvar: Tensor) -> Tensor:
         """KL(q(z|x) || N(0, I)) per image, in closed form."""
         return kl_standard_normal(mu, logvar)
