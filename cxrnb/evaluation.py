@@ -15,11 +15,14 @@ from cxrnb import plots
 from cxrnb.cache import prepare
 from cxrnb.classifier import Classifier, ClassifierConfig, auroc_per_finding, fit_classifier, usefulness
 from cxrnb.device import describe_device
+from cxrnb.diagnostics import has_encoder
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import FINDINGS
-from cxrnb.metrics import Memorisation
+from cxrnb.metrics import Memorisation, ms_ssim_diversity
+from cxrnb.models import PRESETS
 from cxrnb.paths import RUNS_DIR, in_repo
 from cxrnb.provenance import Provenance
+from cxrnb.results import FAMILY_NAMES
 from cxrnb.study import Run, samples, split_images, split_labels, timed_samples
 
 
@@ -88,7 +91,8 @@ def memorisation_figure(mem: dict[str, dict[str, Memorisation]], generated: dict
 
 def conditional_samples(run: Run, labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
     if not run.model.conditional:
-        raise CxrnbError(f"{run.preset} is not label-conditioned; use an FS-GMVAE preset")
+        conditional = [n for n, p in PRESETS.items() if p.kwargs.get("conditional")]
+        raise CxrnbError(f"{run.preset} is not label-conditioned; use one of {', '.join(conditional)}")
     return samples(run, n=len(labels), seed=seed, size=size, labels=labels)
 
 
@@ -101,11 +105,20 @@ def synthetic_usefulness(data: EvalData, run: Run, cfg: ClassifierConfig, seeds=
                       seeds=tuple(seeds), cfg=replace(cfg), device=device)
 
 
-def describe_generator(run: Run) -> str:
+def describe_generator(run: Run, n: int = 32, seed: int = 0) -> str:
     """The usefulness generator in words, with its collapse diagnostics (results.md names it: a
-    classifier result means little if the synthetic images came from a collapsed model)."""
+    classifier result means little if the synthetic images came from a collapsed model). A model
+    without an encoder (GAN, DDPM) has no posterior to collapse: it is described by the diversity of
+    ``n`` samples instead (MS-SSIM of random pairs, beside as many real test images: mode collapse
+    shows as samples far more alike than real images)."""
     from cxrnb.study import diagnose
 
+    if not has_encoder(run.model):
+        real = split_images(run.cache, "test", max_images=n, seed=seed)
+        return (f"{run.preset}, {run.prov.epochs:g} epochs, a {FAMILY_NAMES[run.model.family]} model: no "
+                f"encoder, so no reconstruction diagnostics; within-set MS-SSIM of {n} samples "
+                f"{ms_ssim_diversity(samples(run, n, seed)):.3f} against {ms_ssim_diversity(real):.3f} for "
+                f"{len(real)} real test images (lower = more diverse)")
     d = diagnose(run, "test")
     state = "collapsed" if d.collapsed else "not collapsed"
     return (f"{run.preset}, {run.prov.epochs:g} epochs, {state} ({d.active_units} active units, held-out "

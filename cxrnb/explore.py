@@ -258,12 +258,16 @@ def _png(image: Tensor) -> bytes:
 
 def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, std: Tensor,
                     y: Tensor | None = None, limit: float = 3.0, seed: int = 0, width: int = 256):
-    """Sliders (one per direction, in std units) and, for a mixture, a component menu, over the image.
+    """Sliders (one per direction, in std units), for a mixture a component menu, and for a
+    conditional model a label menu, over the image.
 
     The displayed latent is ``base + sum_i slider_i * std[i] * directions[i]``, where the base is
-    ``mean`` or, when a component is chosen, a fixed draw (``seed``) from that component. Beside
-    each slider, how much one slider unit changes the image at the mean (``sensitivity``).
-    Returns the container; ``container.sliders`` and ``container.image`` give the parts.
+    ``mean`` or, when a component is chosen, a fixed draw (``seed``) from that component. A
+    conditional model draws the image for one label (one-hot) picked from the menu, or for ``y`` as
+    given (the menu's first entry when ``y`` is passed; else it starts at "No Finding"), so only
+    the label changes between picks. Beside each slider, how much one slider unit changes the image
+    at the mean for the starting label (``sensitivity``). Returns the container;
+    ``container.sliders``, ``container.menu``, ``container.labels`` and ``container.image`` give the parts.
     """
     import ipywidgets as w
 
@@ -272,7 +276,13 @@ def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, st
     k = n_components(model)
     menu = w.Dropdown(options=[("data mean", MEAN)] + [(f"component {c}", c) for c in range(k)],
                       value=MEAN, description="base")   # (a None value would show as a blank menu)
+    given = "labels given"
+    labels = w.Dropdown(options=([given] if y is not None else []) + list(LABELS),
+                        value=given if y is not None else NO_FINDING, description="label")
     image = w.Image(format="png", layout=w.Layout(width=f"{width}px"))
+
+    def label() -> Tensor | None:
+        return y if not model.conditional or labels.value == given else labels_for(model, labels.value)
 
     def base() -> Tensor:
         if menu.value == MEAN:
@@ -284,16 +294,17 @@ def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, st
     def redraw(_=None) -> None:
         offsets = torch.tensor([s.value for s in sliders]) * std
         z = base() + offsets @ directions
-        image.value = _png(generate(model, z[None], y)[0, 0])
+        image.value = _png(generate(model, z[None], label())[0, 0])
 
-    for control in sliders + [menu]:
+    for control in sliders + [menu, labels]:
         control.observe(redraw, names="value")
     redraw()
-    moves = sensitivity(model, mean, directions, std, y)
+    moves = sensitivity(model, mean, directions, std, label())
     rows = [w.HBox([s, w.Label(f"Δ {float(m):.3f} per unit")]) for s, m in zip(sliders, moves)]
-    controls = rows + ([menu] if k else [])
+    controls = rows + ([menu] if k else []) + ([labels] if model.conditional else [])
     container = w.HBox([w.VBox(controls), image])
     container.sliders, container.menu, container.image = sliders, (menu if k else None), image
+    container.labels = labels if model.conditional else None
     return container
 
 

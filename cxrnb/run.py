@@ -48,14 +48,14 @@ PROFILES: dict[str, dict] = {
     # Seconds per notebook, on the synthetic phantom: does every notebook run end to end?
     "smoke": {"data_root": "phantom", "image_size": 64, "epochs": 1, "max_images": 64,
               "batch_size": 16, "seed": 0, "device": "cpu", "smoke": True, "runs_dir": "runs/smoke",
-              "02": {"sample_at": [0, 2]}, "04": {"sample_at": [0, 2]},
+              "02": {"sample_at": [0, 2]}, "04": {"sample_at": [0, 2], "train_conditional": True},
               "06": {"sample_at": [0, 2], "channels": [16, 32, 32], "sample_steps": 4, "n_grid": 16,
                      "n_timed": 4},
               "03": {"presets": ["FS-GMVAE-V1", "FS-GMVAE-V3", "GMVAE-V6", "GMVAE-V8", "GMVAE-elbo",
                                  "FS-GMVAE-elbo"], "epochs_for": {"GMVAE-V8": 2}},
               "07": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 1,
-                     "usefulness_seeds": [0]}},
-    # Minutes per notebook on a CPU (2 cores: ~30 min in all), real images at 64 px. The paper's
+                     "usefulness_seeds": [0], "conditional_model": "LSGAN-cond"}},
+    # Minutes per notebook on a CPU (2 cores: ~35 min in all), real images at 64 px. The paper's
     # VAE and GMVAE presets collapse within a few dozen iterations (notebooks 02, 03 show it), so
     # the time goes to the models that learn, the LSGAN, and one equal-length pair that isolates
     # the loss (VAE-beta0.002 and VAE-elbo-beta1, 200 iterations each), and the Dirichlet-prior VAE
@@ -65,7 +65,9 @@ PROFILES: dict[str, dict] = {
             "02": {"epochs": 1, "epochs_for": {"VAE-beta0.002": 10, "VAE-elbo-beta1": 10, "DirVAE-elbo": 10},
                    "sample_at": [0, 20, 100]},
             "03": {"epochs": 0.5, "epochs_for": {"GMVAE-elbo": 12.5, "FS-GMVAE-elbo": 12.5}},
-            "04": {"epochs": 12.5, "sample_at": [0, 100]},
+            # LSGAN-cond (ours, for 07's augmentation test) trains as long as the LSGAN, 12.5 epochs:
+            # its iterations cost about the same, so notebook 04 takes about twice as long (~5 more minutes).
+            "04": {"epochs": 12.5, "sample_at": [0, 100], "train_conditional": True},
             # The DDPM at CPU size: the preset's U-Net at half width (1.1 M parameters), 50 DDIM steps.
             # On 2 idle cores an iteration takes ~1.3 s and a sample ~0.3-0.5 s, so ~4.5 minutes buy
             # 160 iterations (8 epochs), three 16-image grids and 16 timed samples: a DDPM barely started.
@@ -74,13 +76,13 @@ PROFILES: dict[str, dict] = {
             "06": {"epochs": 8, "channels": [16, 32, 64, 64], "sample_at": [0, 40], "n_grid": 16,
                    "n_timed": 16, "lr": 1e-3},
             "07": {"n_generated": 200, "n_repeats": 5, "classifier_epochs": 10,
-                   "usefulness_seeds": [0, 1, 2]}},
+                   "usefulness_seeds": [0, 1, 2], "conditional_model": "LSGAN-cond"}},
     # The paper's settings (SPEC.md), for a GPU: VAE and LSGAN at 128 px, GMVAE at 224 px, batch 64.
     "paper": {"data_root": "$CXR14_ROOT", "image_size": 128, "epochs": 5, "max_images": None,
               "batch_size": 64, "seed": 0, "device": "auto", "smoke": False, "runs_dir": "runs/paper",
-              "02": {"epochs": 2}, "03": {"image_size": 224, "epochs": 1},
+              "02": {"epochs": 2}, "03": {"image_size": 224, "epochs": 1}, "04": {"train_conditional": True},
               "06": {"epochs": 20},      # ~35k iterations of the 4.3 M-parameter U-Net on full CXR14
-              "07": {"image_size": 128}},
+              "07": {"image_size": 128, "conditional_model": "LSGAN-cond"}},
 }
 RUNNER_PARAMS = ("reports_dir", "results_md")   # set by the runner for each notebook, never by the user
 TABLE_SUFFIXES = (".csv", ".md", ".tex")

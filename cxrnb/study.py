@@ -24,6 +24,7 @@ from cxrnb import diagnostics, distributed
 from cxrnb.cache import ImageCache, prepare
 from cxrnb.data import resolve_root
 from cxrnb.errors import CxrnbError
+from cxrnb.labels import FINDINGS, LABELS, NO_FINDING
 from cxrnb.metrics import ms_ssim_diversity
 from cxrnb.models.base import IMAGENET_STD
 from cxrnb.models.losses import effective_beta
@@ -124,7 +125,8 @@ def _monitor(model: GenerativeModel, cache: ImageCache):
 def load_run(preset: str, runs_dir: str | Path = RUNS_DIR, data_root: str | None = None,
              device: str = "auto", image_size: int | None = None) -> Run:
     """The finished run of ``preset`` in ``runs_dir`` (the one at ``image_size`` if several)."""
-    found = sorted(in_repo(runs_dir).glob(f"{preset}-*px/{RUN_FILE}"))
+    found = sorted(f for f in in_repo(runs_dir).glob(f"{preset}-*px/{RUN_FILE}")   # not LSGAN-cond's for LSGAN
+                   if f.parent.name.removeprefix(f"{preset}-").removesuffix("px").isdigit())
     if image_size is not None:
         found = [f for f in found if f.parent == run_dir(runs_dir, preset, image_size)]
     if not found:
@@ -253,6 +255,16 @@ def samples(run: Run, n: int = 64, seed: int = 0, size: int | None = None,
     if size is not None and size != out.shape[-1]:
         out = F.interpolate(out, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
     return out
+
+
+def samples_per_label(run: Run, n: int = 8, seed: int = 0,
+                      names: Iterable[str] = (NO_FINDING, *FINDINGS)) -> dict[str, torch.Tensor]:
+    """A conditional model's ``n`` samples for each one-hot label in ``names``, from the same ``n``
+    latents in every row (the same ``seed``), so that across rows only the label changes."""
+    if not run.model.conditional:
+        raise CxrnbError(f"{run.preset} is not label-conditioned: it has no samples per label")
+    eye = torch.eye(len(LABELS))
+    return {name: samples(run, n, seed, labels=eye[LABELS.index(name)].expand(n, -1)) for name in names}
 
 
 def timed_samples(run: Run, n: int = 100, seed: int = 0, size: int | None = None,

@@ -19,7 +19,7 @@ EXPECTED = {
                           "fig6_samples_DirVAE-elbo", "why_diagnostics", "why_reconstructions", "why_samples", "why_kl_per_dim"],
     "03_gmvae_variants": ["samples_GMVAE-V8", "samples_FS-GMVAE-V3", "samples_FS-GMVAE-elbo", "losses",
                           "why_diagnostics", "why_reconstructions", "why_samples"],
-    "04_lsgan": ["fig8_samples", "fig9_losses", "final_samples"],
+    "04_lsgan": ["fig8_samples", "fig9_losses", "final_samples", "samples_per_label", "losses_conditional"],
     "05_latent_explorer": ["vae_traversal", "vae_interpolation", "gmvae_components", "gmvae_traversal",
                            "gan_traversal", "dirvae_simplex"],
     "06_diffusion": ["samples_over_training", "denoising_trajectory", "loss"],
@@ -45,10 +45,12 @@ def _run_all(tmp_path, source: str, overrides: list[str]) -> None:
     for notebook in ("02_vae_beta_sweep", "03_gmvae_variants"):     # findings computed from the run
         text = (reports / "figures" / notebook / "findings.md").read_text()
         assert "Collapsed:" in text and source in text
+    assert "switching the label" in (reports / "figures" / "04_lsgan" / "findings.md").read_text()   # LSGAN-cond
     summary = pd.read_csv(reports / "figures" / "02_vae_beta_sweep" / "vae_summary.csv", index_col="preset")
     assert {"active_units", "test_mse", "mean_image_mse", "collapsed"} <= set(summary.columns)
     results = (reports / "results.md").read_text()
     assert "Does the paper's ranking hold?" in results and source in results
+    assert "Synthetic images: LSGAN-cond," in results and "| LSGAN-cond |" in results
 
 
 def test_all_notebooks_on_the_phantom(tmp_path):

@@ -13,6 +13,20 @@ At the paper's 128 px the layers are exactly Figure 7 and the counts exactly Tab
 The discriminator is fully convolutional and identical at every size: its last k4 s2 p1 conv leaves a
 map of floor(size / 64) per side (2x2 at 128, as in the paper; 1x1 at 64; 3x3 at 224), and the
 least-squares losses average over that map.
+
+``conditional=True`` (preset ``LSGAN-cond``, ours, not the paper's) conditions both networks on the
+15-value multi-hot label y of cxrnb.labels.LABELS, so that the usefulness experiment (notebook 07) can
+ask the GAN family, not only the FS-GMVAE, for images of given findings:
+
+* the generator reads concat(z, y) as a (100 + 15) x 1 x 1 input (its first ConvT gains 15 input
+  channels, 122,880 weights at 64 and 128 px);
+* the discriminator is a projection discriminator (Miyato & Koyama 2018) for multi-hot labels:
+  score = D_map(x) + <embed(y), h(x)>, where h(x) is the last hidden layer's 512 channels averaged
+  over space and embed a bias-free Linear(15 -> 512) (7,680 weights). For one-hot y this is Miyato's
+  class embedding; for several findings it adds their embeddings. Bias-free, an all-zero y adds
+  nothing; it never occurs in CXR14, where "No Finding" is a label of its own. The projection is
+  added to every cell of D_map's map. Averaging (not Miyato's sum) keeps its scale the same at every
+  image size.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from cxrnb.errors import CxrnbError
+from cxrnb.labels import LABELS
 from cxrnb.models.base import GenerativeModel, InputSpec
 
 Z_DIM = 100
@@ -57,10 +72,31 @@ class Discriminator(nn.Sequential):
         super().__init__(*_down(1, 32, bn=False), *_down(32, 64), *_down(64, 128), *_down(128, 256),
                          *_down(256, 512), nn.Conv2d(512, 1, 4, 2, 1, bias=False))
 
+    def hidden(self, x: Tensor) -> Tensor:
+        """The last hidden layer's features (B, 512, s, s), before the scoring conv ``self[-1]``."""
+        for layer in list(self)[:-1]:
+            x = layer(x)
+        return x
+
+
+class ProjectionDiscriminator(nn.Module):
+    """``Discriminator`` plus the projection of the labels onto its last hidden features (module doc)."""
+
+    def __init__(self, n_labels: int = len(LABELS)):
+        super().__init__()
+        self.body = Discriminator()
+        self.embed = nn.Linear(n_labels, 512, bias=False)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        h = self.body.hidden(x)
+        projection = (self.embed(y) * h.mean((2, 3))).sum(1)    # <embed(y), pooled h>, one per image
+        return self.body[-1](h) + projection[:, None, None, None]
+
 
 def dcgan_init(m: nn.Module) -> None:
-    """Weight initialisation of pytorch/examples dcgan: conv N(0, 0.02), BatchNorm N(1, 0.02), bias 0."""
-    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+    """Weight initialisation of pytorch/examples dcgan: conv N(0, 0.02), BatchNorm N(1, 0.02), bias 0
+    (the conditional D's label embedding too, so its projection starts as small as D's scores)."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(m.weight, 0.0, 0.02)
     elif isinstance(m, nn.BatchNorm2d):
         nn.init.normal_(m.weight, 1.0, 0.02)
@@ -68,13 +104,14 @@ def dcgan_init(m: nn.Module) -> None:
 
 
 class LSGAN(GenerativeModel):
-    """The paper's GAN: least-squares losses, the generator stepping ``g_steps`` times per D step."""
+    """The paper's GAN: least-squares losses, the generator stepping ``g_steps`` times per D step;
+    ``conditional=True`` conditions G and D on the labels (module doc)."""
 
     family = "gan"
     latent_dim = Z_DIM
 
     def __init__(self, image_size: int = 128, g_steps: int = 3, lr: float = 2e-4,
-                 betas: tuple[float, float] = (0.5, 0.999)):
+                 betas: tuple[float, float] = (0.5, 0.999), conditional: bool = False):
         super().__init__()
         if image_size not in SIZES:
             raise CxrnbError(f"the LSGAN cannot produce {image_size} px images; valid sizes: "
@@ -82,24 +119,33 @@ class LSGAN(GenerativeModel):
         self.input_spec = InputSpec(size=image_size, channels=1, value_range="tanh")
         self.schedule = (("d", 1), ("g", g_steps))
         self.lr, self.betas = lr, betas
-        self.G, self.D = Generator(image_size), Discriminator()
+        self.conditional = conditional
+        n_labels = len(LABELS) if conditional else 0
+        self.G = Generator(image_size, Z_DIM + n_labels)
+        self.D = ProjectionDiscriminator(n_labels) if conditional else Discriminator()
         self.apply(dcgan_init)
 
     def optimizer(self, part: str) -> torch.optim.Optimizer:
         net = {"d": self.D, "g": self.G}[part]
         return torch.optim.Adam(net.parameters(), lr=self.lr, betas=self.betas)
 
+    def score(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """D's map of real/fake scores; the conditional D also reads the labels."""
+        return (self.D(x, y) if self.conditional else self.D(x)).float()
+
     def loss(self, x: Tensor, y: Tensor | None = None, part: str = "d") -> dict[str, Tensor]:
+        """Fakes are drawn for the batch's own labels, so G learns real label co-occurrence."""
         z = torch.randn(x.shape[0], Z_DIM, device=x.device)
+        y = y.float() if self.conditional else None
         if part == "d":
             with torch.no_grad():                       # D's step needs no graph through G
-                fake = self.decode(z)
-            d_real, d_fake = self.D(x).float(), self.D(fake).float()
+                fake = self.decode(z, y)
+            d_real, d_fake = self.score(x, y), self.score(fake, y)
             loss = 0.5 * (d_real - 1).pow(2).mean() + 0.5 * d_fake.pow(2).mean()
             return {"loss": loss, "d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
         self.D.requires_grad_(False)                    # G's step computes no gradients for D's weights
         try:
-            d_fake = self.D(self.decode(z)).float()
+            d_fake = self.score(self.decode(z, y), y)
         finally:
             self.D.requires_grad_(True)                 # the graph is recorded: backward still skips D
         return {"loss": 0.5 * (d_fake - 1).pow(2).mean(), "d_fake": d_fake.mean().detach()}
@@ -109,7 +155,12 @@ class LSGAN(GenerativeModel):
         return torch.randn(n, Z_DIM, generator=generator, device=device).to(self.device)
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.G(z.reshape(z.shape[0], Z_DIM, 1, 1))
+        z = z.reshape(z.shape[0], Z_DIM, 1, 1)
+        if self.conditional:
+            if y is None:
+                raise CxrnbError("this LSGAN is conditional: give labels y, one multi-hot row per latent")
+            z = torch.cat([z, y.to(z.dtype).reshape(len(z), -1, 1, 1)], 1)
+        return self.G(z)
 
     def param_counts(self) -> dict[str, int]:
         g, d = (sum(p.numel() for p in m.parameters()) for m in (self.G, self.D))

@@ -9,7 +9,9 @@ per-image ELBO (losses.py), and ``GMVAE-elbo`` / ``FS-GMVAE-elbo``: GMVAE-V8's l
 decoder with the ELBO and a conv encoder trained from scratch (no ImageNet weights here).
 ``DirVAE-elbo``: the VAE's encoder and decoder with a Dirichlet prior on a 50-component simplex
 (Joo et al. 2019, the paper's §6 future work; see dirvae.py), on the same ELBO as ``VAE-elbo-beta1``.
-``DDPM``: the diffusion model the paper's §6 asks for (models/diffusion.py).
+``DDPM``: the diffusion model the paper's §6 asks for (models/diffusion.py). ``LSGAN-cond``: the
+paper's LSGAN conditioned on the labels (generator input concat(z, y), projection discriminator; see
+gan.py), so that the augmentation test of notebook 07 uses the family that scores best.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ def _gmvae_elbo(name: str) -> Preset:
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("LSGAN", "gan", 128, "least-squares GAN of Figure 7 (§5.3), 3 generator steps per D step"),
+    Preset("LSGAN-cond", "gan", 128, "the LSGAN conditioned on the multi-hot labels: concat(z, y) into the "
+           "generator, a projection discriminator (Miyato & Koyama 2018), for the augmentation test; "
+           "not in the paper", {"conditional": True}),
     _vae(1.0), _vae(0.1), _vae(0.002),
     *(_vae(beta, reduction) for reduction in ("upstream", "elbo") for beta in (1.0, 0.1, 0.002)),
     #      name           Z     K    transition normalize encoder        decoder
