@@ -114,14 +114,10 @@ def _seeded_eval(model: GenerativeModel, seed: int) -> Iterator[None]:
     """Eval mode and a random stream seeded with ``seed`` (the posterior draws, the same on every
     call); afterwards the model's mode and the global random state are as they were, so a call
     during training never changes the run it watches."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            yield
-    finally:
-        model.train(was_training)
+    with model.evaluating(), torch.random.fork_rng(
+            devices=[model.device] if model.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def _decode_draw(model: GenerativeModel, mu: Tensor, second: Tensor, y: Tensor) -> Tensor:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import io
 import math
-from contextlib import contextmanager
 from typing import Iterable
 
 import numpy as np
@@ -42,18 +41,6 @@ MEAN = -1                          # the explorer's "data mean" base, beside com
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)   # a component's share of the simplex point, data mean -> vertex
 
 
-@contextmanager
-def _evaluating(model: GenerativeModel):
-    """Eval mode (BatchNorm running statistics, no dropout) and no gradients, then back as it was."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
 def _generator(model: GenerativeModel, seed: int) -> torch.Generator:
     return torch.Generator(device=model.device).manual_seed(seed)
 
@@ -71,7 +58,7 @@ def _labels(model: GenerativeModel, y: Tensor | None, n: int) -> Tensor | None:
 
 def generate(model: GenerativeModel, z: Tensor, y: Tensor | None = None) -> Tensor:
     """Flat latents (n, D) -> images (n, 1, H, W) in [0, 1], reshaped to the model's latent shape."""
-    with _evaluating(model):
+    with model.evaluating():
         shape = model.sample_latent(1, _generator(model, 0)).shape[1:]     # e.g. (100, 1, 1) for the GAN
         z = torch.as_tensor(z, dtype=torch.float32).to(model.device).reshape(len(z), *shape)
         return model.generate(z, _labels(model, y, len(z))).cpu()
@@ -97,7 +84,7 @@ def encode_means(model: GenerativeModel, data: Tensor | Iterable, progress: bool
         raise CxrnbError(f"{type(model).__name__} has no encoder: explore it with "
                          "random_directions(model.latent_dim) instead of principal directions")
     batches = [data] if isinstance(data, Tensor) else (u8 for u8, _ in data)
-    with _evaluating(model):
+    with model.evaluating():
         means = [model.encode(_model_input(model, u8))[0].flatten(1).float().cpu()
                  for u8 in tqdm(batches, desc="encoding", disable=not progress, leave=False)]
     return torch.cat(means)
@@ -231,7 +218,7 @@ def component_samples(model: GenerativeModel, component: int, n: int = 16, seed:
         raise CxrnbError(f"{type(model).__name__} has {k} mixture components; "
                          f"component {component} does not exist" if k else
                          f"{type(model).__name__} has no mixture prior to sample a component from")
-    with _evaluating(model):
+    with model.evaluating():
         z = model.sample_latent(n, _generator(model, seed), component=component)
     return generate(model, z.flatten(1), y)
 
@@ -243,7 +230,7 @@ def component_spread(model: GenerativeModel, y: Tensor | None = None, seed: int 
     k = n_components(model)
     if not k:
         raise CxrnbError(f"{type(model).__name__} has no mixture prior to compare components of")
-    with _evaluating(model):
+    with model.evaluating():
         z = torch.cat([model.sample_latent(1, _generator(model, seed), component=c) for c in range(k)])
     images = generate(model, z.flatten(1), y)
     return float((images - images.mean(0, keepdim=True)).abs().mean())
@@ -287,7 +274,7 @@ def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, st
     def base() -> Tensor:
         if menu.value == MEAN:
             return mean
-        with _evaluating(model):
+        with model.evaluating():
             z = model.sample_latent(1, _generator(model, seed), component=menu.value)
         return z.flatten().float().cpu()
 

@@ -296,10 +296,8 @@ def fixed_inputs(model: GenerativeModel, loader, n: int, seed: int) -> tuple[Ten
 
 
 def _save_grid(model: GenerativeModel, fixed: tuple[Tensor, Tensor | None], path: Path) -> Path:
-    was_training = model.training
-    model.eval()                                    # BatchNorm running stats: no side effects
-    images = model.generate(*fixed)
-    model.train(was_training)
+    with model.evaluating():                        # BatchNorm running stats: no side effects
+        images = model.generate(*fixed)
     with atomic(path) as tmp:
         save_image(images, tmp, nrow=int(math.sqrt(len(images))) or 1)
     return path

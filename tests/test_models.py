@@ -347,3 +347,14 @@ def test_random_vgg16_encoder_is_initialised_like_torchvisions_vgg():
         fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
         assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)
         assert conv.bias.abs().max().item() == 0
+
+
+def test_evaluating_is_eval_mode_without_gradients_then_the_mode_it_had():
+    model = build("LSGAN", image_size=64).train()
+    with model.evaluating():
+        assert not model.training and not torch.is_grad_enabled()
+    assert model.training and torch.is_grad_enabled()
+    model.eval()
+    with model.evaluating():
+        pass
+    assert not model.training

@@ -11,6 +11,8 @@ whatever the model's own input space (1 or 3 channels, tanh or sigmoid range, Im
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -86,6 +88,18 @@ class GenerativeModel(nn.Module):
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Latents (and labels for conditional models) -> images in the model's input space."""
         raise NotImplementedError
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (BatchNorm's running statistics, no dropout) and no gradients for the block, then
+        the mode it had: looking at a model during training never changes the run."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
 
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The decoded posterior mean, ``encode(x)[0]``: the deterministic reconstruction of x, for the
