@@ -20,6 +20,7 @@ A run directory holds::
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import random
 import signal
@@ -130,8 +131,10 @@ def _fused(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
     a few percent (python -m cxrnb.bench train measures it); the update agrees to float rounding."""
     if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)) or opt.defaults.get("fused"):
         return opt
+    accepted = inspect.signature(type(opt)).parameters           # AdamW's defaults hold a setting
+    defaults = {k: v for k, v in opt.defaults.items() if k in accepted}   # its constructor fixes
     groups = [{**g, "fused": True, "foreach": None} for g in opt.param_groups]
-    return type(opt)(groups, **{**opt.defaults, "fused": True, "foreach": None})
+    return type(opt)(groups, **{**defaults, "fused": True, "foreach": None})
 
 
 class Stepper:

@@ -480,3 +480,20 @@ def test_the_cpu_loop_uses_fused_adam():
     """On a CPU torch's Adam defaults to a Python loop over parameters; the Stepper fuses it."""
     step = Stepper(toy(), torch.device("cpu"))
     assert all(o.defaults["fused"] for o in step.optimizers.values())
+
+
+def test_fused_adamw_is_the_same_adamw():
+    """AdamW (the DDPM's optimiser) keeps its class, weight decay and update when fused."""
+    from cxrnb.train import _fused
+
+    a, b = (torch.nn.Parameter(torch.ones(3)) for _ in range(2))
+    plain = torch.optim.AdamW([a], lr=1e-2, weight_decay=0.1)
+    fused = _fused(torch.optim.AdamW([b], lr=1e-2, weight_decay=0.1))
+    assert type(fused) is torch.optim.AdamW and fused.defaults["fused"]
+    assert fused.defaults["weight_decay"] == 0.1
+    for p, opt in ((a, plain), (b, fused)):
+        for _ in range(3):
+            opt.zero_grad()
+            (p * torch.arange(3.0)).sum().backward()
+            opt.step()
+    torch.testing.assert_close(a, b)
