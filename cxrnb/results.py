@@ -213,6 +213,8 @@ def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
     if "real+real (duplicated)" in macro.index:
         lines += [f"Control, the real images duplicated to the same size: {change('real+real (duplicated)')[2]}."]
     blank = [r for r in macro.index if r.startswith("blank")]
+    if blank and "synthetic" in macro.index:
+        lines += [synthetic_only_line(macro.loc["synthetic"], macro.loc[blank[0]], name)]
     if blank:
         b = macro.loc[blank[0]]
         ok = abs(b["mean"] - 0.5) <= max(2 * b["std"], 0.05)
@@ -221,6 +223,22 @@ def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
                      "at chance as it must be." if ok else
                      "NOT at chance: the pipeline leaks labels or the test set is too small.")]
     return lines
+
+
+def synthetic_only_line(synth: pd.Series, blank: pd.Series, name: str) -> str:
+    """Do the synthetic images carry their labels? A classifier trained on them alone is compared
+    with the blank control, which carries the labels and no image: only a score above it shows
+    that the images drew the findings they were asked for."""
+    head = f"Trained on {name} images alone: {fmt(synth['mean'], synth['std'])}"
+    v = verdict(-synth["mean"], synth["std"], -blank["mean"], blank["std"])
+    if v == "holds":
+        return (f"{head}, above the blank control ({synth['mean'] - blank['mean']:+.3f}): the images carry "
+                "some of the findings they were generated for.")
+    if v == "reversed":
+        return f"{head}, below the blank control: the images mislead the classifier."
+    return (f"{head}, no better than the blank control ({synth['mean'] - blank['mean']:+.3f} ± "
+            f"{math.hypot(synth['std'], blank['std']):.3f}): the images do not carry the findings they were "
+            "generated for, so they cannot teach them.")
 
 
 def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
