@@ -111,8 +111,8 @@ def has_encoder(model: GenerativeModel) -> bool:
 
 @contextmanager
 def _seeded_eval(model: GenerativeModel, seed: int) -> Iterator[None]:
-    """Eval mode and a random stream seeded with ``seed`` (the posterior draws, the same on every
-    call); afterwards the model's mode and the global random state are as they were, so a call
+    """Eval mode without gradients (``model.evaluating``) and a random stream seeded with ``seed``
+    (the posterior draws, the same on every call); afterwards the model's mode and the global random state are as they were, so a call
     during training never changes the run it watches."""
     with model.evaluating(), torch.random.fork_rng(
             devices=[model.device] if model.device.type == "cuda" else []):

@@ -141,7 +141,9 @@ def label_findings(rows: dict[str, Tensor], preset: str, iterations: int, epochs
                    reference: str = NO_FINDING, visible: float = 0.01) -> str:
     """How much the label moves a conditional generator's images, from ``study.samples_per_label``'s
     rows (the same latents in every row), beside how much the latent moves them: a label whose
-    change is far below the latent's is one the generator has not learnt to draw yet."""
+    change is far below the latent's is one the generator has not learnt to draw yet. Cut-offs:
+    below ``visible`` (1% of the grey range, about 2.5 grey levels) the label is ignored; below a
+    quarter of the latent's change it is weak; otherwise it visibly changes the image."""
     base = rows[reference]
     change = {name: float((images - base).abs().mean()) for name, images in rows.items() if name != reference}
     noise = float((base - base.roll(1, 0)).abs().mean())     # each sample against another latent, same label

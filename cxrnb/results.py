@@ -230,15 +230,17 @@ def synthetic_only_line(synth: pd.Series, blank: pd.Series, name: str) -> str:
     with the blank control, which carries the labels and no image: only a score above it shows
     that the images drew the findings they were asked for."""
     head = f"Trained on {name} images alone: {fmt(synth['mean'], synth['std'])}"
+    diff, spread = synth["mean"] - blank["mean"], math.hypot(synth["std"], blank["std"])
+    if math.isnan(spread):
+        return f"{head}; blank control {fmt(blank['mean'], blank['std'])} (one seed: no spread, not judged)."
     v = verdict(-synth["mean"], synth["std"], -blank["mean"], blank["std"])
     if v == "holds":
-        return (f"{head}, above the blank control ({synth['mean'] - blank['mean']:+.3f}): the images carry "
-                "some of the findings they were generated for.")
+        return (f"{head}, above the blank control ({diff:+.3f} ± {spread:.3f}): the images carry some of "
+                "the findings they were generated for.")
     if v == "reversed":
-        return f"{head}, below the blank control: the images mislead the classifier."
-    return (f"{head}, no better than the blank control ({synth['mean'] - blank['mean']:+.3f} ± "
-            f"{math.hypot(synth['std'], blank['std']):.3f}): the images do not carry the findings they were "
-            "generated for, so they cannot teach them.")
+        return f"{head}, below the blank control ({diff:+.3f} ± {spread:.3f}): the images mislead the classifier."
+    return (f"{head}, not distinguishable from the blank control ({diff:+.3f} ± {spread:.3f}): no sign "
+            "that the images carry the findings they were generated for.")
 
 
 def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],

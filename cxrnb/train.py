@@ -127,8 +127,8 @@ def seed_everything(seed: int) -> None:
 
 def _fused(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
     """The same Adam with fused=True: one kernel per step instead of a loop over parameter tensors.
-    On a CPU, where torch's default is that loop, it takes Adam from ~30% of a batch-8 VAE step to
-    a few percent (python -m cxrnb.bench train measures it); the update agrees to float rounding."""
+    On a CPU, where torch's default is that loop, Adam was ~30% of a batch-8 VAE step
+    (torch.profiler, 64 px); the update agrees to float rounding."""
     if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)) or opt.defaults.get("fused"):
         return opt
     accepted = inspect.signature(type(opt)).parameters           # AdamW's defaults hold a setting
@@ -273,6 +273,9 @@ def load_checkpoint(path: str | Path, model: GenerativeModel,
     model.load_state_dict(ckpt["model"])
     for part, opt in (optimizers or {}).items():
         opt.load_state_dict(ckpt["optimizers"][part])
+        for group in opt.param_groups:      # a saved group brings its own kernel choice (an older,
+            group.update(fused=opt.defaults.get("fused"),       # unfused run's); keep this loop's
+                         foreach=opt.defaults.get("foreach"))
     return ckpt
 
 

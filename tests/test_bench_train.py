@@ -51,3 +51,9 @@ def test_summary_names_the_families_that_reach_the_goal():
     assert summary(t) == ("Optimised over naive, batch 8: A 1.20x, B 1.60x; 1.5x reached by B; "
                           "batch 64: A 1.50x, B 0.90x; 1.5x reached by A.")
     assert summary(t, goal=2).endswith("2x reached by none.")
+
+
+def test_timed_says_the_steps_of_each_batch():
+    from cxrnb.bench.train import timed
+
+    assert timed({8: 10, 64: 2}) == "10 steps at batch 8, 2 at batch 64"

@@ -59,7 +59,7 @@ def test_projection_equals_a_hand_computation():
     D = model.D
     with torch.no_grad():
         D.embed.weight.normal_()                                           # far from its N(0, 0.02) init
-        h = D.body.hidden(x)                                               # (4, 512, 1, 1) at 64 px
+        h = D.body.hidden(x)                                               # (4, 512, 2, 2) at 64 px
         pooled = h.mean((2, 3))
         by_hand = torch.tensor([sum(float(D.embed.weight[c] @ y[b]) * float(pooled[b, c]) for c in range(512))
                                 for b in range(len(x))])
@@ -146,3 +146,11 @@ def test_explorer_label_menu_redraws_the_image(cgan):
     given = explore.explorer_widget(cgan, mean, dirs, std, y=one_hot("Cardiomegaly")[0])
     assert given.labels.value == "labels given"
     assert explore.explorer_widget(build("LSGAN", image_size=64), mean, dirs, std).labels is None
+
+
+def test_missing_labels_and_missing_encoder_are_one_line_errors():
+    x, _ = batch(2)
+    with pytest.raises(CxrnbError, match="its loss needs the batch's labels"):
+        LSGAN(64, conditional=True).loss(x, None, "d")
+    with pytest.raises(CxrnbError, match="no encoder, so it cannot reconstruct"):
+        LSGAN(64).reconstruct(x)

@@ -497,3 +497,19 @@ def test_fused_adamw_is_the_same_adamw():
             (p * torch.arange(3.0)).sum().backward()
             opt.step()
     torch.testing.assert_close(a, b)
+
+
+def test_resuming_an_unfused_checkpoint_keeps_the_fused_kernel(tmp_path):
+    """A checkpoint written before Adam was fused on the CPU carries fused=None in its groups;
+    load_state_dict would take that over, so the resumed run (and its checkpoints) keep fused."""
+    train(toy(), ToyLoader(), cfg(tmp_path, max_steps=2))
+    path = tmp_path / "run" / CHECKPOINT
+    ckpt = torch.load(path, weights_only=True)
+    for state in ckpt["optimizers"].values():
+        for group in state["param_groups"]:
+            group.update(fused=None, foreach=None)           # as an older, unfused run saved it
+    torch.save(ckpt, path)
+    step = Stepper(toy(), torch.device("cpu"))
+    load_checkpoint(path, step.model, step.optimizers)
+    assert all(g["fused"] for o in step.optimizers.values() for g in o.param_groups)
+    assert all(int(s["step"]) > 0 for o in step.optimizers.values() for s in o.state.values())

@@ -13,8 +13,8 @@ the same random batch:
 
 On CUDA the models run at their paper sizes with batch 64. On a CPU they run at 64 px twice: with
 batch 8 (where per-step overheads such as the optimiser's show) and with the ``cpu`` profile's batch
-64 (what its notebooks train with, where the convolutions are nearly all the time), in about three
-minutes. Rates are images/s, the best of ``rounds`` alternating rounds of timed steps (each after
+64 (what its notebooks train with, where the convolutions are nearly all the time): about five
+minutes on 2 cores, ten with ``--compile``. Rates are images/s, the best of ``rounds`` alternating rounds of timed steps (each after
 one warm-up step), so a busy moment on a shared machine does not decide the ratio.
 """
 
@@ -143,6 +143,12 @@ def compare(preset: str, device: torch.device, size: int | None, batch: int, ste
     return row
 
 
+def timed(steps: dict[int, int]) -> str:
+    """What one timing covers, per batch size: "10 steps at batch 8, 2 at batch 64"."""
+    return ", ".join(f"{n} steps at batch {b}" if i == 0 else f"{n} at batch {b}"
+                     for i, (b, n) in enumerate(steps.items()))
+
+
 def summary(table: pd.DataFrame, goal: float = 1.5) -> str:
     """The speed-ups in one sentence per batch size, and which families reach ``goal``."""
     parts = []
@@ -154,7 +160,8 @@ def summary(table: pd.DataFrame, goal: float = 1.5) -> str:
     return "Optimised over naive, " + "; ".join(parts) + "."
 
 
-def markdown(table: pd.DataFrame, device: torch.device, peak: float, rounds: int, steps: int) -> str:
+def markdown(table: pd.DataFrame, device: torch.device, peak: float, rounds: int,
+             steps: dict[int, int]) -> str:
     """reports/bench.md: the table, the ceiling, the device, and the GPU rows' status."""
     from cxrnb.device import describe_cpu
     from cxrnb.tables import markdown_table
@@ -164,7 +171,7 @@ def markdown(table: pd.DataFrame, device: torch.device, peak: float, rounds: int
     lines = ["# Training throughput: naive loop vs cxrnb.train", "",
              f"Device: {describe_device(str(device))}; torch {torch.__version__}.",
              f"CPU: {describe_cpu()}.", "",
-             f"Best of {rounds} alternating rounds of about {steps * int(table['batch'].min())} images each, one random batch (speed does not depend "
+             f"Best of {rounds} alternating rounds, each timing {timed(steps)} (after a warm-up step), one random batch (speed does not depend "
              "on the pixels); each ratio is measured side by side, so it holds on a busy machine better than "
              "the absolute rates do. Load average when it started: "
              f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (1, 5, 15 min).", "",
@@ -191,11 +198,12 @@ def main(device: str = "auto", size: int | None = None, presets: tuple[str, ...]
     size = size or (CPU_SIZE if d.type == "cpu" else None)
     batches = (GPU_BATCH,) if d.type == "cuda" else CPU_BATCHES
     # about the same images per timing at every batch (10 steps of 8, 2 of 64): minutes, not ten
-    table = pd.DataFrame([compare(p, d, size, b, max(2, steps * batches[0] // b), rounds, compile)
+    steps_at = {b: max(2, steps * batches[0] // b) for b in batches}
+    table = pd.DataFrame([compare(p, d, size, b, steps_at[b], rounds, compile)
                           for b in batches for p in presets])
     peak = practical_peak(d)
     print(f"training throughput on {describe_device(device)} (torch {torch.__version__}), "
-          f"best of {rounds} rounds x {steps} steps")
+          f"best of {rounds} rounds of {timed(steps_at)}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
     print(summary(table))
     print(f"practical peak (measured fp32 matmul): {peak:,.1f} GFLOP/s; "
@@ -209,6 +217,6 @@ def main(device: str = "auto", size: int | None = None, presets: tuple[str, ...]
         prov = Provenance("images from random uint8 batches", int(table["batch"].max()),
                           int(table["size"].iloc[0]),
                           extra={"device": describe_device(device), "torch": torch.__version__})
-        path = write_markdown(markdown(table, d, peak, rounds, steps), in_repo(report), prov)
+        path = write_markdown(markdown(table, d, peak, rounds, steps_at), in_repo(report), prov)
         print(f"wrote {path}")
     return table

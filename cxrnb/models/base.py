@@ -19,6 +19,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from cxrnb.errors import CxrnbError
+
 # The ImageNet statistics the paper's GMVAE V3-V6 normalise with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -104,6 +106,8 @@ class GenerativeModel(nn.Module):
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The decoded posterior mean, ``encode(x)[0]``: the deterministic reconstruction of x, for the
         models with an encoder (VAE, GMVAE, Dirichlet VAE)."""
+        if not callable(getattr(self, "encode", None)):
+            raise CxrnbError(f"{type(self).__name__} has no encoder, so it cannot reconstruct an image")
         return self.decode(self.encode(x)[0], y)
 
     @torch.no_grad()

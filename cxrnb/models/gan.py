@@ -136,6 +136,8 @@ class LSGAN(GenerativeModel):
     def loss(self, x: Tensor, y: Tensor | None = None, part: str = "d") -> dict[str, Tensor]:
         """Fakes are drawn for the batch's own labels, so G learns real label co-occurrence."""
         z = torch.randn(x.shape[0], Z_DIM, device=x.device)
+        if self.conditional and y is None:
+            raise CxrnbError("this LSGAN is conditional: its loss needs the batch's labels y")
         y = y.float() if self.conditional else None
         if part == "d":
             with torch.no_grad():                       # D's step needs no graph through G
