@@ -26,8 +26,8 @@ from cxrnb.train import Stepper, random_batch, throughput
 CXR14_IMAGES = 112_120          # images in full CXR14, what "one epoch" meant in the paper
 GPU_BATCH = 64                  # the paper's batch size
 CPU_BATCH = 8                   # 64 VGG16 images at 224 px would take minutes per step on a CPU; its
-                                # images/s grow with the batch (VAE at 64 px: ~60 at 8, ~100 at 64;
-                                # python -m cxrnb.bench train), so the CPU rows are lower bounds
+                                # images/s grow with the batch (VAE at 64 px: ~76 at 8, ~102 at 64 in
+                                # reports/bench.md), so the CPU rows are lower bounds
 
 
 @dataclass(frozen=True)
