@@ -32,7 +32,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from cxrnb.errors import CxrnbError
-from cxrnb.labels import LABELS, NO_FINDING
+from cxrnb.labels import LABELS, NO_FINDING, one_hot
 from cxrnb.models.base import GenerativeModel
 from cxrnb.plots import tile
 
@@ -174,9 +174,7 @@ def labels_for(model: GenerativeModel, finding: str = NO_FINDING) -> Tensor | No
     """The one-hot label a conditional model is explored with (None for an unconditional one)."""
     if not model.conditional:
         return None
-    if finding not in LABELS:
-        raise CxrnbError(f"unknown label {finding!r}; valid: {', '.join(LABELS)}")
-    return torch.eye(len(LABELS))[LABELS.index(finding)]
+    return one_hot(finding)
 
 
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ from cxrnb import diagnostics, distributed
 from cxrnb.cache import ImageCache, prepare
 from cxrnb.data import resolve_root
 from cxrnb.errors import CxrnbError
-from cxrnb.labels import FINDINGS, LABELS, NO_FINDING
+from cxrnb.labels import FINDINGS, NO_FINDING, one_hot
 from cxrnb.metrics import ms_ssim_diversity
 from cxrnb.models.base import IMAGENET_STD
 from cxrnb.models.losses import effective_beta
@@ -263,8 +263,7 @@ def samples_per_label(run: Run, n: int = 8, seed: int = 0,
     latents in every row (the same ``seed``), so that across rows only the label changes."""
     if not run.model.conditional:
         raise CxrnbError(f"{run.preset} is not label-conditioned: it has no samples per label")
-    eye = torch.eye(len(LABELS))
-    return {name: samples(run, n, seed, labels=eye[LABELS.index(name)].expand(n, -1)) for name in names}
+    return {name: samples(run, n, seed, labels=one_hot(name).expand(n, -1)) for name in names}
 
 
 def timed_samples(run: Run, n: int = 100, seed: int = 0, size: int | None = None,

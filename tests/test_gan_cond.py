@@ -4,7 +4,7 @@ discriminator, and everything downstream that reads ``model.conditional``."""
 import pytest
 import torch
 
-from cxrnb import evaluation, explore, findings, study
+from cxrnb import evaluation, explore, findings, labels, study
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS, NO_FINDING
 from cxrnb.models import PRESETS, build
@@ -12,7 +12,7 @@ from cxrnb.models.gan import LSGAN
 
 
 def one_hot(*names: str) -> torch.Tensor:
-    return torch.stack([torch.eye(len(LABELS))[LABELS.index(n)] for n in names])
+    return torch.stack([labels.one_hot(n) for n in names])
 
 
 def batch(n: int = 4, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,3 +154,11 @@ def test_missing_labels_and_missing_encoder_are_one_line_errors():
         LSGAN(64, conditional=True).loss(x, None, "d")
     with pytest.raises(CxrnbError, match="no encoder, so it cannot reconstruct"):
         LSGAN(64).reconstruct(x)
+
+
+def test_one_hot_label_rows():
+    row = labels.one_hot("Cardiomegaly")
+    assert row.shape == (15,) and row.sum() == 1 and row[1] == 1        # LABELS[1] is Cardiomegaly
+    assert labels.one_hot(NO_FINDING)[-1] == 1
+    with pytest.raises(CxrnbError, match="unknown label 'Covid'"):
+        labels.one_hot("Covid")
