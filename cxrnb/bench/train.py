@@ -14,8 +14,9 @@ the same random batch:
 On CUDA the models run at their paper sizes with batch 64. On a CPU they run at 64 px twice: with
 batch 8 (where per-step overheads such as the optimiser's show) and with the ``cpu`` profile's batch
 64 (what its notebooks train with, where the convolutions are nearly all the time): about five
-minutes on 2 cores, ten with ``--compile``. Rates are images/s, the best of ``rounds`` alternating rounds of timed steps (each after
-one warm-up step), so a busy moment on a shared machine does not decide the ratio.
+minutes on 2 cores, ten with ``--compile``. Rates are images/s, the best of ``rounds`` alternating
+rounds of timed steps (each after one warm-up step), so a busy moment on a shared machine does not
+decide the ratio.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def summary(table: pd.DataFrame, goal: float = 1.5) -> str:
 
 
 def markdown(table: pd.DataFrame, device: torch.device, peak: float, rounds: int,
-             steps: dict[int, int]) -> str:
+             steps: dict[int, int], load: tuple[float, float, float]) -> str:
     """reports/bench.md: the table, the ceiling, the device, and the GPU rows' status."""
     from cxrnb.device import describe_cpu
     from cxrnb.tables import markdown_table
@@ -174,7 +175,7 @@ def markdown(table: pd.DataFrame, device: torch.device, peak: float, rounds: int
              f"Best of {rounds} alternating rounds, each timing {timed(steps)} (after a warm-up step), one random batch (speed does not depend "
              "on the pixels); each ratio is measured side by side, so it holds on a busy machine better than "
              "the absolute rates do. Load average when it started: "
-             f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (1, 5, 15 min).", "",
+             f"{', '.join(f'{x:.1f}' for x in load)} (1, 5, 15 min).", "",
              markdown_table(shown.round(2)), "", summary(table), "",
              f"Ceiling: practical peak {peak:,.1f} GFLOP/s, measured (best fp32 2048x2048 matmul on this "
              "device now), not a datasheet figure. GFLOP/s counts the convolutions and matmuls of one "
@@ -195,6 +196,7 @@ def main(device: str = "auto", size: int | None = None, presets: tuple[str, ...]
          compile: bool = False) -> pd.DataFrame:
     """Measure and print the table (and write ``report``.md); returns it."""
     d = pick_device(device)
+    load = os.getloadavg()                          # before the bench adds its own
     size = size or (CPU_SIZE if d.type == "cpu" else None)
     batches = (GPU_BATCH,) if d.type == "cuda" else CPU_BATCHES
     # about the same images per timing at every batch (10 steps of 8, 2 of 64): minutes, not ten
@@ -217,6 +219,6 @@ def main(device: str = "auto", size: int | None = None, presets: tuple[str, ...]
         prov = Provenance("images from random uint8 batches", int(table["batch"].max()),
                           int(table["size"].iloc[0]),
                           extra={"device": describe_device(device), "torch": torch.__version__})
-        path = write_markdown(markdown(table, d, peak, rounds, steps_at), in_repo(report), prov)
+        path = write_markdown(markdown(table, d, peak, rounds, steps_at, load), in_repo(report), prov)
         print(f"wrote {path}")
     return table
