@@ -87,33 +87,34 @@ def main(argv: list[str] | None = None) -> None:
 
 def _dispatch(a: argparse.Namespace) -> None:
     if a.command == "prepare":
-        from cxrnb.cache import prepare
+        from cxrnb.data.cache import prepare
         print(prepare(root=a.root, csv=a.csv, size=a.size, workers=a.workers,
                       cache_dir=a.cache_dir, on_missing=a.on_missing))
     elif a.command == "download":
-        from cxrnb.download import download
+        from cxrnb.data.download import download
         print(download(parts=a.parts, out=a.out, base_url=a.base_url))
     elif a.command == "phantom":
-        from cxrnb.phantom import write_phantom
+        from cxrnb.data.phantom import write_phantom
         print(write_phantom(a.out, n=a.n, size=a.size, seed=a.seed))
     elif a.command == "params":
-        from cxrnb.table5 import print_table5
+        from cxrnb.bench.table5 import print_table5
         print_table5(device=a.device, size=a.size, steps=a.steps)
     elif a.command == "train":
-        from cxrnb import distributed
-        from cxrnb.study import describe, train_run
+        from cxrnb import runtime
+        from cxrnb.training import distributed
+        from cxrnb.study.runs import describe, train_run
         with distributed.session(a.device):            # under torchrun: one process per GPU (or CPU share)
             run = train_run(a.preset, a.root, image_size=a.size, epochs=a.epochs, max_images=a.max_images,
                             batch_size=a.batch_size, seed=a.seed, device=a.device, runs_dir=a.out,
                             config={"checkpoint_minutes": a.checkpoint_minutes})
-            if distributed.is_main():
-                print(describe(run, a.device) + (f"\n  processes    {distributed.world_size()} (DDP)"
-                                                 if distributed.world_size() > 1 else ""))
+            if runtime.is_main():
+                print(describe(run, a.device) + (f"\n  processes    {runtime.world_size()} (DDP)"
+                                                 if runtime.world_size() > 1 else ""))
     elif a.command == "presets":
         from cxrnb.models.presets import PRESETS
         width = max(map(len, PRESETS))
         print("\n".join(f"{name:<{width}}  {p.description}" for name, p in PRESETS.items()))
     elif a.command == "reproduce":
-        from cxrnb.run import reproduce
+        from cxrnb.reproduce import reproduce
         reproduce(profile=a.profile, params_file=a.params, overrides=a.set, only=a.only,
                   reports=a.reports, overwrite=a.overwrite)

@@ -47,6 +47,6 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-CACHE_DIR = "data/cache"    # preprocessed image caches (cxrnb.cache)
+CACHE_DIR = "data/cache"    # preprocessed image caches (cxrnb.data.cache)
 PHANTOM_DIR = "data/phantom"
-RUNS_DIR = "runs"           # checkpoints, loss histories and sample grids (cxrnb.train)
+RUNS_DIR = "runs"           # checkpoints, loss histories and sample grids (cxrnb.training.loop)

@@ -21,7 +21,7 @@ def real_root() -> Path:
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory) -> Path:
     """A 64-image synthetic dataset in the official CXR14 layout, written once per test session."""
-    from cxrnb.phantom import write_phantom
+    from cxrnb.data.phantom import write_phantom
 
     return write_phantom(tmp_path_factory.mktemp("phantom"), n=64, size=128, seed=0)
 

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from cxrnb.bench.train import step_flops
-from cxrnb.models.base import GenerativeModel, InputSpec
-from cxrnb.train import Stepper
+from cxrnb.models.base import GenerativeModel, InputSpec, adam
+from cxrnb.training.loop import Stepper
 
 
 class OneLayer(GenerativeModel):
@@ -15,8 +15,8 @@ class OneLayer(GenerativeModel):
         super().__init__()
         self.lin = nn.Linear(16, 3)
 
-    def optimizer(self, part="model"):
-        return torch.optim.Adam(self.parameters())
+    def optimizer(self, part="model", fused=True):
+        return adam(self.parameters(), fused)
 
     def loss(self, x, y, part="model"):
         return {"loss": self.lin(x.flatten(1)).pow(2).mean()}

@@ -14,9 +14,9 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from cxrnb import cache as cache_mod
-from cxrnb.cache import ArrayLoader, CachedDataset, ImageCache, prepare
-from cxrnb.data import label_matrix
+from cxrnb.data import cache as cache_mod
+from cxrnb.data.cache import ArrayLoader, CachedDataset, ImageCache, prepare
+from cxrnb.data.index import label_matrix
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxrnb import data
-from cxrnb.data import (data_source, filter_index, find_label_table, label_matrix, load_index,
+from cxrnb.data import index as data_index
+from cxrnb.data.index import (data_source, filter_index, find_label_table, label_matrix, load_index,
                         locate_images, read_labels, resolve_root, split_by_patient)
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
@@ -66,7 +66,7 @@ def test_packaged_table_is_complete(full_table):
 
 def test_label_columns_agree_with_the_raw_strings(full_table):
     """Independent recount: a regex over the untouched "Finding Labels" column of the file."""
-    raw = pd.read_csv(data.packaged_table(), usecols=["Finding Labels"])["Finding Labels"]
+    raw = pd.read_csv(data_index.packaged_table(), usecols=["Finding Labels"])["Finding Labels"]
     for name in LABELS:
         expected = raw.str.contains(rf"(?:^|\|){name}(?:\||$)", regex=True).sum()
         assert full_table[name].sum() == expected, name
@@ -171,9 +171,8 @@ def test_resolve_root_phantom_writes_it_once(tmp_path, monkeypatch):
         (path / "PHANTOM").write_text("synthetic")
         return path
 
-    monkeypatch.setattr(data, "in_repo", lambda p: tmp_path / p)
-    fake = types.SimpleNamespace(write_phantom=write_phantom)
-    monkeypatch.setitem(sys.modules, "cxrnb.phantom", fake)
+    monkeypatch.setattr(data_index, "in_repo", lambda p: tmp_path / p)
+    monkeypatch.setattr(data_index, "write_phantom", write_phantom)
     first, second = resolve_root("phantom"), resolve_root("phantom")
     assert first == second == tmp_path / "data" / "phantom"
     assert calls == [(tmp_path / "data" / "phantom", 512, 256, 0)]

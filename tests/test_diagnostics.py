@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from cxrnb.diagnostics import Diagnostics, active_units, diagnose, kl_per_dim, monitor, reconstruct
+from cxrnb.evaluation.diagnostics import Diagnostics, active_units, diagnose, kl_per_dim, monitor, reconstruct
 from cxrnb.models.vae import VAE, kl_standard_normal
-from cxrnb.train import TrainConfig, train
+from cxrnb.training.loop import TrainConfig, train
 from tests.test_train import ToyLoader
 
 
@@ -78,4 +78,4 @@ def test_the_monitor_logs_heldout_rows_without_changing_training(tmp_path, one_t
     assert trained.equals(plain.frame.reset_index(drop=True))   # identical losses, step by step
     held = watched.frame[watched.frame.part == "heldout"]
     assert sorted(held.iteration.unique()) == [0, 2, 4, 5]      # start, every 2, the end
-    assert set(held.name) == {"kl", "active_units", "test_mse", "mean_image_mse"}
+    assert set(held.name) == {"kl", "active_units", "heldout_mse", "mean_image_mse"}

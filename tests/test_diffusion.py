@@ -9,11 +9,13 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from cxrnb import diagnostics, findings, study
+from cxrnb import study
+from cxrnb.evaluation import diagnostics
+from cxrnb.report import sentences
 from cxrnb.errors import CxrnbError
 from cxrnb.models import build
 from cxrnb.models.diffusion import T_TRAIN, unet
-from cxrnb.train import TrainConfig, train
+from cxrnb.training.loop import TrainConfig, train
 from test_train import ToyLoader
 
 S = 16
@@ -100,7 +102,7 @@ def test_param_count_and_the_ema_copy_is_neither_counted_nor_optimised(one_threa
     optimised = {id(p) for g in model.optimizer("model").param_groups for p in g["params"]}
     assert optimised == {id(p) for p in model.net.parameters()}
     assert not optimised & {id(p) for p in model.ema.parameters()}
-    assert model.family == "diffusion" and model.latent_dim == 64 * 64 and not diagnostics.has_encoder(model)
+    assert model.family == "diffusion" and model.latent_dim == 64 * 64 and not model.has_encoder
     assert model.input_spec.value_range == "tanh" and model.input_spec.channels == 1
 
 
@@ -153,10 +155,10 @@ def test_a_short_phantom_run_learns_and_reloads(phantom_root, tmp_path, one_thre
 
 def test_convergence_sentence_reads_the_windows():
     falling = pd.Series(np.linspace(1.0, 0.2, 100), index=range(1, 101))
-    assert "still falling" in findings.convergence(falling) and "0.1% of the ~100,000" in findings.convergence(falling)
+    assert "still falling" in sentences.convergence(falling) and "0.1% of the ~100,000" in sentences.convergence(falling)
     flat = pd.Series(np.tile([0.3, 0.31], 50), index=range(1, 101))
-    assert "flat within batch noise" in findings.convergence(flat)
-    assert "too few" in findings.convergence(pd.Series([1.0, 0.9], index=[1, 2]))
+    assert "flat within batch noise" in sentences.convergence(flat)
+    assert "too few" in sentences.convergence(pd.Series([1.0, 0.9], index=[1, 2]))
 
 
 def test_the_conditional_variant_uses_its_labels(tmp_path, one_thread):
@@ -199,7 +201,7 @@ def test_ddim_with_the_exact_noise_predictor_recovers_the_data(one_thread):
 
 
 def test_parameter_table_beside_table5(one_thread):
-    from cxrnb.table5 import beside_table5
+    from cxrnb.bench.table5 import beside_table5
 
     model = tiny(image_size=64)
     table = beside_table5(model).set_index("model")

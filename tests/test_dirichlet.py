@@ -12,9 +12,10 @@ from scipy import special, stats
 from torch import nn
 from torch.distributions import Dirichlet
 
-from cxrnb import diagnostics, explore
+from cxrnb.evaluation import diagnostics
+from cxrnb.study import explore
 from cxrnb.errors import CxrnbError
-from cxrnb.findings import collapse_findings, dirichlet_findings
+from cxrnb.report.sentences import collapse_findings, dirichlet_findings
 from cxrnb.models import build
 from cxrnb.models.base import GenerativeModel, InputSpec
 from cxrnb.models.dirvae import ALPHA_FLOOR, DirichletVAE
@@ -121,6 +122,7 @@ class Simplex(GenerativeModel):
     """A linear decoder from a 4-component simplex to 8x8 images, and a softmax encoder."""
 
     prior = "dirichlet"
+    has_encoder = True
     input_spec = InputSpec(size=8, channels=1, value_range="unit")
     latent_dim = 4
     alpha0 = 0.98

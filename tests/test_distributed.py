@@ -1,8 +1,8 @@
-"""Data-parallel training (cxrnb.distributed): 2 CPU processes, gloo, against 1 process.
+"""Data-parallel training (cxrnb.training.distributed): 2 CPU processes, gloo, against 1 process.
 
 The reference is the plain single-process loop. Two processes with a global batch of 8 (2 x 4) must
 log the same losses as one process with batch 8, to floating-point tolerance. For that to be the
-SAME computation, the test removes the two things that differ by design (see cxrnb.distributed):
+SAME computation, the test removes the two things that differ by design (see cxrnb.training.distributed):
 - noise: both runs draw the model's noise from a table indexed by (draw number, global batch row),
   so the image in row 5 gets the same noise whether it sits on rank 1 or in the single batch;
 - BatchNorm: replaced by a per-image normalisation (GroupNorm with one group), since CPU ranks
@@ -29,11 +29,11 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from cxrnb import distributed
-from cxrnb.cache import ArrayLoader
+from cxrnb.training import distributed
+from cxrnb.data.cache import ArrayLoader
 from cxrnb.errors import CxrnbError
 from cxrnb.models import build
-from cxrnb.train import TrainConfig, train
+from cxrnb.training.loop import TrainConfig, train
 
 WORLD, GLOBAL_BATCH = 2, 8
 _randn, _randn_like = torch.randn, torch.randn_like

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrnb import download as dl
+from cxrnb.data import download as dl
 from cxrnb.errors import CxrnbError
 
 NAMES = ("images_001.tar.gz", "images_002.tar.gz")

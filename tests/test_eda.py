@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrnb import eda
-from cxrnb.data import read_labels
+from cxrnb.data import eda
+from cxrnb.data.index import read_labels
 from cxrnb.labels import FINDINGS, LABELS
 
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cxrnb import explore
+from cxrnb.study import explore
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
 from cxrnb.models.base import GenerativeModel, InputSpec
@@ -24,6 +24,7 @@ class Toy(GenerativeModel):
     input_spec = InputSpec(size=S, channels=1, value_range="unit")
     latent_dim = D
     n_components = 3
+    has_encoder = True
 
     def __init__(self, latent_shape=(D,)):
         super().__init__()

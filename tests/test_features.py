@@ -4,18 +4,19 @@ weights file present, the input scaling matches each library's own convention.""
 import pytest
 import torch
 
-from cxrnb import features
-from cxrnb.classifier import Classifier, ClassifierConfig, CxrNet
+from cxrnb.data.tensors import as_unit_images
+from cxrnb.evaluation import features
+from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, CxrNet
 from cxrnb.errors import CxrnbError
 
 
 def test_as_unit_images_accepts_uint8_and_float():
     u8 = torch.tensor([[[0, 255], [51, 102]]], dtype=torch.uint8)
-    x = features.as_unit_images(u8.numpy())
+    x = as_unit_images(u8.numpy())
     assert x.shape == (1, 1, 2, 2) and x.dtype == torch.float32
     assert x.flatten().tolist() == pytest.approx([0.0, 1.0, 0.2, 0.4])
     f = torch.rand(3, 1, 4, 4)
-    assert torch.equal(features.as_unit_images(f), f)
+    assert torch.equal(as_unit_images(f), f)
 
 
 @pytest.fixture

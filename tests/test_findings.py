@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from cxrnb.findings import best_non_collapsed, collapse_findings
+from cxrnb.report.sentences import best_non_collapsed, collapse_findings
 
 
 def table(changes=None):

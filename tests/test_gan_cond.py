@@ -4,7 +4,9 @@ discriminator, and everything downstream that reads ``model.conditional``."""
 import pytest
 import torch
 
-from cxrnb import evaluation, explore, findings, labels, study
+from cxrnb import labels, study
+from cxrnb.report import sentences
+from cxrnb.study import explore, scoring
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS, NO_FINDING
 from cxrnb.models import PRESETS, build
@@ -90,13 +92,13 @@ def test_label_findings_sentence():
     base = torch.zeros(2, 1, 4, 4)
     base[1] = 0.5                                          # two latents differ by 0.5 everywhere
     rows = {NO_FINDING: base, "Cardiomegaly": base + 0.1, "Effusion": base + 0.05}
-    text = findings.label_findings(rows, "LSGAN-cond", 10, 1.5)
+    text = sentences.label_findings(rows, "LSGAN-cond", 10, 1.5)
     assert "After 10 iterations (1.5 epochs)" in text and "by 0.075 of the grey range" in text
     assert "most for Cardiomegaly, 0.100, least for Effusion, 0.050" in text and "against 0.500" in text
     assert "conditioning is weak" in text                  # 0.075 < 0.5 / 4
     rows["Effusion"] = base + 0.3
-    assert "the label visibly changes" in findings.label_findings(rows, "LSGAN-cond", 10, 1.5)
-    assert "ignores the label" in findings.label_findings({NO_FINDING: base, "Mass": base}, "m", 1, 1)
+    assert "the label visibly changes" in sentences.label_findings(rows, "LSGAN-cond", 10, 1.5)
+    assert "ignores the label" in sentences.label_findings({NO_FINDING: base, "Mass": base}, "m", 1, 1)
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +125,14 @@ def test_downstream_uses_the_labels(cgan_run):
     run, _ = cgan_run
     y = torch.zeros(4, 15)
     y[:2, LABELS.index("Cardiomegaly")] = 1
-    a = evaluation.conditional_samples(run, y, size=64)
-    b = evaluation.conditional_samples(run, torch.zeros(4, 15), size=64)
+    a = scoring.conditional_samples(run, y, size=64)
+    b = scoring.conditional_samples(run, torch.zeros(4, 15), size=64)
     assert a.shape == (4, 1, 64, 64) and 0 <= a.min() and a.max() <= 1
     assert torch.equal(a[2:], b[2:]) and not torch.equal(a[:2], b[:2])    # same z, other labels
     rows = study.samples_per_label(run, n=3)
     assert list(rows) == [NO_FINDING, *LABELS[:-1]] and rows["Mass"].shape == (3, 1, 64, 64)
     assert not torch.equal(rows[NO_FINDING], rows["Mass"])
-    text = evaluation.describe_generator(run, n=8)
+    text = scoring.describe_generator(run, n=8)
     assert text.startswith("LSGAN-cond, 2 epochs, a GAN model: no encoder") and "MS-SSIM of 8 samples" in text
 
 
@@ -150,10 +152,10 @@ def test_explorer_label_menu_redraws_the_image(cgan):
 
 def test_missing_labels_and_missing_encoder_are_one_line_errors():
     x, _ = batch(2)
-    with pytest.raises(CxrnbError, match="its loss needs the batch's labels"):
+    with pytest.raises(CxrnbError, match="conditional: give labels y"):
         LSGAN(64, conditional=True).loss(x, None, "d")
-    with pytest.raises(CxrnbError, match="no encoder, so it cannot reconstruct"):
-        LSGAN(64).reconstruct(x)
+    with pytest.raises(CxrnbError, match="LSGAN has no encoder"):
+        LSGAN(64).encode(x)
 
 
 def test_one_hot_label_rows():

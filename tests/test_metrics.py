@@ -10,9 +10,9 @@ from sklearn.neighbors import NearestNeighbors
 from torchmetrics.image.fid import _compute_fid
 from torchmetrics.image.kid import poly_mmd
 
-from cxrnb import metrics
+from cxrnb.evaluation import metrics
 from cxrnb.errors import CxrnbError
-from cxrnb.features import FeatureExtractor
+from cxrnb.evaluation.features import FeatureExtractor
 
 
 @pytest.fixture
@@ -316,7 +316,7 @@ def test_ladder_degradations_match_independent_computations():
     from scipy.ndimage import gaussian_filter
     from skimage.transform import resize
 
-    from cxrnb import ladder
+    from cxrnb.evaluation import ladder
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 1, 64, 64, generator=g)
@@ -340,7 +340,7 @@ def test_ladder_degradations_match_independent_computations():
 
 
 def test_evaluate_scores_the_ladder_on_the_held_out_half_and_orders_it():
-    from cxrnb import ladder
+    from cxrnb.evaluation import ladder
 
     g = torch.Generator().manual_seed(3)
     real = _blobs(60, g)

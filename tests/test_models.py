@@ -143,7 +143,7 @@ def test_vae_shapes_at_64px():
     x = model.input_spec.to_model(u8_batch(64))
     mean, logvar = model.encode(x)
     assert mean.shape == logvar.shape == (2, 1024)
-    recon = model.reconstruct(x)
+    recon = model.decode(mean)
     assert recon.shape == (2, 1, 64, 64) and 0 <= recon.min() and recon.max() <= 1     # sigmoid
     # at 64 px the flatten is 512 x 2 x 2 = 2048, so each head is Linear(2048 -> 1024)
     assert model.param_counts()["mean"] == 2048 * 1024 + 1024
@@ -258,7 +258,7 @@ def test_frozen_encoder_gets_no_gradients_and_keeps_imagenet_statistics():
 
 def test_conditional_model_needs_labels():
     model = build("FS-GMVAE-V1", image_size=64, weights=None, z_dim=8, k=3)
-    with pytest.raises(CxrnbError, match="pass labels y"):
+    with pytest.raises(CxrnbError, match="conditional: give labels y"):
         model.decode(model.sample_latent(2))
 
 

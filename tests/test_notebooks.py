@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxrnb.run import find_notebooks, reproduce
+from cxrnb.reproduce import find_notebooks, reproduce
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cxrnb import plots
+from cxrnb.report import plots
 from cxrnb.errors import CxrnbError
 from cxrnb.provenance import Provenance
 

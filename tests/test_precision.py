@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import cxrnb.train as train_module
-from cxrnb.cache import prepare
-from cxrnb.device import cpu_bf16_native, cpu_flags
+import cxrnb.training.loop as train_module
+from cxrnb.data.cache import prepare
+from cxrnb.runtime import cpu_bf16_native, cpu_flags
 from cxrnb.models import build
-from cxrnb.train import Stepper, TrainConfig, train
+from cxrnb.training.loop import Stepper, TrainConfig, train
 
 
 def test_bf16_is_chosen_exactly_where_the_cpu_has_it(monkeypatch):

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrnb import results
-from cxrnb.metrics import REAL, evaluate
+from cxrnb.report import results
+from cxrnb.evaluation.metrics import REAL, evaluate
 
 
 def rows(fd: dict[str, tuple[float, float]], space: str = "cxr-classifier") -> pd.DataFrame:
@@ -68,7 +68,8 @@ def test_ranking_uses_each_family_best_model():
     assert sentence.startswith("FD (cxr-classifier):")
     assert "LSGAN vs VAE-beta0.002: holds" in sentence          # the best VAE, not beta1
     assert "LSGAN vs GMVAE-V8: not resolved within spread" in sentence
-    reversed_ = results.ranking_sentences(rows({"LSGAN": (90, 2), "VAE": (40, 2)}))[0]
+    reversed_ = results.ranking_sentences(rows({"LSGAN": (90, 2), "VAE": (40, 2)}),
+                                          families={"LSGAN": "gan", "VAE": "vae"})[0]
     assert "LSGAN vs VAE: reversed" in reversed_ and "no GMVAE row" in reversed_
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cxrnb import run
+from cxrnb import reproduce
 from cxrnb.errors import CxrnbError
 
 
@@ -41,7 +41,7 @@ def two_notebooks(tmp_path, monkeypatch):
                    "NAMES = ['data_root', 'image_size', 'epochs', 'seed']\n" + FIGURE_BODY)
     write_notebook(folder / "02_train.ipynb", "epochs = 0\nbetas = []\nseed = 0\nreports_dir = ''",
                    "NAMES = ['epochs', 'betas', 'seed']\n" + FIGURE_BODY)
-    monkeypatch.setitem(run.PROFILES, "test", {"data_root": "phantom", "image_size": 32, "epochs": 1,
+    monkeypatch.setitem(reproduce.PROFILES, "test", {"data_root": "phantom", "image_size": 32, "epochs": 1,
                                                "seed": 5, "device": "cpu",
                                                "02": {"betas": [1, 0.1], "epochs": 4}})
     return folder
@@ -55,7 +55,7 @@ def test_parameter_layers_and_index(tmp_path, two_notebooks):
     params = tmp_path / "params.yaml"
     params.write_text("epochs: 2\nseed: 6\n02:\n  epochs: 3\n")     # an unquoted 02 is read as int 2
 
-    index = run.reproduce("test", params_file=params, overrides=["seed=7", "02.betas=[0.002]"],
+    index = reproduce.reproduce("test", params_file=params, overrides=["seed=7", "02.betas=[0.002]"],
                           reports=reports, notebooks=two_notebooks, progress=False)
 
     def effective(name):
@@ -88,7 +88,7 @@ def test_a_failing_notebook_stops_the_run_and_is_indexed(tmp_path, monkeypatch):
     # The cpu profile needs CXR14_ROOT only for notebooks that declare data_root: none here.
     monkeypatch.delenv("CXR14_ROOT", raising=False)
     with pytest.raises(CxrnbError) as err:
-        run.reproduce("cpu", only=["01", "02", "03"], reports=reports, notebooks=folder, progress=False)
+        reproduce.reproduce("cpu", only=["01", "02", "03"], reports=reports, notebooks=folder, progress=False)
     message = str(err.value)
     assert "\n" not in message
     assert "02_fail" in message and "`y = 2`" in message and "ValueError: bad beta" in message
@@ -120,7 +120,7 @@ def test_bad_input_fails_before_any_notebook_runs(tmp_path, two_notebooks, monke
     monkeypatch.chdir(tmp_path)
     kwargs = {"profile": "test", **kwargs}
     with pytest.raises(CxrnbError, match=message):
-        run.reproduce(**kwargs, reports=tmp_path / "reports", notebooks=two_notebooks, progress=False)
+        reproduce.reproduce(**kwargs, reports=tmp_path / "reports", notebooks=two_notebooks, progress=False)
     assert not (tmp_path / "reports").exists()
 
 
@@ -131,18 +131,18 @@ def test_bad_yaml_file(tmp_path, two_notebooks, text, message):
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
     with pytest.raises(CxrnbError, match=message):
-        run.reproduce("test", params_file=bad, notebooks=two_notebooks, progress=False)
+        reproduce.reproduce("test", params_file=bad, notebooks=two_notebooks, progress=False)
 
 
 def test_empty_notebook_folder(tmp_path):
     with pytest.raises(CxrnbError, match="no notebooks named NN_name.ipynb"):
-        run.reproduce("smoke", notebooks=tmp_path, progress=False)
+        reproduce.reproduce("smoke", notebooks=tmp_path, progress=False)
 
 
 @pytest.mark.slow
 def test_a_failure_keeps_the_previous_figures_and_a_partial_run_keeps_the_other_entries(tmp_path, two_notebooks):
     reports = tmp_path / "reports"
-    run.reproduce("test", reports=reports, notebooks=two_notebooks, progress=False)
+    reproduce.reproduce("test", reports=reports, notebooks=two_notebooks, progress=False)
     before = (reports / "figures" / "02_train" / "params.json").read_text()
     good = nbformat.read(two_notebooks / "02_train.ipynb", 4)
     broken = nbformat.read(two_notebooks / "02_train.ipynb", 4)
@@ -150,7 +150,7 @@ def test_a_failure_keeps_the_previous_figures_and_a_partial_run_keeps_the_other_
                               "raise RuntimeError('out of memory')"
     nbformat.write(broken, two_notebooks / "02_train.ipynb")
     with pytest.raises(CxrnbError, match="RuntimeError: out of memory"):
-        run.reproduce("test", only=["02"], overrides=["seed=9"], reports=reports, notebooks=two_notebooks,
+        reproduce.reproduce("test", only=["02"], overrides=["seed=9"], reports=reports, notebooks=two_notebooks,
                       progress=False)
     folder = reports / "figures" / "02_train"
     assert (folder / "params.json").read_text() == before and not (folder / "half.png").exists()
@@ -160,7 +160,7 @@ def test_a_failure_keeps_the_previous_figures_and_a_partial_run_keeps_the_other_
                      r"below are from this run\)", text)
     assert "(figures/01_data/fig.png)" in text and "(figures/02_train/fig.png)" in text
     nbformat.write(good, two_notebooks / "02_train.ipynb")
-    run.reproduce("test", only=["02"], overrides=["seed=9"], reports=reports, notebooks=two_notebooks,
+    reproduce.reproduce("test", only=["02"], overrides=["seed=9"], reports=reports, notebooks=two_notebooks,
                   progress=False)
     assert json.loads((folder / "params.json").read_text())["seed"] == 9
     assert "last attempt" not in (reports / "index.md").read_text()
@@ -170,14 +170,14 @@ def test_a_failure_keeps_the_previous_figures_and_a_partial_run_keeps_the_other_
 @pytest.mark.slow
 def test_reports_of_other_data_are_not_overwritten_without_the_flag(tmp_path, two_notebooks, real_root):
     reports = tmp_path / "reports"
-    run.reproduce("test", only=["01"], overrides=[f"data_root={real_root}"], reports=reports,
+    reproduce.reproduce("test", only=["01"], overrides=[f"data_root={real_root}"], reports=reports,
                   notebooks=two_notebooks, progress=False)
     made = (reports / "figures" / "01_data" / "params.json").read_text()
     with pytest.raises(CxrnbError, match=r"holds 01_data's figures made from real CXR14 subset, 1,657 images; "
                                          r"this run reads synthetic phantom: .* --overwrite"):
-        run.reproduce("test", only=["01"], reports=reports, notebooks=two_notebooks, progress=False)
+        reproduce.reproduce("test", only=["01"], reports=reports, notebooks=two_notebooks, progress=False)
     assert (reports / "figures" / "01_data" / "params.json").read_text() == made
-    run.reproduce("test", only=["01"], reports=reports, notebooks=two_notebooks, progress=False, overwrite=True)
+    reproduce.reproduce("test", only=["01"], reports=reports, notebooks=two_notebooks, progress=False, overwrite=True)
     assert "synthetic phantom" in (reports / "index.md").read_text()
 
 
@@ -188,12 +188,12 @@ def test_the_real_notebooks_parameter_cells_parse_cleanly_for_papermill(caplog):
 
     import papermill as pm
 
-    for nb in run.find_notebooks(Path(__file__).resolve().parents[1] / "notebooks"):
+    for nb in reproduce.find_notebooks(Path(__file__).resolve().parents[1] / "notebooks"):
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             declared = pm.inspect_notebook(str(nb))
         assert "Unable to parse" not in caplog.text, nb.name
-        assert set(declared) == set(run._defaults(nb)), nb.name
+        assert set(declared) == set(reproduce._defaults(nb)), nb.name
 
 
 @pytest.mark.slow
@@ -203,6 +203,6 @@ def test_results_md_is_staged_and_published_with_its_notebook(tmp_path, monkeypa
     write_notebook(folder / "06_eval.ipynb", "reports_dir = ''\nresults_md = ''",
                    "import pathlib\npathlib.Path(results_md).write_text('# results')\n"
                    "assert '.staging' in results_md")
-    monkeypatch.setitem(run.PROFILES, "test", {})
-    run.reproduce("test", reports=tmp_path / "reports", notebooks=folder, progress=False)
+    monkeypatch.setitem(reproduce.PROFILES, "test", {})
+    reproduce.reproduce("test", reports=tmp_path / "reports", notebooks=folder, progress=False)
     assert (tmp_path / "reports" / "results.md").read_text() == "# results"

@@ -5,8 +5,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cxrnb import evaluation, study
-from cxrnb.classifier import ClassifierConfig
+from cxrnb import study
+from cxrnb.study import scoring
+from cxrnb.evaluation.classifier import ClassifierConfig
 from cxrnb.errors import CxrnbError
 from cxrnb.provenance import Provenance
 
@@ -32,7 +33,7 @@ def test_curves_samples_grids_and_reconstructions(vae_run):
     run, _ = vae_run
     c = study.curves(run)
     held = study.heldout_curves(run)                   # the diagnostics at the start and the end
-    assert list(held.index) == [0, 2] and {"kl", "active_units", "test_mse", "mean_image_mse"} <= set(held)
+    assert list(held.index) == [0, 2] and {"kl", "active_units", "heldout_mse", "mean_image_mse"} <= set(held)
     c = c[["loss", "recon", "kl", "mse"]].dropna()
     assert list(c.index) == [1, 2]
     # the loss is what the loop logged: recon + beta * kl, row by row
@@ -56,8 +57,8 @@ def test_conditional_samples_use_the_given_labels(phantom_root, tmp_path):
                           epochs=1, device="cpu", runs_dir=tmp_path, weights=None, progress=False)
     y = torch.zeros(4, 15)
     y[:2, 0] = 1
-    a = evaluation.conditional_samples(run, y, size=64)
-    b = evaluation.conditional_samples(run, torch.zeros(4, 15), size=64)
+    a = scoring.conditional_samples(run, y, size=64)
+    b = scoring.conditional_samples(run, torch.zeros(4, 15), size=64)
     assert a.shape == (4, 1, 64, 64)
     assert torch.equal(a[2:], b[2:]) and not torch.equal(a[:2], b[:2])    # same z, other labels
 
@@ -72,25 +73,25 @@ def test_load_run_errors(vae_run, tmp_path, real_root):
 
 def test_unconditional_model_refused_for_usefulness(vae_run):
     with pytest.raises(CxrnbError, match="not label-conditioned"):
-        evaluation.conditional_samples(vae_run[0], torch.zeros(2, 15), size=64)
+        scoring.conditional_samples(vae_run[0], torch.zeros(2, 15), size=64)
 
 
 def test_classifier_is_trained_once_then_reloaded(phantom_root, tmp_path):
-    data = evaluation.eval_data(str(phantom_root), 32)
+    data = scoring.eval_data(str(phantom_root), 32)
     assert len(data.train) + len(data.val) + len(data.test) == 64
     cfg = ClassifierConfig(epochs=1, batch_size=16)
-    first = evaluation.classifier(data, cfg, tmp_path)
-    again = evaluation.classifier(data, cfg, tmp_path)
+    first = scoring.classifier(data, cfg, tmp_path)
+    again = scoring.classifier(data, cfg, tmp_path)
     x = data.test.float() / 255
     assert torch.equal(first.predict_proba(x), again.predict_proba(x))
-    table = evaluation.auroc_table(first, data)
+    table = scoring.auroc_table(first, data)
     assert len(table) == 14 and (table["positives in test"] == data.test_y[:, :14].sum(0).numpy()).all()
 
 
 def test_fixed_label_batch_cycles_when_there_are_fewer_images_than_samples(phantom_root):
-    from cxrnb.cache import prepare
+    from cxrnb.data.cache import prepare
     from cxrnb.models import build
-    from cxrnb.train import fixed_inputs
+    from cxrnb.training.loop import fixed_inputs
 
     model = build("FS-GMVAE-V3", image_size=64, weights=None)
     loader = prepare(str(phantom_root), size=64).loader("train", batch_size=16, max_images=16)
@@ -118,9 +119,9 @@ def test_epochs_per_preset_overrides_some_and_refuses_a_name_not_trained():
 
 def test_generate_draws_what_samples_draws_and_prices_each_model(vae_run):
     run, _ = vae_run
-    generated, seconds = evaluation.generate({"a": run}, n=6, seed=2, size=32)
+    generated, seconds = scoring.generate({"a": run}, n=6, seed=2, size=32)
     assert torch.equal(generated["a"], study.samples(run, n=6, seed=2, size=32))   # the same draw
     assert seconds["a"] > 0
     ddpm = SimpleNamespace(model=SimpleNamespace(sample_steps=25))
-    line = evaluation.sampling_line({"a": run, "DDPM": ddpm}, {"a": 0.00123, "DDPM": 0.456}, "cpu")
+    line = scoring.sampling_line({"a": run, "DDPM": ddpm}, {"a": 0.00123, "DDPM": 0.456}, "cpu")
     assert line.startswith("Sampling cost on cpu (") and line.endswith("a 0.0012; DDPM 0.46 (25 DDIM steps).")

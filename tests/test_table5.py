@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from cxrnb.models import build
-from cxrnb.table5 import CXR14_IMAGES, TABLE5, counts, print_table5, table5
+from cxrnb.bench.table5 import CXR14_IMAGES, TABLE5, counts, print_table5, table5
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

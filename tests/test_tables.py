@@ -1,7 +1,7 @@
 import pandas as pd
 
 from cxrnb.provenance import Provenance
-from cxrnb.tables import markdown_table, save_table
+from cxrnb.report.tables import markdown_table, save_table
 
 
 def test_markdown_table_by_hand():

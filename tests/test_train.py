@@ -14,9 +14,9 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from cxrnb.errors import CxrnbError
-from cxrnb.models.base import GenerativeModel, InputSpec
-from cxrnb.device import pick_device
-from cxrnb.train import (CHECKPOINT, HISTORY, Stepper, TrainConfig, load_checkpoint,
+from cxrnb.models.base import GenerativeModel, InputSpec, adam
+from cxrnb.runtime import pick_device
+from cxrnb.training.loop import (CHECKPOINT, HISTORY, Stepper, TrainConfig, load_checkpoint,
                          throughput, train)
 
 S = 16
@@ -40,8 +40,8 @@ class Toy(GenerativeModel):
         self.dec = nn.Linear(self.latent_dim + (15 if conditional else 0), S * S)
         self.nan_from, self.calls = nan_from, 0
 
-    def optimizer(self, part):
-        return torch.optim.Adam(getattr(self, part).parameters(), lr=1e-2)
+    def optimizer(self, part, fused=True):
+        return adam(getattr(self, part).parameters(), fused, lr=1e-2)
 
     def decode(self, z, y=None):
         z = torch.cat([z, y], 1) if self.conditional else z
@@ -209,9 +209,9 @@ def test_an_interrupt_checkpoints_the_finished_iteration_and_resumes_exactly(tmp
 
 def test_checkpoints_also_come_on_a_timer(tmp_path, monkeypatch):
     clock = iter(range(0, 10_000, 100))                        # every perf_counter call: 100 s later
-    monkeypatch.setattr("cxrnb.train.time.perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr("cxrnb.training.loop.time.perf_counter", lambda: float(next(clock)))
     saved = []
-    monkeypatch.setattr("cxrnb.train.save_checkpoint", lambda path, stepper, step, *a: saved.append(step))
+    monkeypatch.setattr("cxrnb.training.loop.save_checkpoint", lambda path, stepper, step, *a: saved.append(step))
     train(toy(), ToyLoader(), cfg(tmp_path, max_steps=4, checkpoint_every=None, checkpoint_minutes=3))
     assert saved[:2] == [2, 4] and saved[-1] == 4              # ~200 s per iteration here: every second one
     with pytest.raises(CxrnbError, match="checkpoint_minutes must be > 0"):
@@ -308,15 +308,15 @@ def test_fresh_run_replaces_an_old_one(tmp_path):
 
 
 def test_fused_adam_keeps_the_papers_settings_and_steps():
-    """The CUDA fast path's fused Adam (also available on CPU) is the same optimiser: same lr and
-    betas, same update as the model's own Adam."""
+    """The fast path's fused Adam (CUDA and CPU) is the same optimiser: same lr and betas, same update
+    as torch's default Adam kernel."""
     from cxrnb.models import build
-    from cxrnb.train import _fused
 
     torch.manual_seed(0)
     a = build("LSGAN", image_size=64)
     b = copy.deepcopy(a)
-    plain, fused = a.optimizer("d"), _fused(b.optimizer("d"))
+    plain, fused = a.optimizer("d", fused=False), b.optimizer("d")
+    assert not plain.param_groups[0]["fused"]
     assert fused.param_groups[0]["fused"] and fused.defaults["betas"] == (0.5, 0.999)
     assert fused.defaults["lr"] == plain.defaults["lr"] == 2e-4
     u8, y = next(iter(RealLoader(64)))
@@ -400,7 +400,7 @@ def test_cli_train_is_the_notebooks_train_run(tmp_path, phantom_root, capsys):
     import json
 
     from cxrnb.cli import main
-    from cxrnb.study import load_run
+    from cxrnb.study.runs import load_run
 
     main(["train", "VAE-elbo-beta1", "--root", str(phantom_root), "--size", "32", "--epochs", "1",
           "--batch-size", "8", "--out", str(tmp_path / "runs"), "--device", "cpu"])
@@ -467,7 +467,7 @@ def test_a_full_disk_while_checkpointing_is_one_line(tmp_path, phantom_root, cap
 
     def full(obj, f, *a, **k):
         raise OSError(28, "No space left on device", str(f))
-    monkeypatch.setattr("cxrnb.train.torch.save", full)
+    monkeypatch.setattr("cxrnb.training.loop.torch.save", full)
     with pytest.raises(SystemExit) as stop:
         main(["train", "VAE-beta1", "--root", str(phantom_root), "--out", str(tmp_path), "--size", "32",
               "--batch-size", "16", "--epochs", "1"])
@@ -484,11 +484,9 @@ def test_the_cpu_loop_uses_fused_adam():
 
 def test_fused_adamw_is_the_same_adamw():
     """AdamW (the DDPM's optimiser) keeps its class, weight decay and update when fused."""
-    from cxrnb.train import _fused
-
     a, b = (torch.nn.Parameter(torch.ones(3)) for _ in range(2))
-    plain = torch.optim.AdamW([a], lr=1e-2, weight_decay=0.1)
-    fused = _fused(torch.optim.AdamW([b], lr=1e-2, weight_decay=0.1))
+    plain = adam([a], False, adamw=True, lr=1e-2, weight_decay=0.1)
+    fused = adam([b], True, adamw=True, lr=1e-2, weight_decay=0.1)
     assert type(fused) is torch.optim.AdamW and fused.defaults["fused"]
     assert fused.defaults["weight_decay"] == 0.1
     for p, opt in ((a, plain), (b, fused)):

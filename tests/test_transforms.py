@@ -8,7 +8,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps
 
 from cxrnb.errors import CxrnbError
-from cxrnb.transforms import equalize, load_grey, preprocess, resize_crop
+from cxrnb.data.transforms import equalize, load_grey, preprocess, resize_crop
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
-from cxrnb.cache import prepare
-from cxrnb.data import data_source, label_matrix, load_index, resolve_root
-from cxrnb.transforms import equalize, load_grey, load_preprocessed
+from cxrnb.data.cache import prepare
+from cxrnb.data.index import data_source, label_matrix, load_index, resolve_root
+from cxrnb.data.transforms import equalize, load_grey, load_preprocessed
 
 class NaiveDataset(torch.utils.data.Dataset):
     """The textbook Dataset: every access pays for PNG decoding and preprocessing again."""

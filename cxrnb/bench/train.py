@@ -1,4 +1,4 @@
-"""Training throughput, naive loop vs the loop of cxrnb.train, side by side in one run.
+"""Training throughput, naive loop vs the loop of cxrnb.training.loop, side by side in one run.
 
 For each model family (LSGAN, VAE, one GMVAE) two copies of the same freshly built model train on
 the same random batch:
@@ -7,7 +7,7 @@ the same random batch:
     gradients zeroed (not freed), ``loss.item()`` after every step (a device sync), and for the GAN
     the textbook mistakes: the fake batch of D's step generated with a graph (so D's backward runs
     through G too), and G's steps computing gradients for D's weights that are thrown away.
-(b) optimised: ``cxrnb.train.Stepper`` with its defaults (bf16 autocast and channels_last where bf16
+(b) optimised: ``cxrnb.training.loop.Stepper`` with its defaults (bf16 autocast and channels_last where bf16
     is native: CUDA and CPUs with avx512_bf16/amx_bf16; fused Adam; freed gradients; no per-step
     sync) and the models' own losses (no graph through G in D's step, D frozen in G's steps).
 
@@ -30,9 +30,9 @@ import torch
 from torch import Tensor
 
 from cxrnb.models import build
-from cxrnb.models.base import GenerativeModel
-from cxrnb.device import describe_device, pick_device, synchronize
-from cxrnb.train import Stepper, random_batch, throughput
+from cxrnb.models.base import Family, GenerativeModel
+from cxrnb.runtime import describe_device, pick_device, synchronize
+from cxrnb.training.loop import Stepper, random_batch, throughput
 
 PRESETS = ("LSGAN", "VAE-beta0.1", "GMVAE-V5")
 CPU_SIZE, CPU_BATCHES, GPU_BATCH = 64, (8, 64), 64     # 64: the cpu profile's batch (run.PROFILES)
@@ -40,7 +40,7 @@ CPU_SIZE, CPU_BATCHES, GPU_BATCH = 64, (8, 64), 64     # 64: the cpu profile's b
 
 def naive_loss(model: GenerativeModel, x: Tensor, y: Tensor, part: str) -> Tensor:
     """The model's loss, except for the GAN: the LSGAN losses written the straightforward way."""
-    if model.family != "gan":
+    if model.family != Family.GAN:
         return model.loss(x, y, part)["loss"]
     fake = model.decode(torch.randn(len(x), model.latent_dim, device=x.device))   # graph through G
     if part == "d":
@@ -53,7 +53,7 @@ class NaiveStep:
 
     def __init__(self, model: GenerativeModel, device: torch.device):
         self.model, self.device = model.to(device), device
-        self.optimizers = {part: model.optimizer(part) for part, _ in model.schedule}
+        self.optimizers = {part: model.optimizer(part, fused=False) for part, _ in model.schedule}
         self.losses: list[float] = []
 
     def __call__(self, u8: Tensor, y: Tensor) -> None:
@@ -164,12 +164,12 @@ def summary(table: pd.DataFrame, goal: float = 1.5) -> str:
 def markdown(table: pd.DataFrame, device: torch.device, peak: float, rounds: int,
              steps: dict[int, int], load: tuple[float, float, float]) -> str:
     """reports/bench.md: the table, the ceiling, the device, and the GPU rows' status."""
-    from cxrnb.device import describe_cpu
-    from cxrnb.tables import markdown_table
+    from cxrnb.runtime import describe_cpu
+    from cxrnb.report.tables import markdown_table
 
     shown = table.copy()
     shown["% of peak"] = 100 * shown["GFLOP/s"] / peak
-    lines = ["# Training throughput: naive loop vs cxrnb.train", "",
+    lines = ["# Training throughput: naive loop vs cxrnb.training.loop", "",
              f"Device: {describe_device(str(device))}; torch {torch.__version__}.",
              f"CPU: {describe_cpu()}.", "",
              f"Best of {rounds} alternating rounds, each timing {timed(steps)} (after a warm-up step), one random batch (speed does not depend "
@@ -214,7 +214,7 @@ def main(device: str = "auto", size: int | None = None, presets: tuple[str, ...]
     if report:
         from cxrnb.paths import in_repo
         from cxrnb.provenance import Provenance
-        from cxrnb.tables import write_markdown
+        from cxrnb.report.tables import write_markdown
 
         prov = Provenance("images from random uint8 batches", int(table["batch"].max()),
                           int(table["size"].iloc[0]),

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
-from cxrnb.models.base import GenerativeModel, InputSpec
+from cxrnb.models.base import Family, GenerativeModel, InputSpec, Part, adam, count_params
 
 T_TRAIN = 1000                  # diffusion steps of the forward process (Ho et al.)
 SCHEDULE = "squaredcos_cap_v2"  # the cosine schedule (see the module docstring)
@@ -79,7 +79,7 @@ class DDPM(GenerativeModel):
     """DDPM on 1-channel images in [-1, 1]; samples by DDIM with EMA weights. ``conditional=True``
     adds the multi-hot labels to the time embedding (no classifier-free guidance)."""
 
-    family = "diffusion"
+    family = Family.DIFFUSION
 
     def __init__(self, image_size: int = 128, channels: tuple[int, ...] | list[int] = (32, 64, 128, 128),
                  sample_steps: int = 50, lr: float = 2e-4, ema_decay: float = 0.9999, conditional: bool = False):
@@ -110,19 +110,19 @@ class DDPM(GenerativeModel):
 
     # --- training -----------------------------------------------------------------------------------
 
-    def optimizer(self, part: str = "model") -> torch.optim.Optimizer:
+    def optimizer(self, part: Part = Part.MODEL, fused: bool = True) -> torch.optim.Optimizer:
         """AdamW, lr 2e-4 (a common DDPM setting at this model size; Ho et al. used 2e-4 on CIFAR-10)."""
-        return torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=0.0)
+        return adam(self.net.parameters(), fused, adamw=True, lr=self.lr, weight_decay=0.0)
 
     def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x_t ~ q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, by the DDPM scheduler."""
         return self.noise.add_noise(x0, eps, t)
 
-    def loss(self, x: Tensor, y: Tensor | None = None, part: str = "model") -> dict[str, Tensor]:
+    def loss(self, x: Tensor, y: Tensor | None = None, part: Part = Part.MODEL) -> dict[str, Tensor]:
         """eps-MSE at timesteps drawn uniformly from 0..T-1 (one per image)."""
         t = torch.randint(0, T_TRAIN, (x.shape[0],), device=x.device)
         eps = torch.randn_like(x)
-        pred = self.net(self.q_sample(x, t, eps), t, y if self.conditional else None)
+        pred = self.net(self.q_sample(x, t, eps), t, self.condition(y, len(x)))
         return {"loss": F.mse_loss(pred.float(), eps.float())}
 
     def ema_decay_now(self) -> float:
@@ -131,7 +131,7 @@ class DDPM(GenerativeModel):
         return min(self.ema_decay, (1 + n) / (10 + n))
 
     @torch.no_grad()
-    def after_step(self, part: str) -> None:
+    def after_step(self, part: Part) -> None:
         """ema <- d * ema + (1 - d) * weights, after each optimiser step (the training loop calls it)."""
         d = self.ema_decay_now()
         for e, p in zip(self.ema.parameters(), self.net.parameters()):
@@ -143,21 +143,19 @@ class DDPM(GenerativeModel):
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """x_T ~ N(0, I), (n, 1, S, S)."""
         s = self.input_spec.size
-        device = generator.device if generator is not None else self.device
-        return torch.randn(n, 1, s, s, generator=generator, device=device).to(self.device)
+        return self.gaussian(n, 1, s, s, generator=generator)
 
     @torch.no_grad()
     def denoise(self, z: Tensor, y: Tensor | None = None,
                 steps: int | None = None) -> Iterator[tuple[int, Tensor, Tensor]]:
         """Deterministic DDIM (eta = 0) from x_T = z (and labels y) with the EMA weights: yields
         (t, x_t, predicted x_0) at each of ``steps`` steps, x_t being the input of that step."""
-        if self.conditional and y is None:
-            raise CxrnbError("this DDPM is conditional: give labels y, one multi-hot row per latent")
+        y = self.condition(y, len(z))
         sampler = DDIMScheduler.from_config(self.sampler.config)   # its own timesteps: re-entrant
         sampler.set_timesteps(steps or self.sample_steps, device=z.device)
         x = z.reshape(-1, 1, self.input_spec.size, self.input_spec.size).to(self.device)
         for t in sampler.timesteps:
-            eps = self.ema(x, t, y if self.conditional else None)
+            eps = self.ema(x, t, y)
             out = sampler.step(eps, int(t), x, eta=0.0)          # int: its tables stay on the CPU
             yield int(t), x, out.pred_original_sample
             x = out.prev_sample
@@ -171,7 +169,7 @@ class DDPM(GenerativeModel):
 
     def param_counts(self) -> dict[str, int]:
         """The trained weights (the EMA copy is the same weights again, not counted)."""
-        counts = {"unet": sum(p.numel() for p in self.net.unet.parameters())}
+        counts = {"unet": count_params(self.net.unet)}
         if self.conditional:
-            counts["label_embedding"] = sum(p.numel() for p in self.net.labels.parameters())
+            counts["label_embedding"] = count_params(self.net.labels)
         return {**counts, "total": sum(counts.values())}

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from torch.distributions import Dirichlet, kl_divergence
 
 from cxrnb.errors import CxrnbError
-from cxrnb.models.base import GenerativeModel, InputSpec
+from cxrnb.models.base import Family, GenerativeModel, InputSpec, Part, Prior, adam
 from cxrnb.models.losses import check_reduction, objective
 from cxrnb.models.vae import decoder, encoder
 
@@ -55,8 +55,10 @@ ALPHA_FLOOR = 1e-2      # keeps every posterior concentration away from 0, where
 class DirichletVAE(GenerativeModel):
     """VAE with q(z|x) = Dir(alpha(x)) and p(z) = Dir(alpha0): loss = recon + beta * KL(q || p)."""
 
-    family = "dirvae"
-    prior = "dirichlet"
+    family = Family.DIRVAE
+    prior = Prior.DIRICHLET
+    has_encoder = True
+    counted_parts = {"encoder": "encoder", "alpha": "alpha", "decoder": "decoder"}
 
     def __init__(self, image_size: int = 128, k: int = K, alpha0: float = ALPHA0, beta: float = 1.0,
                  lr: float = 1e-4, reduction: str = "elbo"):
@@ -75,8 +77,8 @@ class DirichletVAE(GenerativeModel):
         self.alpha = nn.Linear(512 * grid * grid, k)
         self.decoder = decoder(grid, z_dim=k)
 
-    def optimizer(self, part: str = "model") -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr)      # as the VAE's
+    def optimizer(self, part: Part = Part.MODEL, fused: bool = True) -> torch.optim.Optimizer:
+        return adam(self.parameters(), fused, lr=self.lr)      # as the VAE's
 
     def concentrations(self, x: Tensor) -> Tensor:
         """alpha(x) > ALPHA_FLOOR, (B, K), in float32 (Gamma sampling and lgamma want it)."""
@@ -107,7 +109,7 @@ class DirichletVAE(GenerativeModel):
         """KL(Dir(alpha) || Dir(alpha0)) per image, in closed form (nats)."""
         return kl_divergence(Dirichlet(alpha), Dirichlet(self.prior_concentration().expand_as(alpha)))
 
-    def loss(self, x: Tensor, y: Tensor | None = None, part: str = "model") -> dict[str, Tensor]:
+    def loss(self, x: Tensor, y: Tensor | None = None, part: Part = Part.MODEL) -> dict[str, Tensor]:
         mean, alpha = self.encode(x)
         z = self.draw_posterior(mean, alpha)
         return objective(self.decode(z), x, self.posterior_kl(mean, alpha), self.beta, self.reduction)
@@ -115,11 +117,5 @@ class DirichletVAE(GenerativeModel):
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n draws from the prior Dir(alpha0), (n, K). ``torch._sample_dirichlet`` is the kernel
         ``Dirichlet.sample`` itself calls; called directly because only it takes a generator."""
-        device = generator.device if generator is not None else self.device
-        alpha = torch.full((n, self.latent_dim), self.alpha0, device=device)
+        alpha = torch.full((n, self.latent_dim), self.alpha0, device=self.draw_device(generator))
         return torch._sample_dirichlet(alpha, generator=generator).to(self.device)
-
-    def param_counts(self) -> dict[str, int]:
-        parts = {name: sum(p.numel() for p in getattr(self, name).parameters())
-                 for name in ("encoder", "alpha", "decoder")}
-        return {**parts, "total": sum(parts.values())}

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
-from cxrnb.models.base import GenerativeModel, InputSpec
+from cxrnb.models.base import Family, GenerativeModel, InputSpec, Part, adam
 
 Z_DIM = 100
 SIZES = tuple(sorted(k * 2 ** n for k in (4, 7) for n in (4, 5, 6)))   # 64, 112, 128, 224, 256, 448
@@ -107,8 +107,9 @@ class LSGAN(GenerativeModel):
     """The paper's GAN: least-squares losses, the generator stepping ``g_steps`` times per D step;
     ``conditional=True`` conditions G and D on the labels (module doc)."""
 
-    family = "gan"
+    family = Family.GAN
     latent_dim = Z_DIM
+    counted_parts = {"generator": "G", "discriminator": "D"}
 
     def __init__(self, image_size: int = 128, g_steps: int = 3, lr: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), conditional: bool = False):
@@ -117,7 +118,7 @@ class LSGAN(GenerativeModel):
             raise CxrnbError(f"the LSGAN cannot produce {image_size} px images; valid sizes: "
                              f"{', '.join(map(str, SIZES))}")
         self.input_spec = InputSpec(size=image_size, channels=1, value_range="tanh")
-        self.schedule = (("d", 1), ("g", g_steps))
+        self.schedule = ((Part.D, 1), (Part.G, g_steps))
         self.lr, self.betas = lr, betas
         self.conditional = conditional
         n_labels = len(LABELS) if conditional else 0
@@ -125,21 +126,19 @@ class LSGAN(GenerativeModel):
         self.D = ProjectionDiscriminator(n_labels) if conditional else Discriminator()
         self.apply(dcgan_init)
 
-    def optimizer(self, part: str) -> torch.optim.Optimizer:
-        net = {"d": self.D, "g": self.G}[part]
-        return torch.optim.Adam(net.parameters(), lr=self.lr, betas=self.betas)
+    def optimizer(self, part: Part, fused: bool = True) -> torch.optim.Optimizer:
+        net = {Part.D: self.D, Part.G: self.G}[part]
+        return adam(net.parameters(), fused, lr=self.lr, betas=self.betas)
 
     def score(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """D's map of real/fake scores; the conditional D also reads the labels."""
         return (self.D(x, y) if self.conditional else self.D(x)).float()
 
-    def loss(self, x: Tensor, y: Tensor | None = None, part: str = "d") -> dict[str, Tensor]:
+    def loss(self, x: Tensor, y: Tensor | None = None, part: Part = Part.D) -> dict[str, Tensor]:
         """Fakes are drawn for the batch's own labels, so G learns real label co-occurrence."""
-        z = torch.randn(x.shape[0], Z_DIM, device=x.device)
-        if self.conditional and y is None:
-            raise CxrnbError("this LSGAN is conditional: its loss needs the batch's labels y")
-        y = y.float() if self.conditional else None
-        if part == "d":
+        z = self.gaussian(x.shape[0], Z_DIM)
+        y = self.condition(y, len(x))
+        if part == Part.D:
             with torch.no_grad():                       # D's step needs no graph through G
                 fake = self.decode(z, y)
             d_real, d_fake = self.score(x, y), self.score(fake, y)
@@ -152,18 +151,7 @@ class LSGAN(GenerativeModel):
             self.D.requires_grad_(True)                 # the graph is recorded: backward still skips D
         return {"loss": 0.5 * (d_fake - 1).pow(2).mean(), "d_fake": d_fake.mean().detach()}
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        device = generator.device if generator is not None else self.device
-        return torch.randn(n, Z_DIM, generator=generator, device=device).to(self.device)
-
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         z = z.reshape(z.shape[0], Z_DIM, 1, 1)
-        if self.conditional:
-            if y is None:
-                raise CxrnbError("this LSGAN is conditional: give labels y, one multi-hot row per latent")
-            z = torch.cat([z, y.to(z.dtype).reshape(len(z), -1, 1, 1)], 1)
-        return self.G(z)
-
-    def param_counts(self) -> dict[str, int]:
-        g, d = (sum(p.numel() for p in m.parameters()) for m in (self.G, self.D))
-        return {"generator": g, "discriminator": d, "total": g + d}
+        y = self.condition(y, len(z))
+        return self.G(z if y is None else torch.cat([z, y.to(z.dtype).reshape(len(z), -1, 1, 1)], 1))

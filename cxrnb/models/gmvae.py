@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
 from cxrnb.models import vae
-from cxrnb.models.base import IMAGENET_MEAN, IMAGENET_STD, GenerativeModel, InputSpec
+from cxrnb.models.base import Family, GenerativeModel, InputSpec, Part, Prior, adam, count_params, imagenet_normalize
 from cxrnb.models.losses import check_reduction, objective
 
 ENCODERS = {"vgg16": (512, torchvision.models.VGG16_Weights.IMAGENET1K_V1),
@@ -138,8 +138,10 @@ def log_normal_mixture(z: Tensor, means: Tensor, logvars: Tensor) -> Tensor:
 class GMVAE(GenerativeModel):
     """One row of Table 4: ``conditional=True`` makes it the FS-GMVAE."""
 
-    family = "gmvae"
-    prior = "mixture"
+    family = Family.GMVAE
+    prior = Prior.MIXTURE
+    has_encoder = True
+    counted_parts = {"encoder": "encoder", "to_latent": "to_latent", "decoder": "decoder"}
 
     def __init__(self, image_size: int = 224, z_dim: int = 1000, k: int = 50, transition: bool = True,
                  normalize: bool = True, encoder: str = "vgg16", decoder: str = "decoder1",
@@ -190,8 +192,8 @@ class GMVAE(GenerativeModel):
             self.encoder.eval()                    # "Encoder in Eval"
         return self
 
-    def optimizer(self, part: str = "model") -> torch.optim.Optimizer:
-        return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.lr)
+    def optimizer(self, part: Part = Part.MODEL, fused: bool = True) -> torch.optim.Optimizer:
+        return adam([p for p in self.parameters() if p.requires_grad], fused, lr=self.lr)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
@@ -201,31 +203,23 @@ class GMVAE(GenerativeModel):
 
     def decode_unit(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Latents (and labels) -> the decoder's own output, 1 or 3 channels in [0, 1]."""
-        if self.conditional:
-            if y is None:
-                raise CxrnbError(f"this FS-GMVAE is conditional: pass labels y of shape "
-                                 f"({len(z)}, {len(LABELS)}) (multi-hot over cxrnb.labels.LABELS)")
-            z = torch.cat([z, y.to(z.dtype)], dim=1)
-        return self.decoder(z)
+        y = self.condition(y, len(z))
+        return self.decoder(z if y is None else torch.cat([z, y.to(z.dtype)], dim=1))
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         x = self.decode_unit(z, y).expand(-1, 3, -1, -1)  # the linear decoder's grey copied to 3
-        if not self.input_spec.imagenet_norm:
-            return x
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return imagenet_normalize(x) if self.input_spec.imagenet_norm else x
 
     def posterior_kl(self, mean: Tensor, logvar: Tensor, z: Tensor | None = None) -> Tensor:
         """KL(q(z|x) || mixture prior) per image, estimated from one draw z of q (drawn if not given):
         log q(z|x) - log p(z). Unbiased, so it can come out negative for a single image."""
         if z is None:
-            z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+            z = self.draw_posterior(mean, logvar)
         return log_normal(z, mean, logvar) - log_normal_mixture(z, self.prior_mean, self.prior_logvar)
 
-    def loss(self, x: Tensor, y: Tensor | None = None, part: str = "model") -> dict[str, Tensor]:
+    def loss(self, x: Tensor, y: Tensor | None = None, part: Part = Part.MODEL) -> dict[str, Tensor]:
         mean, logvar = (t.float() for t in self.encode(x))
-        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        z = self.draw_posterior(mean, logvar)
         kl = self.posterior_kl(mean, logvar, z)
         if self.reduction == "elbo":          # in pixels: the grey [0, 1] image against its decoding
             grey = self.decode_unit(z, y).float().mean(1, keepdim=True)
@@ -239,18 +233,17 @@ class GMVAE(GenerativeModel):
         k = self.prior_mean.shape[0]
         if component is not None and not 0 <= component < k:
             raise CxrnbError(f"component must be in 0..{k - 1}; got {component}")
-        device = generator.device if generator is not None else self.device
+        device = self.draw_device(generator)
         which = (torch.randint(k, (n,), generator=generator, device=device) if component is None
-                 else torch.full((n,), component, device=device))
-        eps = torch.randn(n, self.latent_dim, generator=generator, device=device)
-        which, eps = which.to(self.device), eps.to(self.device)
+                 else torch.full((n,), component, device=device)).to(self.device)
+        eps = self.gaussian(n, self.latent_dim, generator=generator)
         return self.prior_mean[which] + (0.5 * self.prior_logvar[which]).exp() * eps
 
     def param_counts(self) -> dict[str, int]:
-        count = {name: sum(p.numel() for p in getattr(self, name).parameters())
-                 for name in ("encoder", "to_latent", "decoder")}
+        count = super().param_counts()
+        count.pop("total")                         # the parts' sum leaves out the prior: counted below
         count["decoder_weights"] = sum(m.weight.numel() for m in self.decoder.modules()
                                        if isinstance(m, nn.ConvTranspose2d))    # Table 5's "Decoder1/2"
         count["prior"] = self.prior_mean.numel() + self.prior_logvar.numel()
-        count["total"] = sum(p.numel() for p in self.parameters())
+        count["total"] = count_params(self)
         return count

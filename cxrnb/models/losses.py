@@ -33,7 +33,7 @@ Every objective returns the same logged scalars so runs compare directly: ``loss
 from __future__ import annotations
 
 import math
-from typing import Literal
+from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
@@ -41,16 +41,26 @@ from torch import Tensor
 
 from cxrnb.errors import CxrnbError
 
-Reduction = Literal["paper", "upstream", "elbo"]
-REDUCTIONS: tuple[str, ...] = ("paper", "upstream", "elbo")
+
+
+class Reduction(StrEnum):
+    """How ``reconstruction + beta * KL`` is reduced (module docstring)."""
+
+    PAPER = "paper"
+    UPSTREAM = "upstream"
+    ELBO = "elbo"
+
+
 MIN_LOG_SIGMA = -6.0       # sigma >= 0.0025 (under one grey level of 255): keeps log sigma finite
 
 
-def check_reduction(reduction: str) -> str:
-    if reduction not in REDUCTIONS:
-        raise CxrnbError(f"unknown loss reduction {reduction!r}; valid: {', '.join(REDUCTIONS)} "
-                         "(see cxrnb/models/losses.py)")
-    return reduction
+def check_reduction(reduction: str) -> Reduction:
+    """``reduction`` as a ``Reduction``, or a one-line error naming the valid ones."""
+    try:
+        return Reduction(reduction)
+    except ValueError:
+        raise CxrnbError(f"unknown loss reduction {reduction!r}; valid: {', '.join(Reduction)} "
+                         "(see cxrnb/models/losses.py)") from None
 
 
 def calibrated_gaussian_nll(x_hat: Tensor, x: Tensor) -> Tensor:
@@ -70,14 +80,13 @@ def objective(x_hat: Tensor, x: Tensor, kl: Tensor, beta: float, reduction: str)
     """``recon + beta * KL`` under ``reduction``; ``kl`` is per image (B,), in nats."""
     x_hat, x, kl = x_hat.float(), x.float(), kl.float()
     mse = F.mse_loss(x_hat, x)
-    if reduction == "paper":
+    reduction = check_reduction(reduction)
+    if reduction == Reduction.PAPER:
         recon, kl_term = mse, kl.mean()
-    elif reduction == "upstream":
+    elif reduction == Reduction.UPSTREAM:
         recon, kl_term = mse, kl.sum()
-    elif reduction == "elbo":
-        recon, kl_term = calibrated_gaussian_nll(x_hat, x).mean(), kl.mean()
     else:
-        check_reduction(reduction)
+        recon, kl_term = calibrated_gaussian_nll(x_hat, x).mean(), kl.mean()
     return {"loss": recon + beta * kl_term, "recon": recon.detach(), "kl": kl.mean().detach(),
             "mse": mse.detach()}
 
@@ -87,7 +96,8 @@ def effective_beta(reduction: str, beta: float, pixels: int, noise_var: float, b
     """The KL weight ``reduction`` amounts to on the per-image ELBO's scale, for Gaussian pixel noise
     ``noise_var``; ``recon_scale`` is how much the reconstruction term is scaled beyond the [0, 1]
     pixel-mean MSE (1/std^2 averaged over channels for ImageNet-normalised inputs)."""
-    if check_reduction(reduction) == "elbo":
+    reduction = check_reduction(reduction)
+    if reduction == Reduction.ELBO:
         return beta
     weight = beta * pixels / (2 * noise_var * recon_scale)
-    return weight * batch_size if reduction == "upstream" else weight
+    return weight * batch_size if reduction == Reduction.UPSTREAM else weight

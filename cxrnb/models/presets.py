@@ -21,44 +21,59 @@ import inspect
 from dataclasses import dataclass, field
 
 from cxrnb.errors import CxrnbError
-from cxrnb.models.base import GenerativeModel
+from cxrnb.models.base import Family, GenerativeModel
 from cxrnb.models.diffusion import DDPM
 from cxrnb.models.dirvae import DirichletVAE
 from cxrnb.models.gan import LSGAN
 from cxrnb.models.gmvae import GMVAE
 from cxrnb.models.vae import VAE
 
-FAMILIES: dict[str, type[GenerativeModel]] = {"gan": LSGAN, "vae": VAE, "gmvae": GMVAE,
-                                              "dirvae": DirichletVAE, "diffusion": DDPM}
+FAMILIES: dict[Family, type[GenerativeModel]] = {Family.GAN: LSGAN, Family.VAE: VAE, Family.GMVAE: GMVAE,
+                                                 Family.DIRVAE: DirichletVAE, Family.DIFFUSION: DDPM}
+
+# Iterations at which the paper shows samples: Figure 6 (VAE, beta = 0.1) and Figure 8 (LSGAN; its
+# third grid is the final iteration, which every run saves anyway).
+PAPER_SAMPLE_AT: dict[Family, tuple[int, ...]] = {Family.VAE: (0, 100, 250), Family.GAN: (0, 400),
+                                                  Family.GMVAE: (0,)}
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
-    family: str                  # key of FAMILIES
+    family: Family
     image_size: int              # the paper's
     description: str
     kwargs: dict = field(default_factory=dict)   # constructor arguments of the family's class
 
+    @property
+    def sample_at(self) -> tuple[int, ...]:
+        """The iterations with a sample grid by default: the paper's figures' (iteration 0 elsewhere)."""
+        return PAPER_SAMPLE_AT.get(self.family, (0,))
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the preset's model decodes with labels."""
+        return bool(self.kwargs.get("conditional"))
+
 
 def _vae(beta: float, reduction: str = "paper") -> Preset:
     if reduction == "paper":
-        return Preset(f"VAE-beta{beta:g}", "vae", 128, f"VAE of §5.2 with beta = {beta:g} (Figures 5-6)",
+        return Preset(f"VAE-beta{beta:g}", Family.VAE, 128, f"VAE of §5.2 with beta = {beta:g} (Figures 5-6)",
                       {"beta": beta})
     what = {"upstream": "the authors' code's loss (KL summed over the batch)",
             "elbo": "the per-image ELBO (calibrated Gaussian likelihood, nats)"}[reduction]
-    return Preset(f"VAE-{reduction}-beta{beta:g}", "vae", 128,
+    return Preset(f"VAE-{reduction}-beta{beta:g}", Family.VAE, 128,
                   f"VAE of §5.2, beta = {beta:g}, with {what}; not in the paper",
                   {"beta": beta, "reduction": reduction})
 
 
 def _gmvae(name: str, z: int, k: int, transition: bool, normalize: bool, encoder: str, decoder: str,
            note: str = "") -> Preset:
-    conditional = name.startswith("FS-")
+    conditional = name.startswith("FS-")         # Table 4's FS rows are the label-conditioned ones
     description = (f"Table 4 {name.replace('-V', ' V')}: Z={z}, K={k}, transition net {transition}, "
                    f"normalize {normalize}, {encoder}, {decoder}"
                    + (", labels concatenated to z" if conditional else "") + note)
-    return Preset(name, "gmvae", 224, description,
+    return Preset(name, Family.GMVAE, 224, description,
                   dict(z_dim=z, k=k, transition=transition, normalize=normalize, encoder=encoder,
                        decoder=decoder, conditional=conditional))
 
@@ -66,7 +81,7 @@ def _gmvae(name: str, z: int, k: int, transition: bool, normalize: bool, encoder
 def _gmvae_elbo(name: str) -> Preset:
     """GMVAE-V8's latent, prior and Decoder 2, with the ELBO and a conv encoder that can learn."""
     conditional = name.startswith("FS-")
-    return Preset(name, "gmvae", 224,
+    return Preset(name, Family.GMVAE, 224,
                   "GMVAE-V8's Z=2000, K=300, transition net and Decoder 2"
                   + (", labels concatenated to z" if conditional else "")
                   + ", with the per-image ELBO and the VAE's conv encoder at half width, trained from scratch "
@@ -76,8 +91,8 @@ def _gmvae_elbo(name: str) -> Preset:
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("LSGAN", "gan", 128, "least-squares GAN of Figure 7 (§5.3), 3 generator steps per D step"),
-    Preset("LSGAN-cond", "gan", 128, "the LSGAN conditioned on the multi-hot labels: concat(z, y) into the "
+    Preset("LSGAN", Family.GAN, 128, "least-squares GAN of Figure 7 (§5.3), 3 generator steps per D step"),
+    Preset("LSGAN-cond", Family.GAN, 128, "the LSGAN conditioned on the multi-hot labels: concat(z, y) into the "
            "generator, a projection discriminator (Miyato & Koyama 2018), for the augmentation test; "
            "not in the paper", {"conditional": True}),
     _vae(1.0), _vae(0.1), _vae(0.002),
@@ -94,13 +109,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     _gmvae("GMVAE-V8",    2000, 300, True,      True,     "vgg16",       "decoder2",
            " (§4's text says V8 was not normalised)"),
     _gmvae_elbo("GMVAE-elbo"), _gmvae_elbo("FS-GMVAE-elbo"),
-    Preset("DirVAE-elbo", "dirvae", 128,
+    Preset("DirVAE-elbo", Family.DIRVAE, 128,
            "the VAE of §5.2's encoder and decoder with a Dirichlet prior Dir(0.98) on K = 50 components "
            "(Joo et al. 2019) and the per-image ELBO of VAE-elbo-beta1; not in the paper",
            {"k": 50, "alpha0": 0.98, "reduction": "elbo"}),
-    Preset("DDPM", "diffusion", 128, "denoising diffusion model (eps-prediction, cosine schedule, EMA), sampled by "
+    Preset("DDPM", Family.DIFFUSION, 128, "denoising diffusion model (eps-prediction, cosine schedule, EMA), sampled by "
            "50 DDIM steps: the paper's §6 future work; not in the paper"),
-    Preset("DDPM-cond", "diffusion", 128, "the DDPM with the multi-hot labels added to its time embedding "
+    Preset("DDPM-cond", Family.DIFFUSION, 128, "the DDPM with the multi-hot labels added to its time embedding "
            "(class-conditional, no guidance); not in the paper", {"conditional": True}),
 ]}
 
@@ -121,7 +136,7 @@ def build(name: str, image_size: int | None = None, weights: str | None = "auto"
                          f"{', '.join(p for p in inspect.signature(cls).parameters if p != 'image_size')}")
     size = preset.image_size if image_size is None else image_size      # 0 is an error, not "default"
     kwargs = {**preset.kwargs, "image_size": size, **overrides}
-    if preset.family == "gmvae":
+    if preset.family == Family.GMVAE:
         kwargs["weights"] = weights
     model = cls(**kwargs)
     model.preset = name

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from cxrnb.errors import CxrnbError
-from cxrnb.models.base import GenerativeModel, InputSpec
+from cxrnb.models.base import Family, GenerativeModel, InputSpec, Part, adam
 from cxrnb.models.losses import check_reduction, objective
 
 Z_DIM = 1024
@@ -79,8 +79,10 @@ class VAE(GenerativeModel):
     run continues the ramp.
     """
 
-    family = "vae"
+    family = Family.VAE
     latent_dim = Z_DIM
+    has_encoder = True
+    counted_parts = {"encoder": "encoder", "mean": "mean", "logvar": "logvar", "decoder": "decoder"}
 
     def __init__(self, image_size: int = 128, beta: float = 1.0, lr: float = 1e-4,
                  reduction: str = "paper", kl_warmup: int = 0):
@@ -100,8 +102,8 @@ class VAE(GenerativeModel):
         self.logvar = nn.Linear(512 * grid * grid, Z_DIM)
         self.decoder = decoder(grid)
 
-    def optimizer(self, part: str = "model") -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr)      # default betas, as the paper
+    def optimizer(self, part: Part = Part.MODEL, fused: bool = True) -> torch.optim.Optimizer:
+        return adam(self.parameters(), fused, lr=self.lr)      # default betas, as the paper
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.encoder(x)
@@ -120,19 +122,11 @@ class VAE(GenerativeModel):
             return self.beta
         return self.beta * min(1.0, (int(self.steps) + 1) / self.kl_warmup)
 
-    def loss(self, x: Tensor, y: Tensor | None = None, part: str = "model") -> dict[str, Tensor]:
+    def loss(self, x: Tensor, y: Tensor | None = None, part: Part = Part.MODEL) -> dict[str, Tensor]:
         mu, logvar = (t.float() for t in self.encode(x))
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        z = self.draw_posterior(mu, logvar)
         out = objective(self.decode(z), x, self.posterior_kl(mu, logvar), self.kl_weight(), self.reduction)
         if self.training:
             self.steps += 1
         return out
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        device = generator.device if generator is not None else self.device
-        return torch.randn(n, Z_DIM, generator=generator, device=device).to(self.device)
-
-    def param_counts(self) -> dict[str, int]:
-        parts = {name: sum(p.numel() for p in getattr(self, name).parameters())
-                 for name in ("encoder", "mean", "logvar", "decoder")}
-        return {**parts, "total": sum(parts.values())}

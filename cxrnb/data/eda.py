@@ -1,6 +1,6 @@
 """Label statistics of the CXR14 table: the paper's Table 1 regenerated, and what it left out.
 
-Every function takes the index DataFrame of ``cxrnb.data.read_labels`` / ``load_index`` (columns
+Every function takes the index DataFrame of ``cxrnb.data.index.read_labels`` / ``load_index`` (columns
 image, labels, follow_up, patient, age, sex, view, and one 0/1 column per name in LABELS).
 """
 

@@ -17,7 +17,7 @@ import torchvision.transforms.functional as TF
 from torch import Tensor
 
 from cxrnb.errors import CxrnbError
-from cxrnb.features import as_unit_images
+from cxrnb.data.tensors import as_unit_images, noisy
 
 NOISE_SIGMA = 0.1          # grey levels in [0, 1]
 LOW_RES = 16               # px
@@ -36,10 +36,6 @@ def low_res(x: Tensor, size: int = LOW_RES) -> Tensor:
     small = F.interpolate(x, size=(size, size), mode="area")
     return F.interpolate(small, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
 
-
-def noisy(x: Tensor, sigma: float, g: torch.Generator) -> Tensor:
-    """Additive Gaussian noise of std ``sigma``, clipped to [0, 1]."""
-    return (x + sigma * torch.randn(x.shape, generator=g)).clamp(0, 1)
 
 
 def ladder(real_test, train_mean, seed: int = 0) -> dict[str, Tensor]:

@@ -3,7 +3,7 @@
 The paper's numbers are kept below as printed in its Table 5 ("Parameter counts and train time for
 reported architectures. The training time is average training time per epoch on 1 Nvidia T4 GPU on
 Google Cloud Compute"). Our counts come from each model's own ``param_counts``; our speed is
-measured on this machine with the training loop's own step (``cxrnb.train.Stepper``: bf16,
+measured on this machine with the training loop's own step (``cxrnb.training.loop.Stepper``: bf16,
 channels_last on CUDA, fused Adam on CUDA and CPU) and extrapolated to one epoch of full CXR14.
 
 The GMVAE counts differ by construction: the paper counts only the ConvT weights of Decoders 1/2
@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 
 from cxrnb.models import PRESETS, build
-from cxrnb.device import describe_device, pick_device
-from cxrnb.train import Stepper, random_batch, throughput
+from cxrnb.runtime import describe_device, pick_device
+from cxrnb.training.loop import Stepper, random_batch, throughput
 
 CXR14_IMAGES = 112_120          # images in full CXR14, what "one epoch" meant in the paper
 GPU_BATCH = 64                  # the paper's batch size
@@ -147,7 +147,7 @@ def beside_table5(model, size: int | None = None) -> pd.DataFrame:
     rows = [{"model": name, "family": PRESETS[name].family, "image size": size,
              "parameters": build(name, image_size=size, weights=None).param_counts()["total"],
              "paper parameters (128 px)": total} for name, total in paper.items()]
-    rows.append({"model": getattr(model, "preset", type(model).__name__), "family": model.family,
+    rows.append({"model": model.preset or type(model).__name__, "family": model.family,
                  "image size": model.input_spec.size, "parameters": model.param_counts()["total"],
                  "paper parameters (128 px)": None})
     return pd.DataFrame(rows)

@@ -14,7 +14,8 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from cxrnb.metrics import LADDER, REAL
+from cxrnb.evaluation.metrics import LADDER, REAL
+from cxrnb.models import PRESETS
 from cxrnb.paths import write_text
 
 # Which way is better. MS-SSIM diversity is best near the real images' own value: lower than that
@@ -35,12 +36,12 @@ def _scored(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def family_of(model: str) -> str | None:
-    """'gan', 'gmvae', 'dirvae', 'vae' or 'diffusion' from a preset name such as LSGAN, GMVAE-V8,
-    FS-GMVAE-V1, DirVAE-elbo, VAE-beta0.1, DDPM. The Dirichlet VAE is its own family: its prior, not only its loss, differs."""
-    name = model.upper()
-    return ("gan" if "GAN" in name else "gmvae" if "GMVAE" in name else "dirvae" if "DIRVAE" in name
-            else "vae" if "VAE" in name else "diffusion" if "DDPM" in name else None)
+def family_of(model: str, families: Mapping[str, str] | None = None) -> str | None:
+    """The family of a scored model: from ``families`` (model -> family, e.g. ``scoring.families``)
+    where it names the model, else from its preset (``models.PRESETS``); None for neither."""
+    if families and model in families:
+        return families[model]
+    return PRESETS[model].family if model in PRESETS else None
 
 
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -79,13 +80,12 @@ def _fd(rows: pd.DataFrame) -> pd.DataFrame:
 def ranking_sentences(rows: pd.DataFrame, families: Mapping[str, str] | None = None) -> list[str]:
     """Per feature space: does 'GAN better than VAE and GMVAE' hold on the Fréchet distance?
     Each family is represented by its best model (lowest mean)."""
-    fam = lambda m: (families or {}).get(m) or family_of(m)   # noqa: E731
     out = []
     for space, part in _fd(rows).groupby("space", sort=False):
         metric = part.metric.iloc[0]
         best = {}
         for _, r in part.sort_values("mean").iterrows():
-            best.setdefault(fam(r.model), r)
+            best.setdefault(family_of(r.model, families), r)
         if "gan" not in best:
             out.append(f"{metric} ({space}): no GAN row, so the paper's ranking cannot be checked.")
             continue
@@ -110,12 +110,11 @@ FAMILY_NAMES = {"gan": "GAN", "vae": "VAE", "gmvae": "GMVAE", "dirvae": "Dirichl
 def family_order_sentences(rows: pd.DataFrame, families: Mapping[str, str] | None = None) -> list[str]:
     """Per feature space: every family's best model (lowest FD) in order, each neighbour pair
     marked "<" where the gap exceeds twice its spread and "≈" where it does not."""
-    fam = lambda m: (families or {}).get(m) or family_of(m)   # noqa: E731
     out = []
     for space, part in _fd(rows).groupby("space", sort=False):
         best = {}
         for _, r in part.sort_values("mean").iterrows():
-            best.setdefault(fam(r.model), r)
+            best.setdefault(family_of(r.model, families), r)
         if len(best) < 2:
             continue
         ranked = list(best.items())
@@ -184,7 +183,7 @@ def ladder_lines(rows: pd.DataFrame) -> list[str]:
 
 def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
                      generator_fd: Sequence[str] = ()) -> list[str]:
-    """Macro test AUROC per training regime (``cxrnb.classifier.usefulness``, equal gradient steps),
+    """Macro test AUROC per training regime (``cxrnb.evaluation.classifier.usefulness``, equal gradient steps),
     the controls, and the verdict as a plain sentence with its spread."""
     macro = table[table.finding == "macro"].set_index("regime")
     lines = ["| training data | macro AUROC ↑ | training set | steps | seeds |", "|---|---|---|---|---|"]

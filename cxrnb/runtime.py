@@ -1,23 +1,55 @@
-"""The one device contract: every entry point takes ``device`` as a string, "auto" included, and
+"""What this process runs on: the device, the CPU's bf16 support, and its place among torchrun's processes.
+
+The one device contract: every entry point takes ``device`` as a string, "auto" included, and
 resolves it here (training, classifier, feature extractors, explorer, benches, notebooks).
 
 ``"auto"`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist, else a one-line
-CxrnbError says which to use instead. Under torchrun (cxrnb.distributed) "auto" and "cuda" mean this
+CxrnbError says which to use instead. Under torchrun (cxrnb.training.distributed) "auto" and "cuda" mean this
 process's GPU, ``cuda:LOCAL_RANK``.
 """
 
 from __future__ import annotations
 
-import torch
+import os
 
-from cxrnb import distributed
+import torch
+import torch.distributed as dist
+
 from cxrnb.errors import CxrnbError
 
 
+# --- process facts (torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; cxrnb.training.distributed joins them) ---
+
+def world_size() -> int:
+    """How many processes train together (1 outside torchrun)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if world_size() > 1 else 0
+
+
+def local_rank() -> int:
+    """This process's index on its machine: the GPU it uses."""
+    return int(os.environ.get("LOCAL_RANK", 0)) if world_size() > 1 else 0
+
+
+def is_main() -> bool:
+    """True on the one process that writes files (rank 0; the only one outside torchrun)."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+# --- devices ---
+
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"``: CUDA, then Apple MPS, then CPU. An explicit device must exist (else CxrnbError)."""
-    if str(device) in ("auto", "cuda") and torch.cuda.is_available() and distributed.world_size() > 1:
-        return torch.device("cuda", distributed.local_rank())
+    if str(device) in ("auto", "cuda") and torch.cuda.is_available() and world_size() > 1:
+        return torch.device("cuda", local_rank())
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

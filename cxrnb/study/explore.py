@@ -19,7 +19,6 @@ that component's vertex, so the static figure walks exactly those lines, by the 
 
 from __future__ import annotations
 
-import inspect
 import io
 import math
 from typing import Iterable
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS, NO_FINDING, one_hot
 from cxrnb.models.base import GenerativeModel
-from cxrnb.plots import tile
+from cxrnb.report.plots import tile
 
 STEPS = (-3, -2, -1, 0, 1, 2, 3)   # traversal offsets, in standard deviations along a direction
 MEAN = -1                          # the explorer's "data mean" base, beside components 0..K-1
@@ -45,23 +44,12 @@ def _generator(model: GenerativeModel, seed: int) -> torch.Generator:
     return torch.Generator(device=model.device).manual_seed(seed)
 
 
-def _labels(model: GenerativeModel, y: Tensor | None, n: int) -> Tensor | None:
-    """Labels for a conditional model, broadcast to n rows; None for an unconditional one."""
-    if not model.conditional:
-        return None
-    if y is None:
-        raise CxrnbError(f"{type(model).__name__} decodes with labels: pass y, a multi-hot "
-                         "vector over cxrnb.labels.LABELS (15,) or one per image (n, 15)")
-    y = torch.as_tensor(y, dtype=torch.float32, device=model.device)
-    return y.expand(n, -1) if y.dim() == 1 else y
-
-
 def generate(model: GenerativeModel, z: Tensor, y: Tensor | None = None) -> Tensor:
     """Flat latents (n, D) -> images (n, 1, H, W) in [0, 1], reshaped to the model's latent shape."""
     with model.evaluating():
         shape = model.sample_latent(1, _generator(model, 0)).shape[1:]     # e.g. (100, 1, 1) for the GAN
         z = torch.as_tensor(z, dtype=torch.float32).to(model.device).reshape(len(z), *shape)
-        return model.generate(z, _labels(model, y, len(z))).cpu()
+        return model.generate(z, model.condition(y, len(z))).cpu()
 
 
 def decode_grid(model: GenerativeModel, z: Tensor, y: Tensor | None = None, nrow: int = 8) -> Tensor:
@@ -80,7 +68,7 @@ def _model_input(model: GenerativeModel, u8: Tensor) -> Tensor:
 
 def encode_means(model: GenerativeModel, data: Tensor | Iterable, progress: bool = True) -> Tensor:
     """Posterior means (N, D) of uint8 images (N, 1, S, S), or of every batch ``(u8, y)`` of a loader."""
-    if not hasattr(model, "encode"):
+    if not model.has_encoder:
         raise CxrnbError(f"{type(model).__name__} has no encoder: explore it with "
                          "random_directions(model.latent_dim) instead of principal directions")
     batches = [data] if isinstance(data, Tensor) else (u8 for u8, _ in data)
@@ -203,9 +191,7 @@ def interpolate(model: GenerativeModel, x_a: Tensor, x_b: Tensor, n: int = 8, me
 
 def n_components(model: GenerativeModel) -> int:
     """Mixture components the model can sample from one at a time (0 when it has no mixture)."""
-    if "component" not in inspect.signature(model.sample_latent).parameters:
-        return 0
-    return int(getattr(model, "n_components", 0))
+    return model.n_components
 
 
 def component_samples(model: GenerativeModel, component: int, n: int = 16, seed: int = 0,

@@ -32,12 +32,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cxrnb.data import data_source, label_matrix, load_index, resolve_root, split_by_patient
+from cxrnb.data.index import data_source, label_matrix, load_index, resolve_root, split_by_patient
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
 from cxrnb.paths import CACHE_DIR, atomic, in_repo, write_text
 from cxrnb.provenance import Provenance
-from cxrnb.transforms import PREP_VERSION, load_preprocessed
+from cxrnb.data.transforms import PREP_VERSION, load_preprocessed
 
 CHUNK = 64              # images per worker task
 FLUSH_SECONDS = 2.0     # how often build progress is made durable

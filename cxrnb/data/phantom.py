@@ -470,7 +470,7 @@ def write_phantom(out: str | Path, n: int = 512, size: int = 256, seed: int = 0,
                 w.writerow([r.name, r.labels, r.follow_up, r.patient, r.age, r.sex, r.view,
                             size, size, spacing, spacing])
         (tmp / "PHANTOM").write_text(
-            f"Synthetic chest-like phantom drawn by cxrnb.phantom (n={n}, size={size}, "
+            f"Synthetic chest-like phantom drawn by cxrnb.data.phantom (n={n}, size={size}, "
             f"seed={seed}): not real radiographs; results from it are labelled "
             "'synthetic phantom'.\n")
         if out.exists():

@@ -4,7 +4,7 @@ Three extractors share one interface (``name``, ``dim``, ``available``, ``why_un
 ``__call__(x) -> (N, D)`` for 1-channel images in [0, 1]):
 
 - ``cxr-classifier``: penultimate features of the project's own CXR classifier
-  (``cxrnb.classifier``), trained here, so it always exists once trained;
+  (``cxrnb.evaluation.classifier``), trained here, so it always exists once trained;
 - ``random-init``: the same architecture with fixed random weights, never trained: a space not fitted
   to these images (random-network features rank generators usefully, Naeem et al., 2020);
 - ``xrv-densenet121``: torchxrayvision's DenseNet121 trained on seven CXR datasets, the usual
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,22 +27,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cxrnb.device import pick_device
+from cxrnb.data.tensors import as_unit_images
 from cxrnb.errors import CxrnbError
-
-if TYPE_CHECKING:
-    from cxrnb.classifier import Classifier
+from cxrnb.evaluation.classifier import Classifier, CxrNet
+from cxrnb.runtime import pick_device
 
 XRV_WEIGHTS = "densenet121-res224-all"            # trained on NIH, PadChest, CheXpert, MIMIC, ...
 TV_INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"            # torchvision IMAGENET1K_V1
 FID_INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's TF-FID port
 
-
-def as_unit_images(x) -> Tensor:
-    """uint8 (N, H, W) / (N, 1, H, W) or float in [0, 1], numpy or torch -> float32 (N, 1, H, W)."""
-    x = torch.as_tensor(np.asarray(x)) if not isinstance(x, Tensor) else x
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    return x.unsqueeze(1) if x.dim() == 3 else x
 
 
 class FeatureExtractor:
@@ -113,8 +105,6 @@ class RandomInitFeatures(FeatureExtractor):
 
     def __init__(self, width: int = 32, seed: int = 0, device: str | torch.device = "cpu",
                  batch_size: int = 256):
-        from cxrnb.classifier import CxrNet
-
         super().__init__(device, batch_size)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -2,7 +2,7 @@
 
 Reads the official release layout unchanged: ``Data_Entry_2017.csv`` (or the v2020 table) beside
 ``images/`` and/or the archives' ``images_001/images/`` ... ``images_012/images/`` folders, full or
-partial. The phantom (``cxrnb.phantom``) writes the same layout, so everything downstream is
+partial. The phantom (``cxrnb.data.phantom``) writes the same layout, so everything downstream is
 indifferent to where the pixels came from; ``data_source`` says which it was.
 """
 
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cxrnb.data.phantom import write_phantom
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS, VIEWS
 from cxrnb.paths import PHANTOM_DIR, in_repo
@@ -44,7 +45,6 @@ def resolve_root(root: str | Path | None) -> Path:
     if str(root) == "phantom":
         path = in_repo(PHANTOM_DIR)
         if not (path / PHANTOM_MARKER).is_file():
-            from cxrnb.phantom import write_phantom
             write_phantom(path, n=512, size=256, seed=0)
         return path
     path = Path(root).expanduser()

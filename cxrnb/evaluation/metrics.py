@@ -12,7 +12,7 @@
 
 ``evaluate`` runs them all in every available feature space with repeated random subsets, so each
 number carries its spread. Features are (N, D) arrays (numpy or torch); images are (N, 1, H, W)
-floats in [0, 1] or uint8 cache arrays (see ``cxrnb.features.as_unit_images``).
+floats in [0, 1] or uint8 cache arrays (see ``cxrnb.data.tensors.as_unit_images``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 from tqdm.auto import tqdm
 
 from cxrnb.errors import CxrnbError
-from cxrnb.features import FeatureExtractor, as_unit_images
+from cxrnb.data.tensors import as_unit_images
+from cxrnb.evaluation.features import FeatureExtractor
 
 
 def _f64(x) -> np.ndarray:
@@ -300,7 +301,7 @@ def memorisation(generated, train, test, feature_fn: Callable | None = None, qua
 
 
 REAL = "real (held-out)"   # the reference row: a second real subset scored like a model
-LADDER = "ladder: "        # prefix of the calibration rows (cxrnb.ladder): degraded real test images
+LADDER = "ladder: "        # prefix of the calibration rows (cxrnb.evaluation.ladder): degraded real test images
 
 
 def fd_metric(extractor: FeatureExtractor) -> str:
@@ -321,7 +322,7 @@ def evaluate(real_test, generated, extractors: Sequence[FeatureExtractor], n_rep
     generated set) and one of each generated set: every model is scored against A, and B is scored
     against A as the row ``"real (held-out)"`` — the value a perfect generator would get at this n.
 
-    ``ladder`` ({rung: images}, ``cxrnb.ladder.ladder``): degraded copies of ``real_test``, image i
+    ``ladder`` ({rung: images}, ``cxrnb.evaluation.ladder.ladder``): degraded copies of ``real_test``, image i
     made from real_test[i]; each repeat scores the copies of B's images, so no rung is compared
     with the very images it was made from. ``memorised`` ({model: pixel ``Memorisation``} from
     ``memorisation``): metric "memorised" is the fraction of each subset below its threshold; the

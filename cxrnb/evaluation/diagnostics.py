@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cxrnb.models.base import GenerativeModel
+from cxrnb.models.base import GenerativeModel, Prior
 
 ACTIVE_THRESHOLD = 0.01      # Burda et al. 2016
 COLLAPSE_MARGIN = 0.05       # reconstructions must beat the mean image by this fraction
@@ -66,18 +66,10 @@ def dirichlet_clr_variance(alpha0: float, k: int) -> float:
 def count_active(model: GenerativeModel, means: Tensor) -> int:
     """Active units of posterior means (N, D) under the model's prior (module docstring): Burda's
     rule for a Gaussian latent, the clr rule for a Dirichlet one."""
-    if getattr(model, "prior", None) == "dirichlet":
+    if model.prior == Prior.DIRICHLET:
         k = means.shape[1]
         return active_units(clr(means), ACTIVE_THRESHOLD * dirichlet_clr_variance(model.alpha0, k))
     return active_units(means)
-
-
-def posterior_draw(model: GenerativeModel, mu: Tensor, second: Tensor) -> Tensor:
-    """One draw of q(z|x) from what ``encode`` returned: the model's own ``draw_posterior`` where it
-    has one (the Dirichlet VAE), else the Gaussian reparameterisation mu + eps * exp(logvar / 2)."""
-    if callable(getattr(model, "draw_posterior", None)):
-        return model.draw_posterior(mu, second)
-    return mu + torch.randn_like(mu) * (0.5 * second).exp()
 
 
 def kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -99,14 +91,8 @@ class Diagnostics:
         return self.active_units == 0 or not self.mse < (1 - COLLAPSE_MARGIN) * self.mean_image_mse
 
     def scalars(self) -> dict[str, float]:
-        return {"kl": self.kl, "active_units": float(self.active_units), "test_mse": self.mse,
+        return {"kl": self.kl, "active_units": float(self.active_units), "heldout_mse": self.mse,
                 "mean_image_mse": self.mean_image_mse}
-
-
-def has_encoder(model: GenerativeModel) -> bool:
-    """Models with ``encode(x) -> (mu, logvar)`` and ``posterior_kl(mu, logvar)`` (VAE, GMVAE), or
-    ``encode(x) -> (mean, alpha)`` and ``posterior_kl(mean, alpha)`` (Dirichlet VAE)."""
-    return callable(getattr(model, "encode", None)) and callable(getattr(model, "posterior_kl", None))
 
 
 @contextmanager
@@ -122,8 +108,8 @@ def _seeded_eval(model: GenerativeModel, seed: int) -> Iterator[None]:
 
 def _decode_draw(model: GenerativeModel, mu: Tensor, second: Tensor, y: Tensor) -> Tensor:
     """One draw of q(z|x) from ``encode``'s pair, decoded to [0, 1] grey: the reconstruction scored."""
-    z = posterior_draw(model, mu, second)
-    return model.input_spec.to_unit(model.decode(z, y.float() if model.conditional else None).float())
+    z = model.draw_posterior(mu, second)
+    return model.input_spec.to_unit(model.decode(z, model.condition(y, len(z))).float())
 
 
 @torch.no_grad()
@@ -141,7 +127,7 @@ def diagnose(model: GenerativeModel, u8: Tensor, y: Tensor, mean_image: Tensor,
             sq_err += float(F.mse_loss(grey, truth, reduction="sum"))
             kls.append(model.posterior_kl(mu, logvar).double().sum())
             means.append(mu.cpu())
-            if getattr(model, "prior", None) == "normal":
+            if model.prior == Prior.NORMAL:
                 kl_dims.append(kl_per_dim(mu, logvar).cpu() * len(x))
     n, pixels = len(u8), u8[0].numel()
     truth = u8.float().div(255)

@@ -1,7 +1,7 @@
 """The project's own chest X-ray classifier: 14 findings, multi-label, trained on the real train split.
 
 It serves twice: its penultimate features are a feature space trained on this very data
-(``cxrnb.features.ClassifierFeatures``), and its test AUROC measures whether synthetic images help
+(``cxrnb.evaluation.features.ClassifierFeatures``), and its test AUROC measures whether synthetic images help
 (``usefulness``), the augmentation experiment the paper names as future work.
 
 The network is a compact VGG-style CNN rather than a ResNet-18: at 64-128 px greyscale it costs
@@ -23,11 +23,11 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cxrnb.device import pick_device
+from cxrnb.runtime import pick_device
 from cxrnb.errors import CxrnbError
-from cxrnb.features import as_unit_images
+from cxrnb.data.tensors import as_unit_images
 from cxrnb.labels import FINDINGS
-from cxrnb.ladder import noisy
+from cxrnb.data.tensors import noisy
 from cxrnb.paths import atomic
 
 

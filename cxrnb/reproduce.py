@@ -36,7 +36,7 @@ import yaml
 from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 
-from cxrnb.data import data_source, locate_images
+from cxrnb.data.index import data_source, locate_images
 from cxrnb.errors import CxrnbError
 from cxrnb.paths import write_text
 from cxrnb.provenance import git_commit

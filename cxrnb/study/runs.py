@@ -20,19 +20,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cxrnb import diagnostics, distributed
-from cxrnb.cache import ImageCache, prepare
-from cxrnb.data import resolve_root
+from cxrnb.evaluation import diagnostics
+from cxrnb import runtime
+from cxrnb.training import distributed
+from cxrnb.data.cache import ImageCache, prepare
+from cxrnb.data.index import resolve_root
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import FINDINGS, NO_FINDING, one_hot
-from cxrnb.metrics import ms_ssim_diversity
-from cxrnb.models.base import IMAGENET_STD
+from cxrnb.evaluation.metrics import ms_ssim_diversity
+from cxrnb.models.base import IMAGENET_STD, Family
 from cxrnb.models.losses import effective_beta
-from cxrnb.models import GenerativeModel, build
+from cxrnb.models import PRESETS, GenerativeModel, build
 from cxrnb.paths import RUNS_DIR, in_repo, write_text
 from cxrnb.provenance import Provenance
-from cxrnb.device import describe_device, pick_device, synchronize
-from cxrnb.train import PAPER_SAMPLE_AT, History, TrainConfig, load_checkpoint, train
+from cxrnb.runtime import describe_device, pick_device, synchronize
+from cxrnb.training.loop import History, TrainConfig, load_checkpoint, train
 
 RUN_FILE = "run.json"
 
@@ -57,7 +59,7 @@ def _provenance(cache: ImageCache, model: GenerativeModel, history: History, spe
     done = int(history.frame.iteration.max()) if len(history.frame) else 0
     batches = len(cache.loader("train", spec["batch_size"], max_images=spec["max_images"]))
     extra = {"preset": spec["preset"], "iterations": done}
-    if hasattr(model, "pretrained"):
+    if model.pretrained is not None:
         extra["encoder weights"] = "ImageNet" if spec["pretrained"] else "random (ImageNet file absent)"
     return cache.provenance(epochs=round(done / batches, 2), seed=spec["seed"], extra=extra,
                             split="train", max_images=spec["max_images"])
@@ -86,18 +88,18 @@ def train_run(preset: str, data_root: str | None = None, image_size: int | None 
     model = build(preset, image_size=image_size, weights=weights, **model_kwargs)
     size = model.input_spec.size
     out = run_dir(runs_dir, preset, size)
-    sample_at = tuple(sample_at if sample_at is not None else PAPER_SAMPLE_AT.get(model.family, (0,)))
+    sample_at = tuple(sample_at if sample_at is not None else PRESETS[preset].sample_at)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device,  # checks them all,
                       sample_at=sample_at, out_dir=str(out), progress=progress, **(config or {}))  # early
     with distributed.main_first():                            # under torchrun: rank 0 builds the cache
-        cache = prepare(data_root, size=size, progress=progress and distributed.is_main())
+        cache = prepare(data_root, size=size, progress=progress and runtime.is_main())
     loader = cache.loader("train", batch_size=batch_size, shuffle=True, seed=seed, max_images=max_images)
     spec = {"preset": preset, "image_size": size, "model_kwargs": model_kwargs,
-            "pretrained": bool(getattr(model, "pretrained", False)), "data_root": str(cache.meta["root"]),
+            "pretrained": bool(model.pretrained), "data_root": str(cache.meta["root"]),
             "max_images": max_images, "batch_size": batch_size, "seed": seed}
-    history = train(model, loader, cfg, monitor=_monitor(model, cache) if distributed.is_main() else None)
+    history = train(model, loader, cfg, monitor=_monitor(model, cache) if runtime.is_main() else None)
     prov = _provenance(cache, model, history, spec)
-    if distributed.is_main():                                  # one writer under torchrun
+    if runtime.is_main():                                  # one writer under torchrun
         write_text(out / RUN_FILE, json.dumps(spec, indent=2) + "\n")
         prov.save_json(out / "provenance.json")
     return Run(preset, model.eval(), history, cache, prov, batch_size)
@@ -114,7 +116,7 @@ def describe(run: Run, device: str = "auto") -> str:
 
 def _monitor(model: GenerativeModel, cache: ImageCache):
     """Collapse diagnostics on the validation split during training (test if there is no val)."""
-    if not diagnostics.has_encoder(model):
+    if not model.has_encoder:
         return None
     split = "val" if len(cache.rows("val")) else "test"
     if not len(cache.rows(split)):
@@ -149,8 +151,6 @@ def load_run(preset: str, runs_dir: str | Path = RUNS_DIR, data_root: str | None
 
 def trained_presets(runs_dir: str | Path = RUNS_DIR, family: str | None = None) -> list[str]:
     """The presets with a finished run in ``runs_dir`` (of one model family, if given), sorted."""
-    from cxrnb.models import PRESETS
-
     names = {json.loads(f.read_text())["preset"] for f in in_repo(runs_dir).glob(f"*px/{RUN_FILE}")}
     return sorted(n for n in names if n in PRESETS and (family is None or PRESETS[n].family == family))
 
@@ -199,7 +199,7 @@ def curves(run: Run) -> pd.DataFrame:
 
 
 def heldout_curves(run: Run) -> pd.DataFrame:
-    """The training-time diagnostics alone ("kl", "active_units", "test_mse" …), by iteration."""
+    """The training-time diagnostics alone ("kl", "active_units", "heldout_mse" …, on the validation split), by iteration."""
     c = curves(run)
     return c[[k for k in c if k.startswith("heldout/")]].dropna(how="all").rename(
         columns=lambda k: k.removeprefix("heldout/"))
@@ -228,7 +228,7 @@ def mean_image(cache: ImageCache) -> torch.Tensor:
 
 def diagnose(run: Run, split: str = "test") -> diagnostics.Diagnostics:
     """KL, active units and reconstruction error on one split, beside the mean-image baseline."""
-    if not diagnostics.has_encoder(run.model):
+    if not run.model.has_encoder:
         raise CxrnbError(f"{run.preset} has no encoder: collapse diagnostics need one (VAE, GMVAE)")
     return diagnostics.diagnose(run.model, split_images(run.cache, split), split_labels(run.cache, split),
                                 mean_image(run.cache))
@@ -290,7 +290,7 @@ def trajectory(run: Run, n: int = 4, seed: int = 0, frames: int = 6) -> tuple[di
     in [0, 1]; and the timesteps t shown. The last frame's x_0 is the sample ``samples`` returns
     with the same seed (a conditional model gets the same random training labels as there)."""
     model = run.model
-    if not callable(getattr(model, "denoise", None)):
+    if model.family != Family.DIFFUSION:
         raise CxrnbError(f"{run.preset} is not a diffusion model: it has no denoising trajectory")
     steps = model.sample_steps
     keep = sorted({round(i * (steps - 1) / max(1, frames - 1)) for i in range(frames)})
@@ -333,7 +333,7 @@ def summary(runs: Iterable[Run], n_samples: int = 64, seed: int = 0) -> pd.DataF
                "parameters": run.model.param_counts()["total"], "iterations": int(c.index.max()),
                "epochs": run.prov.epochs}
         row.update({f"final {k}": round(float(v), 5) for k, v in tail.items()})
-        if diagnostics.has_encoder(run.model):
+        if run.model.has_encoder:
             d = diagnose(run, "test")
             row.update({"loss": run.model.reduction, "beta": run.model.beta, "latent_dim": run.model.latent_dim,
                         "effective_beta": round(_effective_beta(run, d.mean_image_mse), 4),

@@ -6,7 +6,7 @@ that many optimiser steps on ``model.loss(x, y, part)["loss"]``. Around that it 
 trustworthy: it seeds everything, logs every loss entry to ``history.csv``, saves sample grids of a
 FIXED latent batch (so grids are comparable across iterations and runs), writes checkpoints
 atomically, resumes bit-exactly mid-epoch, and stops at the first non-finite loss while keeping the
-last good checkpoint. Under torchrun it trains data-parallel (cxrnb.distributed): each process
+last good checkpoint. Under torchrun it trains data-parallel (cxrnb.training.distributed): each process
 takes its slice of every global batch, DDP averages the gradients, rank 0 alone writes files.
 
 A run directory holds::
@@ -37,8 +37,10 @@ from torch import Tensor
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from cxrnb import distributed
-from cxrnb.device import cpu_bf16_native, pick_device, synchronize
+from cxrnb import runtime
+
+from cxrnb.training import distributed
+from cxrnb.runtime import cpu_bf16_native, pick_device, synchronize
 from cxrnb.errors import CxrnbError
 from cxrnb.models.base import GenerativeModel
 from cxrnb.paths import atomic
@@ -47,9 +49,6 @@ CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
 HISTORY_COLUMNS = ("iteration", "epoch", "part", "name", "value")
 
-# Iterations at which the paper shows samples: Figure 6 (VAE, beta = 0.1) and Figure 8 (LSGAN; its
-# third grid is the final iteration, which every run saves anyway).
-PAPER_SAMPLE_AT = {"vae": (0, 100, 250), "gan": (0, 400), "gmvae": (0,)}
 
 
 @dataclass
@@ -125,18 +124,6 @@ def seed_everything(seed: int) -> None:
 
 # --- one iteration ------------------------------------------------------------------------------------
 
-def _fused(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """The same Adam with fused=True: one kernel per step instead of a loop over parameter tensors.
-    On a CPU, where torch's default is that loop, Adam was ~30% of a batch-8 VAE step
-    (torch.profiler, 64 px); the update agrees to float rounding."""
-    if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)) or opt.defaults.get("fused"):
-        return opt
-    accepted = inspect.signature(type(opt)).parameters           # AdamW's defaults hold a setting
-    defaults = {k: v for k, v in opt.defaults.items() if k in accepted}   # its constructor fixes
-    groups = [{**g, "fused": True, "foreach": None} for g in opt.param_groups]
-    return type(opt)(groups, **{**defaults, "fused": True, "foreach": None})
-
-
 class Stepper:
     """One training iteration: the model's schedule of optimiser steps on one batch, on one device.
 
@@ -155,11 +142,9 @@ class Stepper:
         self.channels_last = fast_bf16 if channels_last is None else channels_last
         fmt = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(device, memory_format=fmt)
-        self.optimizers = {}
-        for part, _ in model.schedule:
-            opt = model.optimizer(part)
-            self.optimizers[part] = _fused(opt) if device.type in ("cuda", "cpu") else opt
-        loss_fn = distributed.data_parallel(model, device) if distributed.world_size() > 1 else model.loss
+        fused = device.type in ("cuda", "cpu")         # fused Adam's kernels: CUDA and the CPU
+        self.optimizers = {part: model.optimizer(part, fused) for part, _ in model.schedule}
+        loss_fn = distributed.data_parallel(model, device) if runtime.world_size() > 1 else model.loss
         self.loss_fn: Callable[..., dict[str, Tensor]] = torch.compile(loss_fn) if compile else loss_fn
 
     def __call__(self, u8: Tensor, y: Tensor) -> dict[str, dict[str, Tensor]]:
@@ -213,7 +198,7 @@ def throughput(step: Callable[[Tensor, Tensor], object], u8: Tensor, y: Tensor,
 def _model_id(model: GenerativeModel) -> dict:
     """What a checkpoint must match to be loaded into ``model``."""
     return {"model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "preset": getattr(model, "preset", None),
+            "preset": model.preset,
             "input_spec": asdict(model.input_spec)}
 
 
@@ -245,11 +230,11 @@ def save_checkpoint(path: Path, stepper: Stepper, step: int, batches_per_epoch: 
         raise CxrnbError(f"parameter {bad[0]} is not finite after iteration {step}; training stopped, the "
                          f"last good checkpoint {path} is kept; lower the learning rate or check the data")
     rng = distributed.gather(_rng_state())          # every rank's noise stream, so resume is exact
-    if not distributed.is_main():
+    if not runtime.is_main():
         return
     state = {**_model_id(stepper.model), "step": step, "batches_per_epoch": batches_per_epoch,
              "model": stepper.model.state_dict(),
-             "optimizers": {p: o.state_dict() for p, o in stepper.optimizers.items()},
+             "optimizers": {str(p): o.state_dict() for p, o in stepper.optimizers.items()},
              "rng": rng[0], "z_fixed": fixed[0], "y_fixed": fixed[1], "config": asdict(cfg),
              "world_size": len(rng), **({"rng_ranks": rng} if len(rng) > 1 else {})}
     with atomic(path) as tmp:                       # a failed write (full disk) leaves no half file
@@ -386,7 +371,7 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
 
     ``monitor(model)``, when given, is called at iteration 0 (of a fresh run), every
     ``cfg.monitor_every`` iterations and at the end; its scalars are logged as part "heldout". It
-    must leave the model and the global random state as it found them (cxrnb.diagnostics does).
+    must leave the model and the global random state as it found them (cxrnb.evaluation.diagnostics does).
     """
     cfg = cfg or TrainConfig()
     n_batches = len(loader)
@@ -400,12 +385,12 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
 
     seed_everything(cfg.seed)
     fixed = fixed_inputs(model, loader, cfg.n_samples, cfg.seed)
-    world, main = distributed.world_size(), distributed.is_main()
+    world, main = runtime.world_size(), runtime.is_main()
     if world > 1:
         if not hasattr(loader, "shard"):
             raise CxrnbError("training on several processes needs a loader with shard(rank, world_size), "
                              "e.g. ImageCache.loader")
-        loader = loader.shard(distributed.rank(), world)
+        loader = loader.shard(runtime.rank(), world)
         seed_everything(distributed.rank_seed(cfg.seed))    # independent noise on every rank
     stepper = Stepper(model, pick_device(cfg.device), amp=cfg.amp, channels_last=cfg.channels_last,
                       compile=cfg.compile)
@@ -426,7 +411,7 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
                              f"ask for more epochs or use another out_dir")
         fixed = (ckpt["z_fixed"].to(stepper.device),
                  None if ckpt["y_fixed"] is None else ckpt["y_fixed"].to(stepper.device))
-        _set_rng_state(ckpt["rng_ranks"][distributed.rank()] if world > 1 else ckpt["rng"])
+        _set_rng_state(ckpt["rng_ranks"][runtime.rank()] if world > 1 else ckpt["rng"])
         if main:
             _start_history(hist_path, upto=start)
     elif main:
@@ -454,7 +439,7 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
         if 0 in cfg.sample_at:
             grid(0)
     bar = tqdm(total=total, initial=start, unit="it", disable=not (cfg.progress and main),
-               desc=getattr(model, "preset", None) or type(model).__name__)
+               desc=model.preset or type(model).__name__)
     it, images, t0 = start, 0, time.perf_counter()
     last_save = t0
     with _StopRequest() as stop:
@@ -493,5 +478,5 @@ def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
             bar.close()
     synchronize(stepper.device)
     seconds = time.perf_counter() - t0
-    distributed.barrier()                           # rank 0's files are complete before anyone reads them
+    runtime.barrier()                           # rank 0's files are complete before anyone reads them
     return History.read(out, images / seconds if images else float("nan"))

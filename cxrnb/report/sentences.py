@@ -161,6 +161,6 @@ def label_findings(rows: dict[str, Tensor], preset: str, iterations: int, epochs
 def save_findings(text: str, path, prov, title: str = "What this run shows"):
     """The findings as ``path.md`` (title, sentences, provenance line) beside the run's figures, so a
     reader of reports/ sees them without opening the executed notebook."""
-    from cxrnb.tables import write_markdown
+    from cxrnb.report.tables import write_markdown
 
     return write_markdown(f"# {title}\n\n{text}\n\n_{prov.line()}_\n", path, prov)

@@ -33,30 +33,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from cxrnb.errors import CxrnbError
-
-
-def world_size() -> int:
-    """How many processes train together (1 outside torchrun)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if world_size() > 1 else 0
-
-
-def local_rank() -> int:
-    """This process's index on its machine: the GPU it uses."""
-    return int(os.environ.get("LOCAL_RANK", 0)) if world_size() > 1 else 0
-
-
-def is_main() -> bool:
-    """True on the one process that writes files (rank 0; the only one outside torchrun)."""
-    return rank() == 0
-
-
-def barrier() -> None:
-    if world_size() > 1:
-        dist.barrier()
+from cxrnb.models.losses import Reduction
+from cxrnb.runtime import barrier, is_main, local_rank, pick_device, rank, world_size
 
 
 @contextlib.contextmanager
@@ -70,8 +48,6 @@ def session(device: str = "auto", timeout_minutes: float = 30.0) -> Iterator[Non
     if n <= 1 or dist.is_initialized():
         yield
         return
-    from cxrnb.device import pick_device            # device.py asks us for the rank: import here
-
     kind = pick_device(device).type
     if kind == "mps":
         raise CxrnbError("several processes need CUDA (nccl) or the CPU (gloo); use --device cpu or cuda")
@@ -131,7 +107,7 @@ def data_parallel(model: nn.Module, device: torch.device):
     SyncBatchNorm on CUDA). ``find_unused_parameters``: each part of a schedule reaches only its own
     weights (the LSGAN's D step never touches G, its G steps freeze D), and DDP must be told that
     the rest will get no gradient this time rather than wait for it."""
-    if getattr(model, "reduction", None) == "upstream":
+    if model.reduction == Reduction.UPSTREAM:
         raise CxrnbError("the 'upstream' loss sums the KL over the batch, so per-process losses do not add "
                          "up to the global batch's; train this preset on one process")
     if device.type == "cuda":

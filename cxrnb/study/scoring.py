@@ -11,19 +11,18 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from cxrnb import plots
-from cxrnb.cache import prepare
-from cxrnb.classifier import Classifier, ClassifierConfig, auroc_per_finding, fit_classifier, usefulness
-from cxrnb.device import describe_device
-from cxrnb.diagnostics import has_encoder
+from cxrnb.report import plots
+from cxrnb.data.cache import prepare
+from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding, fit_classifier, usefulness
+from cxrnb.runtime import describe_device
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import FINDINGS
-from cxrnb.metrics import Memorisation, ms_ssim_diversity
+from cxrnb.evaluation.metrics import Memorisation, ms_ssim_diversity
 from cxrnb.models import PRESETS
 from cxrnb.paths import RUNS_DIR, in_repo
 from cxrnb.provenance import Provenance
-from cxrnb.results import FAMILY_NAMES
-from cxrnb.study import Run, samples, split_images, split_labels, timed_samples
+from cxrnb.report.results import FAMILY_NAMES
+from cxrnb.study.runs import Run, samples, split_images, split_labels, timed_samples
 
 
 @dataclass
@@ -91,7 +90,7 @@ def memorisation_figure(mem: dict[str, dict[str, Memorisation]], generated: dict
 
 def conditional_samples(run: Run, labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
     if not run.model.conditional:
-        conditional = [n for n, p in PRESETS.items() if p.kwargs.get("conditional")]
+        conditional = [n for n, p in PRESETS.items() if p.conditional]
         raise CxrnbError(f"{run.preset} is not label-conditioned; use one of {', '.join(conditional)}")
     return samples(run, n=len(labels), seed=seed, size=size, labels=labels)
 
@@ -111,9 +110,9 @@ def describe_generator(run: Run, n: int = 32, seed: int = 0) -> str:
     without an encoder (GAN, DDPM) has no posterior to collapse: it is described by the diversity of
     ``n`` samples instead (MS-SSIM of random pairs, beside as many real test images: mode collapse
     shows as samples far more alike than real images)."""
-    from cxrnb.study import diagnose
+    from cxrnb.study.runs import diagnose
 
-    if not has_encoder(run.model):
+    if not run.model.has_encoder:
         real = split_images(run.cache, "test", max_images=n, seed=seed)
         return (f"{run.preset}, {run.prov.epochs:g} epochs, a {FAMILY_NAMES[run.model.family]} model: no "
                 f"encoder, so no reconstruction diagnostics; within-set MS-SSIM of {n} samples "
@@ -139,8 +138,7 @@ def generate(runs: dict[str, Run], n: int, seed: int = 0, size: int | None = Non
 
 def sampling_line(runs: dict[str, Run], seconds: dict[str, float], device: str = "auto") -> str:
     """The sampling cost per model in words, with the DDIM steps where a model has them."""
-    steps = lambda r: (f" ({r.model.sample_steps} DDIM steps)"   # noqa: E731
-                       if hasattr(r.model, "sample_steps") else "")
+    steps = lambda r: f" ({r.model.sample_steps} DDIM steps)" if r.model.sample_steps else ""   # noqa: E731
     return (f"Sampling cost on {describe_device(device)}, seconds per image: "
             + "; ".join(f"{name} {seconds[name]:.2g}{steps(r)}" for name, r in runs.items()) + ".")
 
@@ -149,8 +147,8 @@ def data_lines(data_root: str | None, runs: dict[str, Run], full_labels: str | N
                top: int = 3) -> list[str]:
     """What results.md must say about the data: the label mix against full CXR14 (the ``top``
     most over- and under-represented labels), the source repositories, and each model's budget."""
-    from cxrnb import eda
-    from cxrnb.data import load_index, read_labels, read_sources, resolve_root
+    from cxrnb.data import eda
+    from cxrnb.data.index import load_index, read_labels, read_sources, resolve_root
 
     root = resolve_root(data_root)
     sub, full = load_index(root), read_labels(full_labels)
