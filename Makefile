@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PROFILE ?= cpu
 
-.PHONY: install reproduce test clean
+.PHONY: install reproduce test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ reproduce: $(VENV)/.installed        ## run every notebook headless, figures int
 
 test: $(VENV)/.installed             ## the test suite (real-data tests need CXR14_ROOT)
 	$(PY) -m pytest -q -n 2 --timeout 600 tests
+
+lint: $(VENV)/.installed             ## ruff, configured in pyproject.toml
+	$(VENV)/bin/ruff check cxrnb tests docs
 
 clean:
 	rm -rf $(VENV) data/cache reports/runs

@@ -1,5 +1,5 @@
 """The `cxrnb` command: thin argument parsing over package functions (imported lazily, so
-`cxrnb --help` is instant)."""
+`cxrnb --help` is instant; only the profiles' names are read up front)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import errno
 import sys
 
 from cxrnb.errors import CxrnbError
+from cxrnb.profiles import PROFILES
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cxrnb", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _data_commands(sub) -> None:
     s = sub.add_parser("prepare", help="build the preprocessed uint8 image cache")
     s.add_argument("--root", help="CXR14 folder (default: $CXR14_ROOT)")
     s.add_argument("--csv", help="label table (default: the one found in --root)")
@@ -34,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=256)
     s.add_argument("--seed", type=int, default=0)
 
+
+def _model_commands(sub) -> None:
     s = sub.add_parser("params", help="paper Table 5: parameter counts and time per epoch")
     s.add_argument("--device", default="auto")
     s.add_argument("--size", type=int, default=None, help="image size for the throughput run")
@@ -55,8 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the model presets")
 
+
+def _reproduce_command(sub) -> None:
     s = sub.add_parser("reproduce", help="run every notebook headless with papermill")
-    s.add_argument("--profile", default="cpu", help="smoke | cpu | paper")
+    s.add_argument("--profile", default="cpu", help=" | ".join(PROFILES))
     s.add_argument("--params", help="YAML file of parameters overriding the profile")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one parameter (repeatable), e.g. --set epochs=2")
@@ -64,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--reports", default="reports")
     s.add_argument("--overwrite", action="store_true",
                    help="replace reports that were made from other data (e.g. real images by the phantom)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cxrnb", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    _data_commands(sub)
+    _model_commands(sub)
+    _reproduce_command(sub)
     return p
 
 
@@ -101,8 +111,8 @@ def _dispatch(a: argparse.Namespace) -> None:
         print_table5(device=a.device, size=a.size, steps=a.steps)
     elif a.command == "train":
         from cxrnb import runtime
-        from cxrnb.training import distributed
         from cxrnb.study.runs import describe, train_run
+        from cxrnb.training import distributed
         with distributed.session(a.device):            # under torchrun: one process per GPU (or CPU share)
             run = train_run(a.preset, a.root, image_size=a.size, epochs=a.epochs, max_images=a.max_images,
                             batch_size=a.batch_size, seed=a.seed, device=a.device, runs_dir=a.out,

@@ -7,9 +7,9 @@ relative defaults here keeps every run's cache, phantom and checkpoints in one p
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def repo_dir() -> Path:

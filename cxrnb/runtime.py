@@ -17,7 +17,6 @@ import torch.distributed as dist
 
 from cxrnb.errors import CxrnbError
 
-
 # --- process facts (torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; cxrnb.training.distributed joins them) ---
 
 def world_size() -> int:
@@ -111,7 +110,7 @@ def describe_cpu() -> str:
     model = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
     flags = sorted(f for f in cpu_flags() if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})

@@ -15,7 +15,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from cxrnb.data import cache as cache_mod
-from cxrnb.data.cache import ArrayLoader, CachedDataset, ImageCache, prepare
+from cxrnb.data.cache import ArrayLoader, ImageCache, prepare
 from cxrnb.data.index import label_matrix
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
@@ -316,18 +316,6 @@ def test_loader_and_provenance_of_a_split(built):
     assert (prov.source, prov.n_images, prov.image_size) == ("real CXR14 subset",
                                                               len(built.rows("train")), SIZE)
     assert built.provenance(split=None).n_images == N
-
-
-def test_cached_dataset_with_a_dataloader(built):
-    ds = CachedDataset(built, built.rows("train"))
-    u, y = ds[0]
-    assert u.shape == (1, SIZE, SIZE) and u.dtype == torch.uint8 and y.shape == (15,)
-    r = built.rows("train")[0]
-    assert torch.equal(u[0], torch.from_numpy(np.array(built.images[r])))
-    assert torch.equal(y, torch.from_numpy(built.labels[r]))
-    (ub, yb), *_ = torch.utils.data.DataLoader(ds, batch_size=5)
-    assert ub.shape == (5, 1, SIZE, SIZE) and yb.shape == (5, 15)
-    assert len(CachedDataset(built)) == N
 
 
 def test_phantom_is_labelled_as_such(phantom_root, tmp_path):

@@ -6,9 +6,16 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from cxrnb.evaluation.classifier import (REGIMES, Classifier, ClassifierConfig, CxrNet, auroc_per_finding,
-                              fit_classifier, usefulness)
 from cxrnb.errors import CxrnbError
+from cxrnb.evaluation.classifier import (
+    REGIMES,
+    Classifier,
+    ClassifierConfig,
+    CxrNet,
+    auroc_per_finding,
+    fit_classifier,
+    usefulness,
+)
 from cxrnb.labels import FINDINGS, LABELS
 
 FAST = ClassifierConfig(epochs=3, batch_size=16, width=8, lr=3e-3)
@@ -137,8 +144,8 @@ def test_steps_override_epochs_and_cut_the_last_epoch_short():
 def test_usefulness_on_the_phantom_blank_control_is_chance(tmp_path_factory, one_thread):
     """Blank images with real labels teach nothing about pixels: macro AUROC ≈ 0.5 within the seeds'
     spread (constant images without noise scored 0.61 ± 0.04 here: a BatchNorm artefact)."""
-    from cxrnb.study import scoring
     from cxrnb.data.phantom import write_phantom
+    from cxrnb.study import scoring
 
     root = write_phantom(tmp_path_factory.mktemp("phantom"), n=320, size=32, seed=0, progress=False)
     data = scoring.eval_data(str(root), 32)

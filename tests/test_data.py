@@ -1,8 +1,6 @@
-"""The CXR14 index: label table, image discovery, joins, filters and the patient split."""
+"""The CXR14 index: label table, image discovery, joins and the patient split."""
 
 import gzip
-import sys
-import types
 
 import numpy as np
 import pandas as pd
@@ -10,8 +8,16 @@ import pytest
 from PIL import Image
 
 from cxrnb.data import index as data_index
-from cxrnb.data.index import (data_source, filter_index, find_label_table, label_matrix, load_index,
-                        locate_images, read_labels, resolve_root, split_by_patient)
+from cxrnb.data.index import (
+    data_source,
+    find_label_table,
+    label_matrix,
+    load_index,
+    locate_images,
+    read_labels,
+    resolve_root,
+    split_by_patient,
+)
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
 
@@ -179,24 +185,7 @@ def test_resolve_root_phantom_writes_it_once(tmp_path, monkeypatch):
     assert data_source(first) == "synthetic phantom"
 
 
-# ---------------------------------------------------------------- filters, split, labels
-
-def test_filter_index(full_table):
-    pa = filter_index(full_table, views=["PA"])
-    assert len(pa) == (full_table["view"] == "PA").sum() and set(pa["view"]) == {"PA"}
-    some = filter_index(full_table, labels=["Hernia", "Pneumonia"])
-    raw = full_table["labels"]
-    assert len(some) == (raw.str.contains("Hernia") | raw.str.contains("Pneumonia")).sum()
-    both = filter_index(full_table, views=["AP"], labels=["Hernia"])
-    assert len(both) == ((full_table["view"] == "AP") & (full_table["Hernia"] == 1)).sum()
-
-
-def test_filter_index_rejects_unknown_names(full_table):
-    with pytest.raises(CxrnbError, match=r"'LAT'.*valid views: \['PA', 'AP'\]"):
-        filter_index(full_table, views=["PA", "LAT"])
-    with pytest.raises(CxrnbError, match=r"'Covid'.*valid labels: \['Atelectasis'"):
-        filter_index(full_table, labels=["Covid"])
-
+# ---------------------------------------------------------------- split, labels
 
 def test_split_is_patient_level_and_near_the_fractions(full_table):
     df = split_by_patient(full_table, seed=0)

@@ -58,8 +58,9 @@ def test_diagnose_matches_a_hand_computation(toy_vae, one_thread):
 def test_a_collapsed_posterior_is_called_collapsed(toy_vae):
     collapsed = VAE(32)
     with torch.no_grad():                                       # posterior = prior for every image
-        collapsed.mean.weight.zero_(); collapsed.mean.bias.zero_()
-        collapsed.logvar.weight.zero_(); collapsed.logvar.bias.zero_()
+        for layer in (collapsed.mean, collapsed.logvar):
+            layer.weight.zero_()
+            layer.bias.zero_()
     u8 = torch.randint(0, 256, (6, 1, 32, 32), dtype=torch.uint8)
     d = diagnose(collapsed, u8, torch.zeros(6, 15), torch.full((32, 32), 0.5))
     assert d.active_units == 0 and d.kl == pytest.approx(0, abs=1e-6) and d.collapsed

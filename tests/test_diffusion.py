@@ -8,15 +8,14 @@ import pandas as pd
 import pytest
 import torch
 from diffusers import UNet2DModel
+from test_train import ToyLoader
 
 from cxrnb import study
-from cxrnb.evaluation import diagnostics
-from cxrnb.report import sentences
 from cxrnb.errors import CxrnbError
 from cxrnb.models import build
 from cxrnb.models.diffusion import T_TRAIN, unet
+from cxrnb.report import sentences
 from cxrnb.training.loop import TrainConfig, train
-from test_train import ToyLoader
 
 S = 16
 TINY = dict(image_size=S, channels=(8, 16), sample_steps=4)
@@ -57,7 +56,7 @@ def test_ddim_steps_are_the_ddim_update_and_decode_is_deterministic(one_thread):
     steps = list(model.denoise(z))
     ts = [t for t, _, _ in steps]
     assert ts == [999, 749, 499, 249]                      # "trailing": starts from pure noise
-    for t, x, x0 in steps:
+    for _, x, x0 in steps:
         assert x.shape == x0.shape == (3, 1, S, S)
     # one step by hand (Song et al. eq. 12, eta = 0): x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t),
     # clipped to [-1, 1]; x_t' = sqrt(abar_t') x0_hat + sqrt(1 - abar_t') eps
@@ -155,7 +154,8 @@ def test_a_short_phantom_run_learns_and_reloads(phantom_root, tmp_path, one_thre
 
 def test_convergence_sentence_reads_the_windows():
     falling = pd.Series(np.linspace(1.0, 0.2, 100), index=range(1, 101))
-    assert "still falling" in sentences.convergence(falling) and "0.1% of the ~100,000" in sentences.convergence(falling)
+    text = sentences.convergence(falling)
+    assert "still falling" in text and "0.1% of the ~100,000" in text
     flat = pd.Series(np.tile([0.3, 0.31], 50), index=range(1, 101))
     assert "flat within batch noise" in sentences.convergence(flat)
     assert "too few" in sentences.convergence(pd.Series([1.0, 0.9], index=[1, 2]))

@@ -12,13 +12,13 @@ from scipy import special, stats
 from torch import nn
 from torch.distributions import Dirichlet
 
-from cxrnb.evaluation import diagnostics
-from cxrnb.study import explore
 from cxrnb.errors import CxrnbError
-from cxrnb.report.sentences import collapse_findings, dirichlet_findings
+from cxrnb.evaluation import diagnostics
 from cxrnb.models import build
 from cxrnb.models.base import GenerativeModel, InputSpec
 from cxrnb.models.dirvae import ALPHA_FLOOR, DirichletVAE
+from cxrnb.report.sentences import collapse_findings, dirichlet_findings
+from cxrnb.study import explore, widgets
 
 
 @pytest.fixture(scope="module")
@@ -168,14 +168,15 @@ def test_simplex_point_renormalises_and_holds_the_rest():
 
 
 def test_simplex_widget_slider_changes_the_image_and_sensitivity_is_by_hand():
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     toy = Simplex()
     images = torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     base, comps = explore.simplex_base(toy, images, k=2, progress=False)
     assert torch.allclose(base.sum(), torch.tensor(1.0)) and base[comps[0]] >= base[comps[1]] >= base.min()
-    ui = explore.simplex_widget(toy, base, comps)
+    ui = widgets.simplex_widget(toy, base, comps)
     shown = lambda: np.asarray(Image.open(io.BytesIO(ui.image.value)), dtype=float)   # noqa: E731
     at_mean = ui.image.value
     np.testing.assert_allclose(shown(), _decode(toy, base) * 255, atol=0.51)

@@ -29,10 +29,10 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from cxrnb.training import distributed
 from cxrnb.data.cache import ArrayLoader
 from cxrnb.errors import CxrnbError
 from cxrnb.models import build
+from cxrnb.training import distributed
 from cxrnb.training.loop import TrainConfig, train
 
 WORLD, GLOBAL_BATCH = 2, 8

@@ -6,9 +6,9 @@ import hashlib
 import io
 import re
 import socket
-import time
 import tarfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.util import find_spec
 from pathlib import Path

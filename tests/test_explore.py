@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cxrnb.study import explore
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
 from cxrnb.models.base import GenerativeModel, InputSpec
 from cxrnb.models.presets import build
+from cxrnb.study import explore, widgets
 
 D, S = 8, 16
 
@@ -139,7 +139,7 @@ def _shown(widget) -> np.ndarray:
 
 def test_widget_slider_and_component_menu_redraw_the_image(toy, images):
     mean, directions, std = explore.principal_directions(toy, images, k=3, progress=False)
-    ui = explore.explorer_widget(toy, mean, directions, std)
+    ui = widgets.explorer_widget(toy, mean, directions, std)
     assert len(ui.sliders) == 3 and list(ui.menu.options)[1:] == [("component 0", 0), ("component 1", 1),
                                                                     ("component 2", 2)]
     assert ui.menu.label == "data mean"                                          # shown, not blank
@@ -155,7 +155,7 @@ def test_widget_slider_and_component_menu_redraw_the_image(toy, images):
     base = toy.sample_latent(1, torch.Generator().manual_seed(0), component=2)[0]
     np.testing.assert_allclose(_shown(ui), _decode_by_hand(toy, base + 1.5 * std[1] * directions[1])
                                .reshape(S, S) * 255, atol=0.51)
-    ui.sliders[1].value, ui.menu.value = 0.0, explore.MEAN
+    ui.sliders[1].value, ui.menu.value = 0.0, widgets.MEAN
     assert ui.image.value == at_mean
 
 
@@ -166,7 +166,7 @@ def test_sensitivity_is_the_half_difference_of_the_images_one_std_either_side(to
         plus = _decode_by_hand(toy, mean + std[i] * directions[i])
         minus = _decode_by_hand(toy, mean - std[i] * directions[i])
         assert moves[i].item() == pytest.approx(np.abs(plus - minus).mean() / 2, rel=1e-5)
-    ui = explore.explorer_widget(toy, mean, directions, std)
+    ui = widgets.explorer_widget(toy, mean, directions, std)
     assert ui.children[0].children[0].children[1].value == f"Δ {moves[0].item():.3f} per unit"
 
 
@@ -179,7 +179,7 @@ def test_a_trained_vae_moves_the_image_along_its_first_direction_a_collapsed_one
 
     run = study.train_run("VAE-elbo-beta1", str(phantom_root), image_size=32, epochs=40, batch_size=16,
                           device="cpu", runs_dir=tmp_path, progress=False)
-    train = study.split_images(run.cache, "train")
+    train = run.cache.split_images("train")
     mean, directions, std = explore.principal_directions(run.model, train, k=2, progress=False)
     moves = explore.sensitivity(run.model, mean, directions, std)
     assert moves[0] > 0.01                                    # over 1% of the grey range per slider unit
@@ -191,7 +191,8 @@ def test_a_trained_vae_moves_the_image_along_its_first_direction_a_collapsed_one
     assert table.chosen.tolist() == [True, False] and bool(table.collapsed[1])
     assert table.val_mse[0] < table.val_mse[1]
     with torch.no_grad():                                     # collapse: every image encodes to 0
-        run.model.mean.weight.zero_(); run.model.mean.bias.zero_()
+        run.model.mean.weight.zero_()
+        run.model.mean.bias.zero_()
     _, _, std0 = explore.principal_directions(run.model, train, k=2, progress=False)
     assert explore.sensitivity(run.model, mean, directions, std0).max() < 1e-4
 
@@ -242,8 +243,47 @@ def test_the_real_presets_expose_their_mixture_components(preset, k):
     """The toy above declares n_components itself; the paper's models must too, or the explorer
     silently loses its component picker and notebook 05 draws an empty per-component figure."""
     model = build(preset, image_size=64, **({"weights": None} if preset.endswith(("V8", "V3")) else {}))
-    assert explore.n_components(model) == k
+    assert model.n_components == k
     if k:
         y = torch.zeros(len(LABELS)) if model.conditional else None
         drawn = explore.component_samples(model, k - 1, n=2, seed=0, y=y)
         assert drawn.shape == (2, 1, 64, 64)
+
+
+def test_images_of_another_size_are_refused(toy, images):
+    with pytest.raises(CxrnbError, match=f"takes {S} px images, got 32x32"):
+        explore.principal_directions(toy, torch.zeros(4, 1, 32, 32, dtype=torch.uint8), progress=False)
+
+
+@pytest.mark.slow
+def test_notebook_05_walks_each_model_on_its_own_images(phantom_root, tmp_path, monkeypatch, one_thread):
+    """Notebook 05's calls on a VAE at 32 px and a GMVAE and a Dirichlet VAE at 64 px (the paper
+    profile's VAE and GMVAE differ so): every encoder sees images of its own size only."""
+    from cxrnb import study
+
+    settings = dict(max_images=32, batch_size=16, device="cpu", runs_dir=tmp_path, progress=False,
+                    config={"max_steps": 2})
+    vae = study.train_run("VAE-elbo-beta1", str(phantom_root), image_size=32, **settings)
+    gmvae = study.train_run("GMVAE-elbo", str(phantom_root), image_size=64, weights=None, **settings)
+    dirvae = study.train_run("DirVAE-elbo", str(phantom_root), image_size=64, **settings)
+    seen = {}
+    for run in (vae, gmvae, dirvae):
+        def spy(x, encode=run.model.encode, name=run.preset):
+            seen.setdefault(name, set()).add(tuple(x.shape[-2:]))
+            return encode(x)
+        monkeypatch.setattr(run.model, "encode", spy)
+
+    walks = {run.preset: explore.walk(run, k=2, progress=False) for run in (vae, gmvae, dirvae)}
+    test = vae.cache.split_images("test")
+    pair = explore.interpolate(vae.model, test[0], test[1], n=3, method="slerp")
+    rows = explore.component_samples(gmvae.model, 0, n=2, y=walks["GMVAE-elbo"].y)
+    explore.component_spread(gmvae.model, walks["GMVAE-elbo"].y)
+    assert seen == {"VAE-elbo-beta1": {(32, 32)}, "GMVAE-elbo": {(64, 64)}, "DirVAE-elbo": {(64, 64)}}
+    assert pair.shape == (3, 1, 32, 32) and rows.shape == (2, 1, 64, 64)
+    for run in (vae, gmvae, dirvae):
+        w, size = walks[run.preset], run.model.input_spec.size
+        columns = len(explore.SHARES) if w.on_simplex else len(explore.STEPS)
+        assert len(w.moves) == 2 and w.grid.shape == (2 + 2 * (size + 2), 2 + columns * (size + 2))
+        assert widgets.walk_widget(w).image.value                               # the sliders draw
+    with pytest.raises(CxrnbError, match="GMVAE-elbo takes 64 px images, got 32x32"):
+        explore.principal_directions(gmvae.model, vae.cache.split_images("train"), k=2, progress=False)

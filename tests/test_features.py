@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from cxrnb.data.tensors import as_unit_images
+from cxrnb.errors import CxrnbError
 from cxrnb.evaluation import features
 from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, CxrNet
-from cxrnb.errors import CxrnbError
 
 
 def test_as_unit_images_accepts_uint8_and_float():

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from cxrnb import labels, study
-from cxrnb.report import sentences
-from cxrnb.study import explore, scoring
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS, NO_FINDING
 from cxrnb.models import PRESETS, build
 from cxrnb.models.gan import LSGAN
+from cxrnb.report import sentences
+from cxrnb.study import explore, scoring, widgets
 
 
 def one_hot(*names: str) -> torch.Tensor:
@@ -138,16 +138,16 @@ def test_downstream_uses_the_labels(cgan_run):
 
 def test_explorer_label_menu_redraws_the_image(cgan):
     mean, dirs, std = explore.random_directions(cgan.latent_dim, k=2)
-    ui = explore.explorer_widget(cgan, mean, dirs, std)
+    ui = widgets.explorer_widget(cgan, mean, dirs, std)
     assert ui.labels.value == NO_FINDING and list(ui.labels.options) == list(LABELS)
     first = ui.image.value
     ui.labels.value = "Cardiomegaly"
     assert ui.image.value != first
     ui.labels.value = NO_FINDING
     assert ui.image.value == first
-    given = explore.explorer_widget(cgan, mean, dirs, std, y=one_hot("Cardiomegaly")[0])
+    given = widgets.explorer_widget(cgan, mean, dirs, std, y=one_hot("Cardiomegaly")[0])
     assert given.labels.value == "labels given"
-    assert explore.explorer_widget(build("LSGAN", image_size=64), mean, dirs, std).labels is None
+    assert widgets.explorer_widget(build("LSGAN", image_size=64), mean, dirs, std).labels is None
 
 
 def test_missing_labels_and_missing_encoder_are_one_line_errors():

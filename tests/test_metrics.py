@@ -10,8 +10,9 @@ from sklearn.neighbors import NearestNeighbors
 from torchmetrics.image.fid import _compute_fid
 from torchmetrics.image.kid import poly_mmd
 
-from cxrnb.evaluation import metrics
 from cxrnb.errors import CxrnbError
+from cxrnb.evaluation import metrics
+from cxrnb.evaluation.evaluate import LADDER, REAL, evaluate
 from cxrnb.evaluation.features import FeatureExtractor
 
 
@@ -218,14 +219,14 @@ def _blobs(n, g, shift=0.0):
 def test_evaluate_ranks_a_real_like_model_above_noise_and_reports_missing_spaces():
     g = torch.Generator().manual_seed(0)
     real, good, noise = _blobs(60, g), _blobs(30, g), torch.rand(30, 1, 32, 32, generator=g)
-    df = metrics.evaluate(real, {"good": good, "noise": noise}, [Pooled(), Missing()],
-                          n_repeats=3, kid_subset_size=20, ms_ssim_pairs=20, progress=False)
+    df = evaluate(real, {"good": good, "noise": noise}, [Pooled(), Missing()],
+                  n_repeats=3, kid_subset_size=20, ms_ssim_pairs=20, progress=False)
     scored = df[df.metric != ""].set_index(["model", "space", "metric"])
-    assert set(scored.index.get_level_values("model")) == {"good", "noise", metrics.REAL}
+    assert set(scored.index.get_level_values("model")) == {"good", "noise", REAL}
     mean = scored["mean"]
     assert mean["good", "pooled", "FD"] < mean["noise", "pooled", "FD"]
     assert mean["noise", "pooled", "precision"] == 0.0
-    assert mean["noise", "pixel", "MS-SSIM"] < mean[metrics.REAL, "pixel", "MS-SSIM"]
+    assert mean["noise", "pixel", "MS-SSIM"] < mean[REAL, "pixel", "MS-SSIM"]
     assert (scored["std"] >= 0).all() and (df.n_real == 30).all() and (df.n_repeats == 3).all()
     missing = df[df.space == "missing"]
     assert len(missing) == 1 and missing.note.iloc[0].startswith("unavailable: weights file")
@@ -234,8 +235,8 @@ def test_evaluate_ranks_a_real_like_model_above_noise_and_reports_missing_spaces
 def test_evaluate_one_repeat_equals_the_metrics_on_its_subsets():
     g = torch.Generator().manual_seed(1)
     real, fake = _blobs(40, g), _blobs(20, g, shift=3)
-    df = metrics.evaluate(real, fake, [Pooled()], n_repeats=1, subset_size=20, seed=5,
-                          kid_subset_size=20, progress=False).set_index(["model", "space", "metric"])
+    df = evaluate(real, fake, [Pooled()], n_repeats=1, subset_size=20, seed=5,
+                  kid_subset_size=20, progress=False).set_index(["model", "space", "metric"])
     perm = np.random.default_rng(5).permutation(40)          # evaluate's draw for the real set
     fr, ff = Pooled()(real[perm[:20]]).double(), Pooled()(fake).double()
     # FD is a function of the sets (order-free), so the generated subset of all 20 is the whole set
@@ -255,11 +256,11 @@ def test_evaluate_memorised_fraction_flags_a_model_that_copies_its_training_set(
     copies, fresh = train[:20], _blobs(20, g)
     mem = metrics.memorisation({"copies": copies, "fresh": fresh}, train, real, progress=False)
     pixel = {name: m["pixel"] for name, m in mem.items()}
-    df = metrics.evaluate(real, {"copies": copies, "fresh": fresh}, [], n_repeats=3,
-                          memorised=pixel, ms_ssim_pairs=10, progress=False)
+    df = evaluate(real, {"copies": copies, "fresh": fresh}, [], n_repeats=3,
+                  memorised=pixel, ms_ssim_pairs=10, progress=False)
     frac = df[df.metric == "memorised"].set_index("model")["mean"]
     assert frac["copies"] == 1.0                  # distance 0 is below any threshold
-    assert frac["fresh"] < 0.5 and frac[metrics.REAL] < 0.5
+    assert frac["fresh"] < 0.5 and frac[REAL] < 0.5
     # one threshold: the memorisation result's, shared by every model (the test images' 5th pct)
     assert pixel["copies"].threshold == pixel["fresh"].threshold == pytest.approx(
         np.quantile(pixel["fresh"].test_dist, 0.05))
@@ -267,8 +268,8 @@ def test_evaluate_memorised_fraction_flags_a_model_that_copies_its_training_set(
 
 def test_evaluate_rejects_too_few_images():
     with pytest.raises(CxrnbError, match="subset_size"):
-        metrics.evaluate(torch.rand(10, 1, 32, 32), torch.rand(10, 1, 32, 32), [Pooled()],
-                         subset_size=8, progress=False)
+        evaluate(torch.rand(10, 1, 32, 32), torch.rand(10, 1, 32, 32), [Pooled()],
+                 subset_size=8, progress=False)
 
 
 # ---------------------------------------------------------------- effective dimension, FD∞, density
@@ -345,13 +346,13 @@ def test_evaluate_scores_the_ladder_on_the_held_out_half_and_orders_it():
     g = torch.Generator().manual_seed(3)
     real = _blobs(60, g)
     rungs = ladder.ladder(real, real.mean(0), seed=0)
-    df = metrics.evaluate(real, {"m": _blobs(30, g)}, [Pooled()], n_repeats=2, ladder=rungs,
-                          kid_subset_size=20, ms_ssim_pairs=10, progress=False)
+    df = evaluate(real, {"m": _blobs(30, g)}, [Pooled()], n_repeats=2, ladder=rungs,
+                  kid_subset_size=20, ms_ssim_pairs=10, progress=False)
     fd = df[(df.metric == "FD")].set_index("model")
     assert set(fd.kind) == {"model", "reference", "ladder"}
-    assert len(fd[fd.kind == "ladder"]) == len(rungs) and (fd.index.str.startswith(metrics.LADDER)
+    assert len(fd[fd.kind == "ladder"]) == len(rungs) and (fd.index.str.startswith(LADDER)
                                                             == (fd.kind == "ladder")).all()
     # no anatomy variation scores far worse than a flip (a flipped blob is another blob)
     assert fd.loc["ladder: mean training image + noise σ=0.1", "mean"] > 3 * fd.loc["ladder: flipped", "mean"]
     with pytest.raises(CxrnbError, match="made from real_test"):
-        metrics.evaluate(real, {"m": real[:30]}, [Pooled()], ladder={"x": real[:10]}, progress=False)
+        evaluate(real, {"m": real[:30]}, [Pooled()], ladder={"x": real[:10]}, progress=False)

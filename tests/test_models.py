@@ -10,8 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import (Categorical, Independent, MixtureSameFamily, Normal,
-                                 kl_divergence)
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
@@ -171,7 +170,8 @@ def test_vae_loss_is_mse_plus_beta_kl():
     model.beta = 0.1
     torch.manual_seed(1)
     out = model.loss(x)
-    assert out["loss"].item() == pytest.approx(mse.item() + 0.1 * kl_standard_normal(mu, logvar).mean().item(), rel=1e-5)
+    expected = mse.item() + 0.1 * kl_standard_normal(mu, logvar).mean().item()
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_vae_optimiser_and_size_check():

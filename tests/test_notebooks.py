@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 EXPECTED = {
     "01_eda_label_counts": ["label_counts", "cooccurrence", "fig10_preprocessed_samples"],
     "02_vae_beta_sweep": ["fig5_loss", "fig6_samples_VAE-beta0.1", "fig6_samples_VAE-elbo-beta1",
-                          "fig6_samples_DirVAE-elbo", "why_diagnostics", "why_reconstructions", "why_samples", "why_kl_per_dim"],
+                          "fig6_samples_DirVAE-elbo", "why_diagnostics", "why_reconstructions", "why_samples",
+                          "why_kl_per_dim"],
     "03_gmvae_variants": ["samples_GMVAE-V8", "samples_FS-GMVAE-V3", "samples_FS-GMVAE-elbo", "losses",
                           "why_diagnostics", "why_reconstructions", "why_samples"],
     "04_lsgan": ["fig8_samples", "fig9_losses", "final_samples", "samples_per_label", "losses_conditional"],

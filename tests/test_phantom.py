@@ -13,9 +13,9 @@ from PIL import Image
 from skimage.filters import threshold_otsu
 
 from cxrnb.data import phantom
+from cxrnb.data.phantom import draw_chest, write_phantom
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import FINDINGS, NO_FINDING
-from cxrnb.data.phantom import draw_chest, write_phantom
 
 # The official label table as torchxrayvision ships it: an independent copy of NIH's file.
 XRV_TABLE = Path(find_spec("torchxrayvision").origin).parent / "data/Data_Entry_2017_v2020.csv.gz"

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cxrnb.report import plots
 from cxrnb.errors import CxrnbError
 from cxrnb.provenance import Provenance
+from cxrnb.report import plots
 
 PROV = Provenance("synthetic phantom", n_images=64, image_size=32, epochs=1, seed=3,
                   extra={"preset": "VAE-beta0.1"})

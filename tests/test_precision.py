@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 import cxrnb.training.loop as train_module
 from cxrnb.data.cache import prepare
-from cxrnb.runtime import cpu_bf16_native, cpu_flags
 from cxrnb.models import build
+from cxrnb.runtime import cpu_bf16_native, cpu_flags
 from cxrnb.training.loop import Stepper, TrainConfig, train
 
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrnb.report import results
-from cxrnb.evaluation.metrics import REAL, evaluate
+from cxrnb.evaluation.evaluate import REAL, evaluate
+from cxrnb.report import numbers, results, usefulness
 
 
 def rows(fd: dict[str, tuple[float, float]], space: str = "cxr-classifier") -> pd.DataFrame:
@@ -32,7 +32,7 @@ def rows(fd: dict[str, tuple[float, float]], space: str = "cxr-classifier") -> p
     (-4.2e-4, float("nan"), "-4.2 × 10⁻⁴"),
 ])
 def test_fmt(mean, std, text):
-    assert results.fmt(mean, std) == text
+    assert numbers.fmt(mean, std) == text
 
 
 @pytest.mark.parametrize("a,b,expected", [
@@ -42,7 +42,7 @@ def test_fmt(mean, std, text):
     ((10, float("nan")), (30, float("nan")), "not resolved within spread"),
 ])
 def test_verdict(a, b, expected):
-    assert results.verdict(*a, *b) == expected
+    assert numbers.verdict(*a, *b) == expected
 
 
 def test_family_of_preset_names():
@@ -116,10 +116,10 @@ def test_usefulness_section():
 
 def test_synthetic_images_that_carry_their_labels_beat_the_blank_control():
     row = lambda m, s: pd.Series({"mean": m, "std": s})   # noqa: E731
-    line = results.synthetic_only_line(row(0.62, 0.02), row(0.51, 0.03), "G")
+    line = usefulness.synthetic_only_line(row(0.62, 0.02), row(0.51, 0.03), "G")
     assert line.startswith("Trained on G images alone: 0.620 ± 0.020, above the blank control (+0.110 ± 0.036)")
-    assert "below the blank control" in results.synthetic_only_line(row(0.30, 0.01), row(0.51, 0.01), "G")
-    one_seed = results.synthetic_only_line(row(0.62, float("nan")), row(0.51, float("nan")), "G")
+    assert "below the blank control" in usefulness.synthetic_only_line(row(0.30, 0.01), row(0.51, 0.01), "G")
+    one_seed = usefulness.synthetic_only_line(row(0.62, float("nan")), row(0.51, float("nan")), "G")
     assert one_seed.endswith("(one seed: no spread, not judged).") and "nan" not in one_seed
 
 

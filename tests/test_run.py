@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cxrnb import reproduce
+from cxrnb import profiles, reproduce
 from cxrnb.errors import CxrnbError
 
 
@@ -41,9 +41,9 @@ def two_notebooks(tmp_path, monkeypatch):
                    "NAMES = ['data_root', 'image_size', 'epochs', 'seed']\n" + FIGURE_BODY)
     write_notebook(folder / "02_train.ipynb", "epochs = 0\nbetas = []\nseed = 0\nreports_dir = ''",
                    "NAMES = ['epochs', 'betas', 'seed']\n" + FIGURE_BODY)
-    monkeypatch.setitem(reproduce.PROFILES, "test", {"data_root": "phantom", "image_size": 32, "epochs": 1,
-                                               "seed": 5, "device": "cpu",
-                                               "02": {"betas": [1, 0.1], "epochs": 4}})
+    monkeypatch.setitem(profiles.PROFILES, "test", {"data_root": "phantom", "image_size": 32, "epochs": 1,
+                                                    "seed": 5, "device": "cpu",
+                                                    "02": {"betas": [1, 0.1], "epochs": 4}})
     return folder
 
 
@@ -56,7 +56,7 @@ def test_parameter_layers_and_index(tmp_path, two_notebooks):
     params.write_text("epochs: 2\nseed: 6\n02:\n  epochs: 3\n")     # an unquoted 02 is read as int 2
 
     index = reproduce.reproduce("test", params_file=params, overrides=["seed=7", "02.betas=[0.002]"],
-                          reports=reports, notebooks=two_notebooks, progress=False)
+                                reports=reports, notebooks=two_notebooks, progress=False)
 
     def effective(name):
         return json.loads((reports / "figures" / name / "params.json").read_text())
@@ -67,7 +67,8 @@ def test_parameter_layers_and_index(tmp_path, two_notebooks):
     assert set(injected) == {"data_root", "image_size", "epochs", "seed", "reports_dir"}
 
     text = index.read_text()
-    assert re.search(r"\| 01_data \| ok \| \d+\.\d s \| `test` · synthetic phantom · .+ \| \[runs/01_data.ipynb\]", text)
+    assert re.search(r"\| 01_data \| ok \| \d+\.\d s \| `test` · synthetic phantom · .+ "
+                     r"\| \[runs/01_data.ipynb\]", text)
     assert re.search(r"\| 02_train \| ok \| \d+\.\d s \| `test` · no images · .+ \| \[runs/02_train.ipynb\]", text)
     for name in ("01_data", "02_train"):
         for link in (f"figures/{name}/fig.png", f"figures/{name}/counts.csv", f"runs/{name}.ipynb"):
@@ -151,7 +152,7 @@ def test_a_failure_keeps_the_previous_figures_and_a_partial_run_keeps_the_other_
     nbformat.write(broken, two_notebooks / "02_train.ipynb")
     with pytest.raises(CxrnbError, match="RuntimeError: out of memory"):
         reproduce.reproduce("test", only=["02"], overrides=["seed=9"], reports=reports, notebooks=two_notebooks,
-                      progress=False)
+                            progress=False)
     folder = reports / "figures" / "02_train"
     assert (folder / "params.json").read_text() == before and not (folder / "half.png").exists()
     text = (reports / "index.md").read_text()
@@ -161,7 +162,7 @@ def test_a_failure_keeps_the_previous_figures_and_a_partial_run_keeps_the_other_
     assert "(figures/01_data/fig.png)" in text and "(figures/02_train/fig.png)" in text
     nbformat.write(good, two_notebooks / "02_train.ipynb")
     reproduce.reproduce("test", only=["02"], overrides=["seed=9"], reports=reports, notebooks=two_notebooks,
-                  progress=False)
+                        progress=False)
     assert json.loads((folder / "params.json").read_text())["seed"] == 9
     assert "last attempt" not in (reports / "index.md").read_text()
     assert not (reports / ".staging").exists() or not any((reports / ".staging").iterdir())
@@ -171,7 +172,7 @@ def test_a_failure_keeps_the_previous_figures_and_a_partial_run_keeps_the_other_
 def test_reports_of_other_data_are_not_overwritten_without_the_flag(tmp_path, two_notebooks, real_root):
     reports = tmp_path / "reports"
     reproduce.reproduce("test", only=["01"], overrides=[f"data_root={real_root}"], reports=reports,
-                  notebooks=two_notebooks, progress=False)
+                        notebooks=two_notebooks, progress=False)
     made = (reports / "figures" / "01_data" / "params.json").read_text()
     with pytest.raises(CxrnbError, match=r"holds 01_data's figures made from real CXR14 subset, 1,657 images; "
                                          r"this run reads synthetic phantom: .* --overwrite"):
@@ -203,6 +204,6 @@ def test_results_md_is_staged_and_published_with_its_notebook(tmp_path, monkeypa
     write_notebook(folder / "06_eval.ipynb", "reports_dir = ''\nresults_md = ''",
                    "import pathlib\npathlib.Path(results_md).write_text('# results')\n"
                    "assert '.staging' in results_md")
-    monkeypatch.setitem(reproduce.PROFILES, "test", {})
+    monkeypatch.setitem(profiles.PROFILES, "test", {})
     reproduce.reproduce("test", reports=tmp_path / "reports", notebooks=folder, progress=False)
     assert (tmp_path / "reports" / "results.md").read_text() == "# results"

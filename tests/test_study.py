@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from cxrnb import study
-from cxrnb.study import scoring
-from cxrnb.evaluation.classifier import ClassifierConfig
 from cxrnb.errors import CxrnbError
+from cxrnb.evaluation.classifier import ClassifierConfig
 from cxrnb.provenance import Provenance
+from cxrnb.study import scoring
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +117,9 @@ def test_epochs_per_preset_overrides_some_and_refuses_a_name_not_trained():
         study.epochs_per_preset(["GMVAE-V8"], 2, {"GMVAE-V9": 10})
 
 
-def test_generate_draws_what_samples_draws_and_prices_each_model(vae_run):
+def test_timed_samples_per_run_draw_what_samples_draws_and_price_each_model(vae_run):
     run, _ = vae_run
-    generated, seconds = scoring.generate({"a": run}, n=6, seed=2, size=32)
+    generated, seconds = scoring.timed_samples_per_run({"a": run}, n=6, seed=2, size=32)
     assert torch.equal(generated["a"], study.samples(run, n=6, seed=2, size=32))   # the same draw
     assert seconds["a"] > 0
     ddpm = SimpleNamespace(model=SimpleNamespace(sample_steps=25))

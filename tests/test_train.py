@@ -13,11 +13,13 @@ from PIL import Image
 from torch import nn
 from torchvision.utils import make_grid
 
+from cxrnb.bench.timing import throughput
 from cxrnb.errors import CxrnbError
 from cxrnb.models.base import GenerativeModel, InputSpec, adam
 from cxrnb.runtime import pick_device
-from cxrnb.training.loop import (CHECKPOINT, HISTORY, Stepper, TrainConfig, load_checkpoint,
-                         throughput, train)
+from cxrnb.training.checkpoint import CHECKPOINT, load_checkpoint
+from cxrnb.training.history import HISTORY
+from cxrnb.training.loop import Stepper, TrainConfig, train
 
 S = 16
 
@@ -141,7 +143,8 @@ def test_schedule_history_and_epochs(tmp_path):
     assert len(h.frame) == 8 * 2 * 2
     pd.testing.assert_frame_equal(h.frame, pd.read_csv(tmp_path / "run" / HISTORY))
     np.testing.assert_allclose(h.frame.epoch, h.frame.iteration / len(loader))
-    assert list(h.wide().columns) == ["dec", "enc"] and list(h.wide().index) == list(range(1, 9))
+    wide = h.frame[h.frame.name == "loss"].pivot(index="iteration", columns="part", values="value")
+    assert list(wide.columns) == ["dec", "enc"] and list(wide.index) == list(range(1, 9))
     assert h.images_per_s > 0 and not (tmp_path / "run" / (".checkpoint.tmp.pt")).exists()
 
 
@@ -195,7 +198,8 @@ class SignalLoader(ToyLoader):
 def test_an_interrupt_checkpoints_the_finished_iteration_and_resumes_exactly(tmp_path, signum):
     straight = toy()
     h_straight = train(straight, ToyLoader(), cfg(tmp_path, "straight", max_steps=7))
-    with pytest.raises(KeyboardInterrupt, match=r"at iteration 3 of 7: checkpoint written to .*run the same command again"):
+    with pytest.raises(KeyboardInterrupt,
+                       match=r"at iteration 3 of 7: checkpoint written to .*run the same command again"):
         train(toy(), SignalLoader(signum, at=3), cfg(tmp_path, "stopped", max_steps=7, checkpoint_every=None,
                                                       checkpoint_minutes=None))
     assert torch.load(tmp_path / "stopped" / CHECKPOINT, weights_only=True)["step"] == 3
@@ -211,7 +215,8 @@ def test_checkpoints_also_come_on_a_timer(tmp_path, monkeypatch):
     clock = iter(range(0, 10_000, 100))                        # every perf_counter call: 100 s later
     monkeypatch.setattr("cxrnb.training.loop.time.perf_counter", lambda: float(next(clock)))
     saved = []
-    monkeypatch.setattr("cxrnb.training.loop.save_checkpoint", lambda path, stepper, step, *a: saved.append(step))
+    monkeypatch.setattr("cxrnb.training.loop.save_checkpoint",
+                        lambda path, model, optimizers, step, *a: saved.append(step))
     train(toy(), ToyLoader(), cfg(tmp_path, max_steps=4, checkpoint_every=None, checkpoint_minutes=3))
     assert saved[:2] == [2, 4] and saved[-1] == 4              # ~200 s per iteration here: every second one
     with pytest.raises(CxrnbError, match="checkpoint_minutes must be > 0"):
@@ -467,7 +472,7 @@ def test_a_full_disk_while_checkpointing_is_one_line(tmp_path, phantom_root, cap
 
     def full(obj, f, *a, **k):
         raise OSError(28, "No space left on device", str(f))
-    monkeypatch.setattr("cxrnb.training.loop.torch.save", full)
+    monkeypatch.setattr("cxrnb.training.checkpoint.torch.save", full)
     with pytest.raises(SystemExit) as stop:
         main(["train", "VAE-beta1", "--root", str(phantom_root), "--out", str(tmp_path), "--size", "32",
               "--batch-size", "16", "--epochs", "1"])

@@ -7,8 +7,8 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps
 
-from cxrnb.errors import CxrnbError
 from cxrnb.data.transforms import equalize, load_grey, preprocess, resize_crop
+from cxrnb.errors import CxrnbError
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -20,6 +20,7 @@ from cxrnb.data.cache import prepare
 from cxrnb.data.index import data_source, label_matrix, load_index, resolve_root
 from cxrnb.data.transforms import equalize, load_grey, load_preprocessed
 
+
 class NaiveDataset(torch.utils.data.Dataset):
     """The textbook Dataset: every access pays for PNG decoding and preprocessing again."""
 
@@ -58,8 +59,8 @@ def main(root=None, size: int = 128, batch_size: int = 64, naive_images: int = 5
     n, out = len(df), {}
     with tempfile.TemporaryDirectory() as tmp:
         for workers in (1, 2):
-            seconds = _clock(lambda: prepare(root, size=size, workers=workers,
-                                             cache_dir=f"{tmp}/w{workers}", progress=False))
+            seconds = _clock(lambda w=workers: prepare(root, size=size, workers=w,
+                                                       cache_dir=f"{tmp}/w{w}", progress=False))
             out[f"build_{workers}"] = _rate(n, seconds)
         cache = prepare(root, size=size, cache_dir=f"{tmp}/w2", progress=False)
 

@@ -19,15 +19,16 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from cxrnb.bench.timing import random_batch, throughput
 from cxrnb.models import PRESETS, build
 from cxrnb.runtime import describe_device, pick_device
-from cxrnb.training.loop import Stepper, random_batch, throughput
+from cxrnb.training.loop import Stepper
 
 CXR14_IMAGES = 112_120          # images in full CXR14, what "one epoch" meant in the paper
 GPU_BATCH = 64                  # the paper's batch size
 CPU_BATCH = 8                   # 64 VGG16 images at 224 px would take minutes per step on a CPU; its
-                                # images/s grow with the batch (VAE at 64 px: ~76 at 8, ~102 at 64 in
-                                # reports/bench.md), so the CPU rows are lower bounds
+                                # images/s grow with the batch (reports/bench.md times batch 8 and 64),
+                                # so the CPU rows are lower bounds
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ the same random batch:
 
 On CUDA the models run at their paper sizes with batch 64. On a CPU they run at 64 px twice: with
 batch 8 (where per-step overheads such as the optimiser's show) and with the ``cpu`` profile's batch
-64 (what its notebooks train with, where the convolutions are nearly all the time): about five
-minutes on 2 cores, ten with ``--compile``. Rates are images/s, the best of ``rounds`` alternating
-rounds of timed steps (each after one warm-up step), so a busy moment on a shared machine does not
-decide the ratio.
+64 (what its notebooks train with, where the convolutions are nearly all the time); the README
+says how long that takes, reports/bench.md what it measured. Rates are images/s, the best of
+``rounds`` alternating rounds of timed steps (each after one warm-up step), so a busy moment on a
+shared machine does not decide the ratio.
 """
 
 from __future__ import annotations
@@ -28,11 +28,16 @@ import time
 import pandas as pd
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
+from cxrnb.bench.timing import random_batch, throughput
 from cxrnb.models import build
 from cxrnb.models.base import Family, GenerativeModel
-from cxrnb.runtime import describe_device, pick_device, synchronize
-from cxrnb.training.loop import Stepper, random_batch, throughput
+from cxrnb.paths import in_repo
+from cxrnb.provenance import Provenance
+from cxrnb.report.tables import markdown_table, write_markdown
+from cxrnb.runtime import describe_cpu, describe_device, pick_device, synchronize
+from cxrnb.training.loop import Stepper
 
 PRESETS = ("LSGAN", "VAE-beta0.1", "GMVAE-V5")
 CPU_SIZE, CPU_BATCHES, GPU_BATCH = 64, (8, 64), 64     # 64: the cpu profile's batch (run.PROFILES)
@@ -71,8 +76,6 @@ def step_flops(step: Stepper, u8: Tensor, y: Tensor) -> int:
     """Floating-point operations (multiply-add = 2) of one training iteration of ``step``: every
     forward and backward of its schedule, counted by torch's FlopCounterMode (convolutions, matmuls;
     elementwise work is not counted, so the rate is a lower bound)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     counter = FlopCounterMode(display=False)
     with counter:
         step(u8, y)
@@ -164,16 +167,14 @@ def summary(table: pd.DataFrame, goal: float = 1.5) -> str:
 def markdown(table: pd.DataFrame, device: torch.device, peak: float, rounds: int,
              steps: dict[int, int], load: tuple[float, float, float]) -> str:
     """reports/bench.md: the table, the ceiling, the device, and the GPU rows' status."""
-    from cxrnb.runtime import describe_cpu
-    from cxrnb.report.tables import markdown_table
-
     shown = table.copy()
     shown["% of peak"] = 100 * shown["GFLOP/s"] / peak
     lines = ["# Training throughput: naive loop vs cxrnb.training.loop", "",
              f"Device: {describe_device(str(device))}; torch {torch.__version__}.",
              f"CPU: {describe_cpu()}.", "",
-             f"Best of {rounds} alternating rounds, each timing {timed(steps)} (after a warm-up step), one random batch (speed does not depend "
-             "on the pixels); each ratio is measured side by side, so it holds on a busy machine better than "
+             f"Best of {rounds} alternating rounds, each timing {timed(steps)} (after a warm-up step), "
+             "one random batch (speed does not depend on the pixels); each ratio is measured side by side, "
+             "so it holds on a busy machine better than "
              "the absolute rates do. Load average when it started: "
              f"{', '.join(f'{x:.1f}' for x in load)} (1, 5, 15 min).", "",
              markdown_table(shown.round(2)), "", summary(table), "",
@@ -212,10 +213,6 @@ def main(device: str = "auto", size: int | None = None, presets: tuple[str, ...]
           + ", ".join(f"{r.family} {r['GFLOP/s']:,.1f} GFLOP/s ({100 * r['GFLOP/s'] / peak:.0f}%)"
                       for _, r in table.iterrows()))
     if report:
-        from cxrnb.paths import in_repo
-        from cxrnb.provenance import Provenance
-        from cxrnb.report.tables import write_markdown
-
         prov = Provenance("images from random uint8 batches", int(table["batch"].max()),
                           int(table["size"].iloc[0]),
                           extra={"device": describe_device(device), "torch": torch.__version__})

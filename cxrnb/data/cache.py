@@ -25,6 +25,7 @@ import multiprocessing
 import shutil
 import time
 import warnings
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +34,27 @@ import torch
 from tqdm.auto import tqdm
 
 from cxrnb.data.index import data_source, label_matrix, load_index, resolve_root, split_by_patient
+from cxrnb.data.transforms import PREP_VERSION, load_preprocessed
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
 from cxrnb.paths import CACHE_DIR, atomic, in_repo, write_text
 from cxrnb.provenance import Provenance
-from cxrnb.data.transforms import PREP_VERSION, load_preprocessed
 
 CHUNK = 64              # images per worker task
 FLUSH_SECONDS = 2.0     # how often build progress is made durable
 PENDING, DONE, FAILED = 0, 1, 2
-SPLITS = ("train", "val", "test")
 # The index columns that define what a cache row holds (the path follows from the root).
 KEY_COLUMNS = ["image", "labels", "follow_up", "patient", "age", "sex", "view"]
 META_FIELDS = ("root", "rows_hash", "size", "version", "n_rows", "n_images", "source")
+
+
+class Split(StrEnum):
+    """The patient-level splits (``split_by_patient``); the plain strings "train", "val" and
+    "test" are accepted wherever a split is."""
+
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
 
 
 def cache_key(root: str, rows_hash: str, size: int, version: str) -> str:
@@ -244,22 +253,6 @@ class ArrayLoader:
         return self.epoch_batches(self.epoch - 1)
 
 
-class CachedDataset(torch.utils.data.Dataset):
-    """The cache as a map-style Dataset, for code that wants a torch DataLoader."""
-
-    def __init__(self, cache: ImageCache, rows: np.ndarray | None = None):
-        self.images, self.labels = cache.images, cache.labels
-        self.rows = cache.rows() if rows is None else np.asarray(rows, np.int64)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        r = self.rows[i]
-        u8 = torch.from_numpy(np.array(self.images[r])).unsqueeze(0)
-        return u8, torch.from_numpy(self.labels[r])
-
-
 class ImageCache:
     """A complete cache folder, opened read-only and checked against its own key.
 
@@ -304,11 +297,11 @@ class ImageCache:
     def __repr__(self) -> str:
         return f"ImageCache({self.path}, {len(self):,} images, {self.size}px, {self.source})"
 
-    def rows(self, split: str | None = None, max_images: int | None = None,
+    def rows(self, split: Split | str | None = None, max_images: int | None = None,
              seed: int = 0) -> np.ndarray:
         """Rows of ``images`` in one split (None: all), optionally a seeded random subset."""
-        if split is not None and split not in SPLITS:
-            raise CxrnbError(f"unknown split {split!r}; valid splits: {list(SPLITS)}")
+        if split is not None and split not in tuple(Split):
+            raise CxrnbError(f"unknown split {split!r}; valid splits: {[s.value for s in Split]}")
         sel = self.index if split is None else self.index[self.index["split"] == split]
         rows = sel["row"].to_numpy()
         if max_images is not None:
@@ -318,7 +311,21 @@ class ImageCache:
                 rows = np.sort(np.random.default_rng(seed).choice(rows, max_images, replace=False))
         return rows
 
-    def loader(self, split: str | None = "train", batch_size: int = 64, shuffle: bool = True,
+    def split_images(self, split: Split | str, max_images: int | None = None, seed: int = 0) -> torch.Tensor:
+        """One split's images (``max_images`` of them, drawn with ``seed``) as a uint8 (N, 1, S, S) tensor."""
+        return torch.from_numpy(np.asarray(self.images[self.rows(split, max_images, seed)]))[:, None]
+
+    def split_labels(self, split: Split | str, max_images: int | None = None, seed: int = 0) -> torch.Tensor:
+        """The (N, 15) multi-hot labels of ``split_images`` with the same arguments, row by row."""
+        return torch.from_numpy(self.labels[self.rows(split, max_images, seed)])
+
+    def mean_image(self) -> torch.Tensor:
+        """The training split's mean image, (S, S) in [0, 1]: the baseline every reconstruction must
+        beat, and the one such image of the study (diagnostics, the calibration ladder)."""
+        train = np.asarray(self.images[self.rows(Split.TRAIN)], dtype=np.float64)
+        return torch.from_numpy(train.mean(0) / 255).float()
+
+    def loader(self, split: Split | str | None = "train", batch_size: int = 64, shuffle: bool = True,
                seed: int = 0, drop_last: bool = True, max_images: int | None = None) -> ArrayLoader:
         """An ArrayLoader over one split; refuses a split too small for a single batch."""
         rows = self.rows(split, max_images, seed)
@@ -329,7 +336,7 @@ class ImageCache:
         return loader
 
     def provenance(self, epochs: float = 0.0, seed: int = 0, extra: dict | None = None,
-                   split: str | None = "train", max_images: int | None = None) -> Provenance:
+                   split: Split | str | None = "train", max_images: int | None = None) -> Provenance:
         """The provenance record of a result computed from ``split`` (``max_images`` of it)."""
         return Provenance(self.source, len(self.rows(split, max_images, seed)), self.size,
                           epochs, seed, dict(extra or {}))

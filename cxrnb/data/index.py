@@ -20,7 +20,7 @@ from PIL import Image
 
 from cxrnb.data.phantom import write_phantom
 from cxrnb.errors import CxrnbError
-from cxrnb.labels import LABELS, VIEWS
+from cxrnb.labels import LABELS
 from cxrnb.paths import PHANTOM_DIR, in_repo
 
 FULL_SIZE = 112_120                     # images in the complete release
@@ -186,23 +186,6 @@ def load_index(root: str | Path | None = None, csv: str | Path | None = None,
     if df.empty:
         raise CxrnbError(f"none of the images in {root} is in the label table: wrong --csv?")
     return df.reset_index(drop=True)
-
-
-def filter_index(df: pd.DataFrame, views: list[str] | None = None,
-                 labels: list[str] | None = None) -> pd.DataFrame:
-    """Rows whose view is in ``views`` and that carry at least one of ``labels`` (None: all)."""
-    keep = np.ones(len(df), bool)
-    if views is not None:
-        bad = sorted(set(views) - set(VIEWS))
-        if bad:
-            raise CxrnbError(f"unknown view(s) {bad}; valid views: {list(VIEWS)}")
-        keep &= df["view"].isin(views).to_numpy()
-    if labels is not None:
-        bad = sorted(set(labels) - set(LABELS))
-        if bad:
-            raise CxrnbError(f"unknown label(s) {bad}; valid labels: {list(LABELS)}")
-        keep &= df[list(labels)].to_numpy().any(axis=1)
-    return df[keep].reset_index(drop=True)
 
 
 def split_by_patient(df: pd.DataFrame, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),

@@ -4,15 +4,17 @@ It serves twice: its penultimate features are a feature space trained on this ve
 (``cxrnb.evaluation.features.ClassifierFeatures``), and its test AUROC measures whether synthetic images help
 (``usefulness``), the augmentation experiment the paper names as future work.
 
-The network is a compact VGG-style CNN rather than a ResNet-18: at 64-128 px greyscale it costs
-~0.17 GMAC per 128 px image (ResNet-18: ~0.6), has ~1.2 M parameters (ResNet-18: 11 M) and trains
-an epoch of the CXR14 subset in seconds on a CPU. No pretrained weights exist here, so the capacity a
-ResNet would bring on ImageNet cannot be used anyway, and ~1,300 training images would not fill it.
+The network is a compact VGG-style CNN rather than a ResNet-18: at 64-128 px greyscale it needs a
+fraction of a ResNet-18's compute and parameters (``test_network_is_compact`` bounds its size), so an
+epoch of the CXR14 subset trains quickly on a CPU. No pretrained weights exist here, so the capacity
+a ResNet would bring on ImageNet cannot be used anyway, and the subset's training images would not
+fill it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +25,11 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cxrnb.runtime import pick_device
+from cxrnb.data.tensors import as_unit_images, noisy
 from cxrnb.errors import CxrnbError
-from cxrnb.data.tensors import as_unit_images
 from cxrnb.labels import FINDINGS
-from cxrnb.data.tensors import noisy
 from cxrnb.paths import atomic
+from cxrnb.runtime import pick_device
 
 
 @dataclass
@@ -149,6 +150,31 @@ def _augment(x: Tensor, cfg: ClassifierConfig, g: torch.Generator) -> Tensor:
     return x
 
 
+def total_steps(cfg: ClassifierConfig, n: int) -> int:
+    """Gradient steps in all for ``n`` training images: ``cfg.steps``, else ``cfg.epochs`` epochs of
+    ``n // cfg.batch_size`` full batches."""
+    return cfg.steps if cfg.steps is not None else cfg.epochs * (n // cfg.batch_size)
+
+
+def _train_epoch(net: CxrNet, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, cfg: ClassifierConfig,
+                 g: torch.Generator, steps: int, bar: tqdm) -> float:
+    """``steps`` batches in the order of one random permutation of the training set, each augmented
+    (``_augment``), all drawn from ``g``; returns the epoch's mean loss."""
+    device = next(net.parameters()).device
+    net.train()
+    order, total = torch.randperm(len(x), generator=g), 0.0
+    for i in range(steps):
+        idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        xb = _augment(as_unit_images(x[idx]), cfg, g).to(device)
+        loss = F.binary_cross_entropy_with_logits(net(xb), y[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item()
+        bar.update()
+    return total / steps
+
+
 def fit_classifier(images, labels, cfg: ClassifierConfig | None = None, val=None,
                    device: str | torch.device = "cpu", progress: bool = True) -> Classifier:
     """Train a ``CxrNet`` with binary cross-entropy over the 14 findings.
@@ -163,6 +189,7 @@ def fit_classifier(images, labels, cfg: ClassifierConfig | None = None, val=None
         raise CxrnbError(f"{len(x)} training images is fewer than one batch ({cfg.batch_size}); "
                          f"lower ClassifierConfig.batch_size")
     val = _check(*val) if val is not None else None
+    # the network's initial weights from the global stream, batches and augmentations from g
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     device = pick_device(device)
@@ -170,26 +197,18 @@ def fit_classifier(images, labels, cfg: ClassifierConfig | None = None, val=None
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     clf, history, best = Classifier(net, cfg), [], (-1.0, None)
     per_epoch = len(x) // cfg.batch_size                  # drop the last partial batch (BatchNorm)
-    left = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
+    left = total_steps(cfg, len(x))
     if left < 1:
         raise CxrnbError(f"ClassifierConfig gives {left} gradient steps; set epochs or steps >= 1")
     bar = tqdm(total=left, desc="classifier", disable=not progress)
     epoch = 0
     while left > 0:
-        net.train()
-        order, total = torch.randperm(len(x), generator=g), 0.0
+        # one epoch (the last may be cut short by cfg.steps)
         steps, epoch = min(per_epoch, left), epoch + 1
         left -= steps
-        for i in range(steps):
-            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            xb = _augment(as_unit_images(x[idx]), cfg, g).to(device)
-            loss = F.binary_cross_entropy_with_logits(net(xb), y[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            bar.update()
-        row = {"epoch": epoch, "steps": steps, "train_loss": total / steps}
+        loss = _train_epoch(net, opt, x, y, cfg, g, steps, bar)
+        row = {"epoch": epoch, "steps": steps, "train_loss": loss}
+        # validation: keep the best epoch's weights
         if val is not None:
             row["val_macro_auroc"] = float(auroc_per_finding(clf, *val).mean())
             if row["val_macro_auroc"] > best[0]:
@@ -218,8 +237,47 @@ def auroc_per_finding(classifier: Classifier, images, labels) -> pd.Series:
     return pd.Series(auc, index=list(FINDINGS), name="auroc")
 
 
-REGIMES = ("real", "real+synthetic", "real+real (duplicated)", "synthetic", "blank (mean grey + noise)")
+class Regime(StrEnum):
+    """The training sets ``usefulness`` compares, in the order it trains them."""
+
+    REAL = "real"
+    MIXED = "real+synthetic"                        # the question
+    DUPLICATED = "real+real (duplicated)"           # control: more images, no new information
+    SYNTHETIC = "synthetic"
+    BLANK = "blank (mean grey + noise)"             # control: the labels without the images
+
+
+REGIMES = tuple(Regime)
 BLANK_NOISE = 0.1   # std of the blank images' noise (grey levels in [0, 1])
+
+
+def training_sets(xr: Tensor, yr: Tensor, xs: Tensor, ys: Tensor,
+                  seed: int) -> dict[Regime, tuple[Tensor, Tensor, str]]:
+    """Each regime's (images, labels, the set in words), from checked real and synthetic sets; the
+    blank images' noise is drawn from a generator seeded with ``seed``."""
+    real_u = as_unit_images(xr)
+    g = torch.Generator().manual_seed(seed)
+    blank = noisy(torch.full_like(real_u, float(real_u.mean())), BLANK_NOISE, g)
+    return {Regime.REAL: (xr, yr, f"{len(xr):,} real"),
+            Regime.MIXED: (torch.cat([real_u, as_unit_images(xs)]), torch.cat([yr, ys]),
+                           f"{len(xr):,} real + {len(xs):,} synthetic"),
+            Regime.DUPLICATED: (torch.cat([real_u, real_u]), torch.cat([yr, yr]),
+                                f"{len(xr):,} real, each twice"),
+            Regime.SYNTHETIC: (xs, ys, f"{len(xs):,} synthetic"),
+            Regime.BLANK: (blank, yr, f"{len(xr):,} blank, real labels")}
+
+
+def seed_aurocs(regime: Regime, x: Tensor, y: Tensor, test: tuple[Tensor, Tensor], seeds,
+                cfg: ClassifierConfig, device: str | torch.device, progress: bool) -> list[dict]:
+    """Test AUROC per finding and "macro" of one classifier per seed trained on (x, y) with ``cfg``'s
+    step count: one row per (seed, finding)."""
+    rows = []
+    for seed in tqdm(seeds, desc=f"usefulness: {regime}", disable=not progress):
+        clf = fit_classifier(x, y, replace(cfg, seed=seed), device=device, progress=False)
+        auc = auroc_per_finding(clf, *test)
+        auc["macro"] = auc.mean()
+        rows += [{"regime": regime, "seed": seed, "finding": f, "auroc": a} for f, a in auc.items()]
+    return rows
 
 
 def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
@@ -235,9 +293,9 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
       set's mean grey level carrying the real labels (a classifier that learns nothing from pixels:
       its test AUROC must be chance, ≈ 0.5; more would mean the labels leak). The blank images
       carry Gaussian noise (BLANK_NOISE): perfectly constant ones drive BatchNorm's running
-      variance to 0, which then amplifies every test image ~300-fold into a fixed function of its
-      brightness, and the control would measure that artefact instead of the data (seen on the
-      phantom: macro AUROC 0.6 from constant images).
+      variance to 0, which then amplifies every test image into a fixed function of its
+      brightness, and the control would measure that artefact instead of the data (it did, on the
+      phantom: well above chance from constant images).
 
     ``synth_labels`` are the labels the synthetic images were generated for (conditional models);
     for an unconditional generator they must come from elsewhere, which the caller should state.
@@ -251,30 +309,14 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
     if xr.shape[-2:] != xs.shape[-2:] or xr.shape[-2:] != xt.shape[-2:]:
         raise CxrnbError(f"image sizes differ: real {tuple(xr.shape[-2:])}, synthetic "
                          f"{tuple(xs.shape[-2:])}, test {tuple(xt.shape[-2:])}; resize to one size")
-    steps = cfg.steps if cfg.steps is not None else cfg.epochs * (len(xr) // cfg.batch_size)
-    real_u = as_unit_images(xr)
-    g = torch.Generator().manual_seed(cfg.seed)
-    blank = noisy(torch.full_like(real_u, float(real_u.mean())), BLANK_NOISE, g)
-    data = {"real": (xr, yr, f"{len(xr):,} real"),
-            "real+synthetic": (torch.cat([real_u, as_unit_images(xs)]), torch.cat([yr, ys]),
-                               f"{len(xr):,} real + {len(xs):,} synthetic"),
-            "real+real (duplicated)": (torch.cat([real_u, real_u]), torch.cat([yr, yr]),
-                                       f"{len(xr):,} real, each twice"),
-            "synthetic": (xs, ys, f"{len(xs):,} synthetic"),
-            "blank (mean grey + noise)": (blank, yr, f"{len(xr):,} blank, real labels")}
+    steps = total_steps(cfg, len(xr))
+    data = training_sets(xr, yr, xs, ys, cfg.seed)
     rows, sizes = [], {}
     for regime in REGIMES:
         x, y, words = data[regime]
         sizes[regime] = (words, len(x))
-        for seed in tqdm(seeds, desc=f"usefulness: {regime}", disable=not progress):
-            clf = fit_classifier(x, y, replace(cfg, seed=seed, steps=steps), device=device,
-                                 progress=False)
-            auc = auroc_per_finding(clf, xt, yt)
-            auc["macro"] = auc.mean()
-            rows += [{"regime": regime, "seed": seed, "finding": f, "auroc": a}
-                     for f, a in auc.items()]
-    per_seed = pd.DataFrame(rows)
-    out = (per_seed.groupby(["regime", "finding"], sort=False)["auroc"]
+        rows += seed_aurocs(regime, x, y, (xt, yt), seeds, replace(cfg, steps=steps), device, progress)
+    out = (pd.DataFrame(rows).groupby(["regime", "finding"], sort=False)["auroc"]
            .agg(mean="mean", std="std", n_seeds="count").reset_index())
     out["training set"] = out.regime.map(lambda r: sizes[r][0])
     out["n_train"] = out.regime.map(lambda r: sizes[r][1])

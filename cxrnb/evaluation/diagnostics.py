@@ -81,7 +81,7 @@ def kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
 class Diagnostics:
     kl: float                    # nats per image: the model's own KL term (Monte-Carlo for a mixture)
     active_units: int
-    mse: float                   # reconstruction from the posterior mean, pixel mean, [0, 1] grey
+    mse: float                   # reconstruction from one draw of q(z|x), pixel mean, [0, 1] grey
     mean_image_mse: float        # the mean training image as every reconstruction
     kl_per_dim: np.ndarray | None = None   # (D,), for a N(0, I) prior only
 
@@ -98,8 +98,8 @@ class Diagnostics:
 @contextmanager
 def _seeded_eval(model: GenerativeModel, seed: int) -> Iterator[None]:
     """Eval mode without gradients (``model.evaluating``) and a random stream seeded with ``seed``
-    (the posterior draws, the same on every call); afterwards the model's mode and the global random state are as they were, so a call
-    during training never changes the run it watches."""
+    (the posterior draws, the same on every call); afterwards the model's mode and the global
+    random state are as they were, so a call during training never changes the run it watches."""
     with model.evaluating(), torch.random.fork_rng(
             devices=[model.device] if model.device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -133,7 +133,8 @@ def diagnose(model: GenerativeModel, u8: Tensor, y: Tensor, mean_image: Tensor,
     truth = u8.float().div(255)
     mean_image = mean_image.float().reshape(1, *truth.shape[1:])
     return Diagnostics(
-        kl=float(sum(kls)) / n, active_units=count_active(model, torch.cat(means)), mse=sq_err / (n * pixels),
+        kl=float(sum(kls)) / n, active_units=count_active(model, torch.cat(means)),
+        mse=sq_err / (n * pixels),
         mean_image_mse=float(F.mse_loss(mean_image.expand_as(truth), truth)),
         kl_per_dim=(torch.stack(kl_dims).sum(0) / n).numpy() if kl_dims else None)
 

@@ -1,6 +1,6 @@
 """Feature spaces for the sample-quality metrics: where a Fréchet distance is measured matters.
 
-Three extractors share one interface (``name``, ``dim``, ``available``, ``why_unavailable``,
+Four extractors share one interface (``name``, ``dim``, ``available``, ``why_unavailable``,
 ``__call__(x) -> (N, D)`` for 1-channel images in [0, 1]):
 
 - ``cxr-classifier``: penultimate features of the project's own CXR classifier
@@ -13,7 +13,9 @@ Three extractors share one interface (``name``, ``dim``, ``available``, ``why_un
 
 Pretrained weights cannot be downloaded on this project's machines. An extractor whose weights file
 is absent from its local cache says so (``why_unavailable``) and is never constructed: nothing
-triggers a download, and nothing is silently substituted.
+triggers a download, and nothing is silently substituted. torchxrayvision and the Inception
+networks are imported where they are used: torchxrayvision is slow to import (its datasets
+module), and torch-fidelity's Inception is optional.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -1,9 +1,9 @@
 """A calibration ladder: known degradations of real images, scored like models.
 
-A Fréchet distance of 3.9 means nothing on its own: its size depends on the feature space, the
-number of images and the data. Real test images that were only flipped, slightly blurred, reduced
-to 16 px or made noisy, and the mean training image plus noise (no anatomy variation at all), are
-scored by the same ``metrics.evaluate`` call as the models (its ``ladder`` argument), so every
+A Fréchet distance means nothing on its own: its size depends on the feature space, the number
+of images and the data. Real test images that were only flipped, slightly blurred, reduced to
+16 px or made noisy, and the mean training image plus noise (no anatomy variation at all), are
+scored by the same ``evaluate.evaluate`` call as the models (its ``ladder`` argument), so every
 model's number sits on a visible scale: "between a 1-px blur and a 2-px blur", "worse than 16 px".
 """
 
@@ -16,8 +16,8 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torch import Tensor
 
-from cxrnb.errors import CxrnbError
 from cxrnb.data.tensors import as_unit_images, noisy
+from cxrnb.errors import CxrnbError
 
 NOISE_SIGMA = 0.1          # grey levels in [0, 1]
 LOW_RES = 16               # px
@@ -35,7 +35,6 @@ def low_res(x: Tensor, size: int = LOW_RES) -> Tensor:
         raise CxrnbError(f"low_res needs a side divisible by {size}, got {tuple(x.shape[-2:])}")
     small = F.interpolate(x, size=(size, size), mode="area")
     return F.interpolate(small, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
-
 
 
 def ladder(real_test, train_mean, seed: int = 0) -> dict[str, Tensor]:

@@ -10,15 +10,17 @@
   GAN scores high), compared with the same number on real images;
 - memorisation: is a generated image closer to a training image than real unseen images are?
 
-``evaluate`` runs them all in every available feature space with repeated random subsets, so each
-number carries its spread. Features are (N, D) arrays (numpy or torch); images are (N, 1, H, W)
-floats in [0, 1] or uint8 cache arrays (see ``cxrnb.data.tensors.as_unit_images``).
+These are the primitives; ``cxrnb.evaluation.evaluate`` runs them in every available feature space
+on repeated random subsets, so each number carries its spread. Features are (N, D) arrays (numpy or
+torch); images are (N, 1, H, W) floats in [0, 1] or uint8 cache arrays (see
+``cxrnb.data.tensors.as_unit_images``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
@@ -27,9 +29,8 @@ from torch import Tensor
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 from tqdm.auto import tqdm
 
-from cxrnb.errors import CxrnbError
 from cxrnb.data.tensors import as_unit_images
-from cxrnb.evaluation.features import FeatureExtractor
+from cxrnb.errors import CxrnbError
 
 
 def _f64(x) -> np.ndarray:
@@ -232,7 +233,8 @@ def ms_ssim(a: Tensor, b: Tensor) -> Tensor:
 
 def ms_ssim_diversity(images, pairs: int = 200, seed: int = 0, batch: int = 100) -> float:
     """Mean MS-SSIM over ``pairs`` random pairs of distinct images of one set: lower = more diverse.
-    Meaningful beside the same number for real images of the same size (``evaluate`` reports both)."""
+    Meaningful beside the same number for real images of the same size (``evaluate.evaluate``
+    reports both)."""
     n = len(images)
     if n < 2:
         raise CxrnbError(f"MS-SSIM diversity needs at least 2 images, got {n}")
@@ -244,11 +246,19 @@ def ms_ssim_diversity(images, pairs: int = 200, seed: int = 0, batch: int = 100)
     return float(torch.cat(vals).mean())
 
 
+class Space(StrEnum):
+    """Where nearest training images are found: grey levels, or a feature extractor's space. PIXEL
+    is also the space ``evaluate`` files its image-level metrics (MS-SSIM, memorised) under."""
+
+    PIXEL = "pixel"            # RMS grey-level difference
+    FEATURE = "feature"        # L2 between ``feature_fn`` vectors
+
+
 @dataclass
 class Memorisation:
     """Nearest-training-image distances of generated images beside those of real unseen images."""
 
-    space: str                 # "pixel" (RMS grey-level difference) or "feature"
+    space: Space
     gen_dist: np.ndarray       # per generated image: distance to its nearest training image
     gen_nearest: np.ndarray    # ... and that image's index in the training set
     test_dist: np.ndarray      # per real test image: distance to its nearest training image
@@ -272,7 +282,7 @@ def memorisation(generated, train, test, feature_fn: Callable | None = None, qua
     distance for real TEST images (other patients), and the one threshold is the ``quantile`` (5 %)
     of those test distances: a generator that makes new images like them puts about ``quantile``
     of its samples below it; far more means samples sit unusually close to particular training
-    images. ``evaluate(memorised=...)`` reports the same fractions per subset.
+    images. ``evaluate.evaluate(memorised=...)`` reports the same fractions per subset.
 
     ``generated`` is one image set (returns {space: Memorisation}) or a mapping {model: images}
     (returns {model: {space: Memorisation}}, the test distances computed once for all models).
@@ -283,11 +293,11 @@ def memorisation(generated, train, test, feature_fn: Callable | None = None, qua
         raise CxrnbError(f"generated, train and test images must share one shape, "
                          f"got {sorted(shapes)}")
     (c, h, w), = shapes
-    spaces = {"pixel": (lambda x: x, (c * h * w) ** 0.5)}
+    spaces = {Space.PIXEL: (lambda x: x, (c * h * w) ** 0.5)}
     if feature_fn is not None:
-        spaces["feature"] = (lambda x: torch.cat([feature_fn(x[i:i + chunk])
+        spaces[Space.FEATURE] = (lambda x: torch.cat([feature_fn(x[i:i + chunk])
                                                   for i in range(0, len(x), chunk)]), 1.0)
-    out: dict[str, dict[str, Memorisation]] = {name: {} for name in models}
+    out: dict[str, dict[Space, Memorisation]] = {name: {} for name in models}
     for space, (embed, scale) in spaces.items():
         ref = embed(train)
         td = nearest(embed(test), ref, chunk, progress)[0].numpy() / scale
@@ -298,110 +308,3 @@ def memorisation(generated, train, test, feature_fn: Callable | None = None, qua
             out[name][space] = Memorisation(space, gd, gi.numpy(), td, quantile, thr,
                                             float((gd < thr).mean()))
     return out if isinstance(generated, Mapping) else out[""]
-
-
-REAL = "real (held-out)"   # the reference row: a second real subset scored like a model
-LADDER = "ladder: "        # prefix of the calibration rows (cxrnb.evaluation.ladder): degraded real test images
-
-
-def fd_metric(extractor: FeatureExtractor) -> str:
-    """'FID' in Inception's feature space only, 'FD' in every other (the space names which)."""
-    return "FID" if extractor.name == "inception-v3" else "FD"
-
-
-def evaluate(real_test, generated, extractors: Sequence[FeatureExtractor], n_repeats: int = 5,
-             subset_size: int | None = None, seed: int = 0, k: int = 3, dc_k: int = 5,
-             kid_subsets: int = 50, kid_subset_size: int = 1000, ms_ssim_pairs: int = 200,
-             ladder: Mapping[str, Tensor] | None = None,
-             memorised: Mapping[str, Memorisation] | None = None,
-             progress: bool = True) -> pd.DataFrame:
-    """Every metric in every available feature space, mean ± std over ``n_repeats`` random subsets.
-
-    ``generated`` is one image set or a mapping {model name: images}. Each repeat draws two disjoint
-    real subsets A and B of ``subset_size`` (default: half the real set, capped by the smallest
-    generated set) and one of each generated set: every model is scored against A, and B is scored
-    against A as the row ``"real (held-out)"`` — the value a perfect generator would get at this n.
-
-    ``ladder`` ({rung: images}, ``cxrnb.evaluation.ladder.ladder``): degraded copies of ``real_test``, image i
-    made from real_test[i]; each repeat scores the copies of B's images, so no rung is compared
-    with the very images it was made from. ``memorised`` ({model: pixel ``Memorisation``} from
-    ``memorisation``): metric "memorised" is the fraction of each subset below its threshold; the
-    real row uses the test images' own distances.
-
-    Returns long-form rows: model, kind ("model", "reference", "ladder"), space, dim, eff_dim (of
-    the real test features), metric, mean, std, n_real, n_generated, n_repeats, note. Metrics per
-    feature space: FD (FID for Inception), FD∞, KID, precision, recall (k), density, coverage
-    (dc_k); in pixel space MS-SSIM (models and the real row) and memorised. An unavailable space gets one row with its reason
-    in ``note`` and no numbers.
-    """
-    models = dict(generated) if isinstance(generated, Mapping) else {"generated": generated}
-    ladder = {(n if n.startswith(LADDER) else LADDER + n): x for n, x in (ladder or {}).items()}
-    n_real = len(real_test)
-    s = subset_size or min([n_real // 2] + [len(x) for x in models.values()])
-    if s < max(k, dc_k) + 2 or 2 * s > n_real or any(len(x) < s for x in models.values()):
-        raise CxrnbError(f"subset_size {s} needs 2 x {s} real images (have {n_real}), as many per "
-                         f"model (have {min(len(x) for x in models.values())}) and > "
-                         f"{max(k, dc_k) + 1} (the k-NN metrics' k + 1)")
-    if any(len(x) != n_real for x in ladder.values()):
-        raise CxrnbError(f"ladder sets must be made from real_test image by image ({n_real} images), "
-                         f"got {[len(x) for x in ladder.values()]}")
-    sets = {REAL: real_test, **models, **ladder}
-    kind = {name: "reference" if name == REAL else "ladder" if name in ladder else "model"
-            for name in sets}
-    rng = np.random.default_rng(seed)
-    draws = [{name: rng.permutation(len(x)) for name, x in sets.items() if name not in ladder}
-             for _ in range(n_repeats)]
-
-    def pick(name: str, r: int) -> np.ndarray:
-        """Repeat r's subset of a set; A is the first s of the real permutation, B the next s, and
-        a ladder rung takes B's indices."""
-        if name == REAL or name in ladder:
-            return draws[r][REAL][s:2 * s]
-        return draws[r][name][:s]
-
-    def ref(r: int) -> np.ndarray:
-        return draws[r][REAL][:s]
-
-    rows, scores, dims = [], {}, {}  # scores[(model, space, metric)] = list over repeats
-    for ext in extractors:
-        if not ext.available:
-            rows.append({"model": "", "space": ext.name, "metric": "", "note": ext.status()})
-            continue
-        feats = {name: ext(x, progress).double() for name, x in sets.items()}
-        dims[ext.name] = (feats[REAL].shape[1], effective_dimension(feats[REAL]))
-        fd = fd_metric(ext)
-        for r in tqdm(range(n_repeats), desc=f"metrics in {ext.name}", disable=not progress):
-            fa = feats[REAL][ref(r)]
-            for name in sets:
-                fb = feats[name][pick(name, r)]
-                p, rc = precision_recall(fa, fb, k)
-                dens, cov = density_coverage(fa, fb, dc_k)
-                # a KID subset as large as the set is the whole set: one draw gives the value
-                m = {fd: frechet_from_features(fa, fb), f"{fd}∞": fd_infinity(fa, fb, draws=1, seed=seed + r),
-                     "KID": kid(fa, fb, kid_subsets if kid_subset_size < s else 1,
-                                min(kid_subset_size, s), seed + r)[0],
-                     "precision": p, "recall": rc, "density": dens, "coverage": cov}
-                for metric, v in m.items():
-                    scores.setdefault((name, ext.name, metric), []).append(v)
-    for r in tqdm(range(n_repeats), desc="MS-SSIM diversity", disable=not progress):
-        for name, x in sets.items():
-            if name in ladder:        # rungs place distances on a scale; their diversity says nothing
-                continue
-            v = ms_ssim_diversity(as_unit_images(x[np.sort(pick(name, r))]), ms_ssim_pairs, seed + r)
-            scores.setdefault((name, "pixel", "MS-SSIM"), []).append(v)
-    if memorised:
-        any_mem = next(iter(memorised.values()))
-        dist = {REAL: any_mem.test_dist, **{n: m.gen_dist for n, m in memorised.items() if n in sets}}
-        for r in range(n_repeats):
-            for name, d in dist.items():
-                v = float((d[pick(name, r)] < any_mem.threshold).mean())
-                scores.setdefault((name, "pixel", "memorised"), []).append(v)
-    for (name, space, metric), vals in scores.items():
-        dim, eff = dims.get(space, (np.nan, np.nan))
-        rows.append({"model": name, "kind": kind[name], "space": space, "dim": dim, "eff_dim": eff,
-                     "metric": metric, "mean": float(np.mean(vals)),
-                     "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else np.nan, "note": ""})
-    df = pd.DataFrame(rows, columns=["model", "kind", "space", "dim", "eff_dim", "metric", "mean",
-                                     "std", "note"])
-    df["n_real"], df["n_generated"], df["n_repeats"] = s, s, n_repeats
-    return df

@@ -21,13 +21,14 @@ noise at uniformly drawn timesteps (the "simple" loss of Ho et al.).
 How the contract maps: the latent z is the initial noise x_T ~ N(0, I), shape (1, S, S), so
 ``latent_dim`` = S * S; ``decode(z)`` runs deterministic DDIM from that noise with the EMA weights,
 so a fixed z gives the same image every time and the training loop's fixed-latent grids and
-``study.samples`` work unchanged. There is no encoder (``diagnostics.has_encoder`` is False).
+``study.samples`` work unchanged. There is no encoder (``has_encoder`` is False).
 
-EMA: a copy of the denoiser (``ema``: the U-Net and, conditional, its label embedding) follows the trained one after every optimiser step through the
-training loop's ``after_step`` hook, with decay min(``ema_decay``, (1 + n) / (10 + n)) after n
-updates: the warm-up of ``diffusers.training_utils.EMAModel``, written out here because its shadow
-weights live outside the module's ``state_dict``; as a submodule they are saved in every checkpoint
-and restored on resume. The EMA copy is not in the optimiser and not in ``param_counts``.
+EMA: a copy of the denoiser (``ema``: the U-Net and, conditional, its label embedding) follows the
+trained one after every optimiser step through the training loop's ``after_step`` hook, with decay
+min(``ema_decay``, (1 + n) / (10 + n)) after n updates: the warm-up of
+``diffusers.training_utils.EMAModel``, written out here because its shadow weights live outside the
+module's ``state_dict``; as a submodule they are saved in every checkpoint and restored on resume.
+The EMA copy is not in the optimiser and not in ``param_counts``.
 """
 
 from __future__ import annotations
@@ -162,9 +163,7 @@ class DDPM(GenerativeModel):
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """x_T -> x_0 in [-1, 1] by ``sample_steps`` DDIM steps (the last step's x_0 prediction)."""
-        x0 = None
-        for _, _, x0 in self.denoise(z, y):
-            pass
+        *_, (_, _, x0) = self.denoise(z, y)        # run every step; keep the last prediction
         return x0
 
     def param_counts(self) -> dict[str, int]:

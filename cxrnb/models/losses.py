@@ -35,12 +35,10 @@ from __future__ import annotations
 import math
 from enum import StrEnum
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from cxrnb.errors import CxrnbError
-
 
 
 class Reduction(StrEnum):

@@ -113,8 +113,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "the VAE of §5.2's encoder and decoder with a Dirichlet prior Dir(0.98) on K = 50 components "
            "(Joo et al. 2019) and the per-image ELBO of VAE-elbo-beta1; not in the paper",
            {"k": 50, "alpha0": 0.98, "reduction": "elbo"}),
-    Preset("DDPM", Family.DIFFUSION, 128, "denoising diffusion model (eps-prediction, cosine schedule, EMA), sampled by "
-           "50 DDIM steps: the paper's §6 future work; not in the paper"),
+    Preset("DDPM", Family.DIFFUSION, 128, "denoising diffusion model (eps-prediction, cosine schedule, EMA), "
+           "sampled by 50 DDIM steps: the paper's §6 future work; not in the paper"),
     Preset("DDPM-cond", Family.DIFFUSION, 128, "the DDPM with the multi-hot labels added to its time embedding "
            "(class-conditional, no guidance); not in the paper", {"conditional": True}),
 ]}

@@ -21,6 +21,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from cxrnb.errors import CxrnbError
+from cxrnb.evaluation.evaluate import FD_METRICS, LADDER, Kind
 from cxrnb.paths import atomic
 from cxrnb.provenance import Provenance
 
@@ -31,7 +32,8 @@ FOOTER_FONTSIZE = 7
 def save_figure(fig: Figure, path: str | Path, prov: Provenance) -> Path:
     """Stamp ``prov.line()`` under the figure, write ``path`` (PNG) and ``path.json`` beside it.
 
-    Both are written atomically (``paths.atomic``), so a failure leaves nothing half-written. The figure is closed if pyplot manages it.
+    Both are written atomically (``paths.atomic``), so a failure leaves nothing half-written. The
+    figure is closed if pyplot manages it.
     """
     path = Path(path).with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,13 +56,13 @@ def save_figure(fig: Figure, path: str | Path, prov: Provenance) -> Path:
     return path
 
 
-
 def publish(fig: Figure, path: str | Path, prov: Provenance):
     """``save_figure``, then the saved PNG as an IPython image: a notebook shows exactly the file
     that lands in reports/, provenance footer included."""
     from IPython.display import Image
 
     return Image(filename=str(save_figure(fig, path, prov)))
+
 
 def tile(images: Tensor | np.ndarray, nrow: int = 8, padding: int = 2) -> Tensor:
     """(N, 1, H, W) images in [0, 1] -> one (H', W') greyscale grid, ``nrow`` images per row,
@@ -191,7 +193,6 @@ def recon_pairs(inputs: Tensor, recons: Tensor,
     return fig
 
 
-
 def nearest_pairs(pairs: dict[str, tuple[Tensor, Tensor]], title: str | None = None) -> Figure:
     """One panel per label, each with images (top row) above their matches (bottom row): e.g. a
     model's samples above their nearest training images."""
@@ -203,6 +204,7 @@ def nearest_pairs(pairs: dict[str, tuple[Tensor, Tensor]], title: str | None = N
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
 
 def label_bar(counts: pd.Series, title: str | None = None) -> Figure:
     """Horizontal bars of image counts per label, largest at the top, each bar annotated."""
@@ -240,7 +242,7 @@ def hist(series: pd.Series | np.ndarray, bins: int = 50, title: str | None = Non
     fig = Figure(figsize=(5, 3.4))
     ax = fig.add_subplot()
     ax.hist(values, bins=bins, color="#4c72b0")
-    ax.set_xlabel(xlabel or getattr(series, "name", None) or "value")
+    ax.set_xlabel(xlabel or (series.name if isinstance(series, pd.Series) else None) or "value")
     ax.set_ylabel("count")
     if title:
         ax.set_title(title)
@@ -248,27 +250,27 @@ def hist(series: pd.Series | np.ndarray, bins: int = 50, title: str | None = Non
     return fig
 
 
-def ladder_plot(rows: pd.DataFrame, metric_names: tuple[str, ...] = ("FD", "FID"),
+def ladder_plot(rows: pd.DataFrame, metric_names: tuple[str, ...] = FD_METRICS,
                 title: str | None = None) -> Figure:
     """One panel per feature space: every set's Fréchet distance (mean ± std, log scale), the
     calibration ladder's rungs in grey, the models in colour and the real-vs-real floor dashed, so
-    a model's number is read against known degradations. ``rows``: ``metrics.evaluate`` output."""
+    a model's number is read against known degradations. ``rows``: ``evaluate.evaluate`` output."""
     fd = rows[rows.metric.isin(metric_names) & rows["mean"].notna()]
     spaces = list(dict.fromkeys(fd.space))
     fig = Figure(figsize=(6 * len(spaces), 0.35 * fd.model.nunique() + 1.5), layout="constrained")
     axes = fig.subplots(1, len(spaces), squeeze=False)
     for ax, space in zip(axes[0], spaces):
         part = fd[fd.space == space].sort_values("mean")
-        floor = part[part.kind == "reference"]
-        part = part[part.kind != "reference"]
+        floor = part[part.kind == Kind.REFERENCE]
+        part = part[part.kind != Kind.REFERENCE]
         y = np.arange(len(part))
-        colours = ["0.55" if k == "ladder" else "C0" for k in part.kind]
+        colours = ["0.55" if k == Kind.LADDER else "C0" for k in part.kind]
         ax.errorbar(part["mean"].clip(lower=1e-6), y, xerr=part["std"].fillna(0), fmt="none",
                     ecolor="0.3", capsize=2)
         ax.scatter(part["mean"].clip(lower=1e-6), y, c=colours, zorder=3)
         for f in floor["mean"]:
             ax.axvline(max(f, 1e-6), ls="--", c="C3", label="real vs real (floor at this n)")
-        ax.set_yticks(y, [m.replace("ladder: ", "▸ ") for m in part.model])
+        ax.set_yticks(y, [m.replace(LADDER, "▸ ") for m in part.model])
         ax.set_xscale("log")
         ax.set_xlabel(f"{part.metric.iloc[0]} ({space}), lower is better")
         ax.legend(loc="lower right", fontsize=8)

@@ -11,8 +11,11 @@ import pandas as pd
 from torch import Tensor
 
 from cxrnb.labels import NO_FINDING
+from cxrnb.models.base import Family
+from cxrnb.models.losses import Reduction
+from cxrnb.report.tables import write_markdown
 
-FAITHFUL = ("paper", "upstream")      # the paper's text and the authors' code
+FAITHFUL = (Reduction.PAPER, Reduction.UPSTREAM)      # the paper's text and the authors' code
 
 
 def _row_sentence(r) -> str:
@@ -40,8 +43,9 @@ def collapse_findings(table: pd.DataFrame) -> str:
     """
     lines = [_row_sentence(r) for r in table.itertuples()]
     dead, alive = table[table.collapsed], table[~table.collapsed]
-    lines.append(f"\nCollapsed: {', '.join(dead.preset) or 'none'}. Not collapsed: {', '.join(alive.preset) or 'none'}.")
-    elbo = alive[(alive.loss == "elbo") & (alive.family != "dirvae" if "family" in alive else True)]
+    lines.append(f"\nCollapsed: {', '.join(dead.preset) or 'none'}. "
+                 f"Not collapsed: {', '.join(alive.preset) or 'none'}.")
+    elbo = alive[(alive.loss == Reduction.ELBO) & (alive.family != Family.DIRVAE if "family" in alive else True)]
     if elbo.empty:
         lines.append("\nNo ELBO run escaped collapse in this run: it is too short to tell the loss from the prior; "
                      "train them longer (`epochs_for`).")
@@ -122,9 +126,9 @@ def convergence(loss: pd.Series, usual: int = USUAL_DDPM_STEPS, window: float = 
     noise = 2 * (last.var(ddof=1) / k + before.var(ddof=1) / k) ** 0.5
     state = ("**still falling**" if diff > noise else "**rising**" if diff < -noise
              else "**flat within batch noise**")
-    return (f"The run trained {done:,} iterations, {100 * done / usual:.2g}% of the ~{usual:,} iterations DDPMs usually "
-            f"get. Its loss over the last {window:.0%} of iterations (mean {last.mean():.4f}) against the "
-            f"{window:.0%} before (mean {before.mean():.4f}) changed by {-diff / before.mean():+.1%}, "
+    return (f"The run trained {done:,} iterations, {100 * done / usual:.2g}% of the ~{usual:,} iterations "
+            f"DDPMs usually get. Its loss over the last {window:.0%} of iterations (mean {last.mean():.4f}) "
+            f"against the {window:.0%} before (mean {before.mean():.4f}) changed by {-diff / before.mean():+.1%}, "
             f"with a noise level of ±{noise / before.mean():.1%}: {state}"
             + (" — far from converged; the samples above show an early stage of training, not what a "
                "diffusion model can do." if done < usual / 10 or diff > noise else "."))
@@ -161,6 +165,4 @@ def label_findings(rows: dict[str, Tensor], preset: str, iterations: int, epochs
 def save_findings(text: str, path, prov, title: str = "What this run shows"):
     """The findings as ``path.md`` (title, sentences, provenance line) beside the run's figures, so a
     reader of reports/ sees them without opening the executed notebook."""
-    from cxrnb.report.tables import write_markdown
-
     return write_markdown(f"# {title}\n\n{text}\n\n_{prov.line()}_\n", path, prov)

@@ -1,8 +1,10 @@
-"""Walking a trained model's latent space: directions, traversals, interpolations, and a widget.
+"""Walking a trained model's latent space: directions, traversals, interpolations, and one run's walk.
 
 Everything here works on flat latent vectors (D,) and returns images (1 channel, [0, 1]), so a
-headless run saves the same grids the interactive explorer shows. The widget only wraps these
-functions: a slider per direction moves the latent along it in units of the data's spread.
+headless run saves the same grids the interactive explorer shows. The widgets (widgets.py) only wrap
+these functions: a slider per direction moves the latent along it in units of the data's spread.
+``walk`` is what notebook 05 does with one trained run; it feeds a model only the images of its own
+run's cache, since models of one study may differ in image size.
 
 VAEs and GMVAEs are explored along the principal directions of their encoded means (the axes the
 data actually uses); the GAN has no encoder, so it is explored along random orthonormal directions
@@ -19,24 +21,24 @@ that component's vertex, so the static figure walks exactly those lines, by the 
 
 from __future__ import annotations
 
-import io
 import math
-from typing import Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from matplotlib.figure import Figure
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from cxrnb.data.cache import Split
 from cxrnb.errors import CxrnbError
-from cxrnb.labels import LABELS, NO_FINDING, one_hot
-from cxrnb.models.base import GenerativeModel
-from cxrnb.report.plots import tile
+from cxrnb.labels import NO_FINDING, one_hot
+from cxrnb.models.base import GenerativeModel, Prior
+from cxrnb.report.plots import image_grid, tile
+from cxrnb.study.runs import Run
 
 STEPS = (-3, -2, -1, 0, 1, 2, 3)   # traversal offsets, in standard deviations along a direction
-MEAN = -1                          # the explorer's "data mean" base, beside components 0..K-1
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)   # a component's share of the simplex point, data mean -> vertex
 
 
@@ -44,7 +46,7 @@ def _generator(model: GenerativeModel, seed: int) -> torch.Generator:
     return torch.Generator(device=model.device).manual_seed(seed)
 
 
-def generate(model: GenerativeModel, z: Tensor, y: Tensor | None = None) -> Tensor:
+def decode_latents(model: GenerativeModel, z: Tensor, y: Tensor | None = None) -> Tensor:
     """Flat latents (n, D) -> images (n, 1, H, W) in [0, 1], reshaped to the model's latent shape."""
     with model.evaluating():
         shape = model.sample_latent(1, _generator(model, 0)).shape[1:]     # e.g. (100, 1, 1) for the GAN
@@ -54,15 +56,21 @@ def generate(model: GenerativeModel, z: Tensor, y: Tensor | None = None) -> Tens
 
 def decode_grid(model: GenerativeModel, z: Tensor, y: Tensor | None = None, nrow: int = 8) -> Tensor:
     """Latents (n, D) -> one (H', W') image grid, ``nrow`` images per row."""
-    return tile(generate(model, z, y), nrow)
+    return tile(decode_latents(model, z, y), nrow)
 
 
 def _model_input(model: GenerativeModel, u8: Tensor) -> Tensor:
+    """Cached uint8 images in the model's input space; images of another size are refused, since a
+    model fed them would encode them without complaint (or fail deep inside its encoder)."""
     if u8.dtype != torch.uint8:
         raise CxrnbError(f"expected uint8 images as cached (0..255), got {u8.dtype}: "
                          "pass the cache's images, not converted tensors")
     while u8.dim() < 4:                                   # (S, S) or (N, S, S) -> (N, 1, S, S)
         u8 = u8.unsqueeze(0) if u8.dim() == 2 else u8.unsqueeze(1)
+    size = model.input_spec.size
+    if tuple(u8.shape[-2:]) != (size, size):
+        raise CxrnbError(f"{model.preset or type(model).__name__} takes {size} px images, got "
+                         f"{u8.shape[-2]}x{u8.shape[-1]}: pass its own run's images (run.cache.split_images)")
     return model.input_spec.to_model(u8.to(model.device))
 
 
@@ -125,7 +133,7 @@ def sensitivity(model: GenerativeModel, base: Tensor, directions: Tensor, std: T
     i.e. per slider unit (one std along direction i). Divide by ``std`` for the change per latent unit.
     A collapsed model, whose decoder ignores z, scores ~0 on every direction."""
     z = base + torch.stack([-std, std], 1)[:, :, None] * directions[:, None, :]       # (k, 2, D)
-    images = generate(model, z.reshape(-1, z.shape[-1]), y).reshape(len(directions), 2, -1)
+    images = decode_latents(model, z.reshape(-1, z.shape[-1]), y).reshape(len(directions), 2, -1)
     return (images[:, 1] - images[:, 0]).abs().mean(1) / 2
 
 
@@ -186,97 +194,36 @@ def interpolate(model: GenerativeModel, x_a: Tensor, x_b: Tensor, n: int = 8, me
     mu = encode_means(model, torch.stack([torch.as_tensor(x_a), torch.as_tensor(x_b)]), progress=False)
     t = torch.linspace(0, 1, n)
     z = torch.lerp(mu[0], mu[1], t[:, None]) if method == "linear" else slerp(mu[0], mu[1], t)
-    return generate(model, z, y)
+    return decode_latents(model, z, y)
 
 
-def n_components(model: GenerativeModel) -> int:
-    """Mixture components the model can sample from one at a time (0 when it has no mixture)."""
-    return model.n_components
+def component_latents(model: GenerativeModel, component: int, n: int = 1, seed: int = 0) -> Tensor:
+    """``n`` seeded draws from one mixture component of the prior, as flat latents (n, D)."""
+    with model.evaluating():
+        return model.sample_latent(n, _generator(model, seed), component=component).flatten(1)
 
 
 def component_samples(model: GenerativeModel, component: int, n: int = 16, seed: int = 0,
                       y: Tensor | None = None) -> Tensor:
     """n images decoded from draws of one mixture component of a GMVAE's prior: (n, 1, H, W)."""
-    k = n_components(model)
+    k = model.n_components
     if not 0 <= component < k:
         raise CxrnbError(f"{type(model).__name__} has {k} mixture components; "
                          f"component {component} does not exist" if k else
                          f"{type(model).__name__} has no mixture prior to sample a component from")
-    with model.evaluating():
-        z = model.sample_latent(n, _generator(model, seed), component=component)
-    return generate(model, z.flatten(1), y)
+    return decode_latents(model, component_latents(model, component, n, seed), y)
 
 
 def component_spread(model: GenerativeModel, y: Tensor | None = None, seed: int = 0) -> float:
     """How different the mixture's components look: one draw per component with the *same* noise
     (so only the components' means and variances differ), decoded; the mean absolute grey-level
     difference of those images from their average. ~0 means the picker changes nothing visible."""
-    k = n_components(model)
+    k = model.n_components
     if not k:
         raise CxrnbError(f"{type(model).__name__} has no mixture prior to compare components of")
-    with model.evaluating():
-        z = torch.cat([model.sample_latent(1, _generator(model, seed), component=c) for c in range(k)])
-    images = generate(model, z.flatten(1), y)
+    z = torch.cat([component_latents(model, c, 1, seed) for c in range(k)])
+    images = decode_latents(model, z, y)
     return float((images - images.mean(0, keepdim=True)).abs().mean())
-
-
-def _png(image: Tensor) -> bytes:
-    """A (H, W) [0, 1] image as PNG bytes, for the widget."""
-    buf = io.BytesIO()
-    Image.fromarray((image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)).save(buf, format="png")
-    return buf.getvalue()
-
-
-def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, std: Tensor,
-                    y: Tensor | None = None, limit: float = 3.0, seed: int = 0, width: int = 256):
-    """Sliders (one per direction, in std units), for a mixture a component menu, and for a
-    conditional model a label menu, over the image.
-
-    The displayed latent is ``base + sum_i slider_i * std[i] * directions[i]``, where the base is
-    ``mean`` or, when a component is chosen, a fixed draw (``seed``) from that component. A
-    conditional model draws the image for one label (one-hot) picked from the menu, or for ``y`` as
-    given (the menu's first entry when ``y`` is passed; else it starts at "No Finding"), so only
-    the label changes between picks. Beside each slider, how much one slider unit changes the image
-    at the mean for the starting label (``sensitivity``). Returns the container;
-    ``container.sliders``, ``container.menu``, ``container.labels`` and ``container.image`` give the parts.
-    """
-    import ipywidgets as w
-
-    sliders = [w.FloatSlider(value=0.0, min=-limit, max=limit, step=0.1, description=f"dir {i + 1}",
-                             continuous_update=False) for i in range(len(directions))]
-    k = n_components(model)
-    menu = w.Dropdown(options=[("data mean", MEAN)] + [(f"component {c}", c) for c in range(k)],
-                      value=MEAN, description="base")   # (a None value would show as a blank menu)
-    given = "labels given"
-    labels = w.Dropdown(options=([given] if y is not None else []) + list(LABELS),
-                        value=given if y is not None else NO_FINDING, description="label")
-    image = w.Image(format="png", layout=w.Layout(width=f"{width}px"))
-
-    def label() -> Tensor | None:
-        return y if not model.conditional or labels.value == given else labels_for(model, labels.value)
-
-    def base() -> Tensor:
-        if menu.value == MEAN:
-            return mean
-        with model.evaluating():
-            z = model.sample_latent(1, _generator(model, seed), component=menu.value)
-        return z.flatten().float().cpu()
-
-    def redraw(_=None) -> None:
-        offsets = torch.tensor([s.value for s in sliders]) * std
-        z = base() + offsets @ directions
-        image.value = _png(generate(model, z[None], label())[0, 0])
-
-    for control in sliders + [menu, labels]:
-        control.observe(redraw, names="value")
-    redraw()
-    moves = sensitivity(model, mean, directions, std, label())
-    rows = [w.HBox([s, w.Label(f"Δ {float(m):.3f} per unit")]) for s, m in zip(sliders, moves)]
-    controls = rows + ([menu] if k else []) + ([labels] if model.conditional else [])
-    container = w.HBox([w.VBox(controls), image])
-    container.sliders, container.menu, container.image = sliders, (menu if k else None), image
-    container.labels = labels if model.conditional else None
-    return container
 
 
 # --- the simplex (Dirichlet VAE) ----------------------------------------------------------------
@@ -332,7 +279,7 @@ def simplex_sensitivity(model: GenerativeModel, base: Tensor, components: Tensor
     weights = base[components].expand(2 * k, k).clone()
     weights[0::2].fill_diagonal_(0.0)
     weights[1::2].fill_diagonal_(1.0)
-    images = generate(model, simplex_point(base, components, weights)).reshape(k, 2, -1)
+    images = decode_latents(model, simplex_point(base, components, weights)).reshape(k, 2, -1)
     return (images[:, 1] - images[:, 0]).abs().mean(1)
 
 
@@ -344,26 +291,43 @@ def simplex_sensitivity_table(model: GenerativeModel, base: Tensor, components: 
                          "pixel change per slider unit": moves.numpy().round(5)})
 
 
-def simplex_widget(model: GenerativeModel, base: Tensor, components: Tensor, width: int = 256):
-    """One slider per component weight (raw weight 0..1, starting at the data-mean point's), the rest
-    held; the weights are renormalised to sum to 1 (``simplex_point``) and decoded. Beside each
-    slider, how much its full travel changes the image (``simplex_sensitivity``).
-    Returns the container; ``container.sliders`` and ``container.image`` give the parts."""
-    import ipywidgets as w
+# --- one run, as notebook 05 walks it ------------------------------------------------------------
 
-    sliders = [w.FloatSlider(value=float(base[c]), min=0.0, max=1.0, step=0.005,
-                             description=f"comp {int(c)}", continuous_update=False) for c in components]
-    image = w.Image(format="png", layout=w.Layout(width=f"{width}px"))
+@dataclass
+class Walk:
+    """One model's walk through its latent space: the traversal grid, how far each slider moves the
+    image, and the axes the sliders move along."""
 
-    def redraw(_=None) -> None:
-        z = simplex_point(base, components, torch.tensor([s.value for s in sliders]))
-        image.value = _png(generate(model, z[None])[0, 0])
+    run: Run
+    grid: Tensor                 # (H', W') in [0, 1]: one row per direction (or simplex component)
+    moves: pd.DataFrame          # sensitivity_table, or simplex_sensitivity_table
+    title: str
+    axes: tuple[Tensor, ...]     # (mean, directions, std); on the simplex (base, components)
+    y: Tensor | None = None      # the label a conditional model is walked with (labels_for)
 
-    for s in sliders:
-        s.observe(redraw, names="value")
-    redraw()
-    moves = simplex_sensitivity(model, base, components)
-    rows = [w.HBox([s, w.Label(f"Δ {float(m):.3f} over 0→1")]) for s, m in zip(sliders, moves)]
-    container = w.HBox([w.VBox(rows), image])
-    container.sliders, container.image = sliders, image
-    return container
+    @property
+    def on_simplex(self) -> bool:
+        return self.run.model.prior == Prior.DIRICHLET
+
+    def figure(self) -> Figure:
+        return image_grid(self.grid[None, None], nrow=1, title=self.title)
+
+
+def walk(run: Run, k: int = 6, seed: int = 0, progress: bool = True) -> Walk:
+    """``run``'s model walked along ``k`` axes: the top principal directions of its encoded training
+    images (those of its own cache, at its own size) for a model with an encoder, random orthonormal
+    directions of its prior for one without (``seed``), and the weights of the ``k`` heaviest
+    components for a latent on the simplex (Dirichlet VAE)."""
+    model, name = run.model, run.preset
+    if model.prior == Prior.DIRICHLET:
+        base, comps = simplex_base(model, run.cache.split_images(Split.TRAIN), k=k, progress=progress)
+        return Walk(run, simplex_traverse(model, base, comps), simplex_sensitivity_table(model, base, comps),
+                    f"{name}: top {k} components, share 0 → 1 (data mean → vertex)", (base, comps))
+    y = labels_for(model)
+    if model.has_encoder:
+        axes = principal_directions(model, run.cache.split_images(Split.TRAIN), k=k, progress=progress)
+        title = f"{name}: traversal of the top {k} principal directions"
+    else:
+        axes = random_directions(model.latent_dim, k=k, seed=seed)
+        title = f"{name}: traversal of {k} random directions"
+    return Walk(run, traverse(model, *axes, y=y), sensitivity_table(model, *axes, y), title, axes, y)

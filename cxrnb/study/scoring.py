@@ -11,18 +11,21 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from cxrnb.report import plots
-from cxrnb.data.cache import prepare
-from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding, fit_classifier, usefulness
-from cxrnb.runtime import describe_device
+from cxrnb.data import eda
+from cxrnb.data.cache import Split, prepare
+from cxrnb.data.index import load_index, read_labels, read_sources, resolve_root
 from cxrnb.errors import CxrnbError
-from cxrnb.labels import FINDINGS
+from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding, fit_classifier, usefulness
 from cxrnb.evaluation.metrics import Memorisation, ms_ssim_diversity
+from cxrnb.labels import FINDINGS
 from cxrnb.models import PRESETS
 from cxrnb.paths import RUNS_DIR, in_repo
 from cxrnb.provenance import Provenance
+from cxrnb.report import plots
 from cxrnb.report.results import FAMILY_NAMES
-from cxrnb.study.runs import Run, samples, split_images, split_labels, timed_samples
+from cxrnb.runtime import describe_device
+from cxrnb.study.runs import Run, diagnose
+from cxrnb.study.views import samples, timed_samples
 
 
 @dataclass
@@ -35,16 +38,18 @@ class EvalData:
     val_y: torch.Tensor
     test: torch.Tensor
     test_y: torch.Tensor
+    train_mean: torch.Tensor    # the mean training image, (S, S) in [0, 1] (ImageCache.mean_image)
     prov: Provenance
     key: str                    # the cache's key: which images these are
 
 
 def eval_data(data_root: str | None, image_size: int, seed: int = 0) -> EvalData:
     cache = prepare(data_root, size=image_size)
-    parts = {s: (split_images(cache, s), split_labels(cache, s)) for s in ("train", "val", "test")}
+    parts = {s: (cache.split_images(s), cache.split_labels(s)) for s in Split}
     prov = cache.provenance(seed=seed, split=None, extra={
         "train / val / test images": " / ".join(str(len(parts[s][0])) for s in parts)})
-    return EvalData(*parts["train"], *parts["val"], *parts["test"], prov, cache.path.name)
+    return EvalData(*parts[Split.TRAIN], *parts[Split.VAL], *parts[Split.TEST], cache.mean_image(), prov,
+                    cache.path.name)
 
 
 def classifier(data: EvalData, cfg: ClassifierConfig, runs_dir: str | Path = RUNS_DIR,
@@ -110,15 +115,13 @@ def describe_generator(run: Run, n: int = 32, seed: int = 0) -> str:
     without an encoder (GAN, DDPM) has no posterior to collapse: it is described by the diversity of
     ``n`` samples instead (MS-SSIM of random pairs, beside as many real test images: mode collapse
     shows as samples far more alike than real images)."""
-    from cxrnb.study.runs import diagnose
-
     if not run.model.has_encoder:
-        real = split_images(run.cache, "test", max_images=n, seed=seed)
+        real = run.cache.split_images(Split.TEST, max_images=n, seed=seed)
         return (f"{run.preset}, {run.prov.epochs:g} epochs, a {FAMILY_NAMES[run.model.family]} model: no "
                 f"encoder, so no reconstruction diagnostics; within-set MS-SSIM of {n} samples "
                 f"{ms_ssim_diversity(samples(run, n, seed)):.3f} against {ms_ssim_diversity(real):.3f} for "
                 f"{len(real)} real test images (lower = more diverse)")
-    d = diagnose(run, "test")
+    d = diagnose(run, Split.TEST)
     state = "collapsed" if d.collapsed else "not collapsed"
     return (f"{run.preset}, {run.prov.epochs:g} epochs, {state} ({d.active_units} active units, held-out "
             f"reconstruction error {d.mse:.4f} against {d.mean_image_mse:.4f} for the mean training image)")
@@ -128,8 +131,8 @@ def families(runs: dict[str, Run]) -> dict[str, str]:
     return {name: run.model.family for name, run in runs.items()}
 
 
-def generate(runs: dict[str, Run], n: int, seed: int = 0, size: int | None = None
-             ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def timed_samples_per_run(runs: dict[str, Run], n: int, seed: int = 0, size: int | None = None
+                          ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """``n`` samples of every run at ``size``, and each model's wall seconds per image while drawing
     them: the price of a sample, beside its quality (a diffusion model pays once per DDIM step)."""
     timed = {name: timed_samples(run, n, seed, size=size) for name, run in runs.items()}
@@ -147,9 +150,6 @@ def data_lines(data_root: str | None, runs: dict[str, Run], full_labels: str | N
                top: int = 3) -> list[str]:
     """What results.md must say about the data: the label mix against full CXR14 (the ``top``
     most over- and under-represented labels), the source repositories, and each model's budget."""
-    from cxrnb.data import eda
-    from cxrnb.data.index import load_index, read_labels, read_sources, resolve_root
-
     root = resolve_root(data_root)
     sub, full = load_index(root), read_labels(full_labels)
     prev = eda.prevalence_vs_full(sub, full)

@@ -80,15 +80,6 @@ def rank_seed(seed: int) -> int:
     return int(np.random.SeedSequence([seed, rank()]).generate_state(1)[0])
 
 
-def check_batch(batch_size: int) -> int:
-    """The per-rank share of the global batch; the global batch must split evenly."""
-    n = world_size()
-    if batch_size % n:
-        raise CxrnbError(f"batch_size {batch_size} does not split over {n} processes; "
-                         f"use a multiple of {n} (batch_size is the global batch)")
-    return batch_size // n
-
-
 class _Loss(nn.Module):
     """DDP wraps a module and hooks its ``forward``; our models' step is ``loss(x, y, part)``, so
     this wrapper's forward is that call. DDP then all-reduces (averages) the gradients of whatever

@@ -5,9 +5,10 @@ The loop knows nothing about VAEs or GANs. For each batch it walks the model's `
 that many optimiser steps on ``model.loss(x, y, part)["loss"]``. Around that it does what makes a run
 trustworthy: it seeds everything, logs every loss entry to ``history.csv``, saves sample grids of a
 FIXED latent batch (so grids are comparable across iterations and runs), writes checkpoints
-atomically, resumes bit-exactly mid-epoch, and stops at the first non-finite loss while keeping the
-last good checkpoint. Under torchrun it trains data-parallel (cxrnb.training.distributed): each process
-takes its slice of every global batch, DDP averages the gradients, rank 0 alone writes files.
+atomically, resumes bit-exactly mid-epoch (cxrnb.training.checkpoint), and stops at the first
+non-finite loss while keeping the last good checkpoint. Under torchrun it trains data-parallel
+(cxrnb.training.distributed): each process takes its slice of every global batch, DDP averages the
+gradients, rank 0 alone writes files.
 
 A run directory holds::
 
@@ -19,8 +20,6 @@ A run directory holds::
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import math
 import random
 import signal
@@ -31,24 +30,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from cxrnb import runtime
-
-from cxrnb.training import distributed
-from cxrnb.runtime import cpu_bf16_native, pick_device, synchronize
+from cxrnb.data.cache import ArrayLoader
 from cxrnb.errors import CxrnbError
 from cxrnb.models.base import GenerativeModel
 from cxrnb.paths import atomic
-
-CHECKPOINT = "checkpoint.pt"
-HISTORY = "history.csv"
-HISTORY_COLUMNS = ("iteration", "epoch", "part", "name", "value")
-
+from cxrnb.runtime import cpu_bf16_native, pick_device, synchronize
+from cxrnb.training import distributed
+from cxrnb.training.checkpoint import CHECKPOINT, FixedInputs, load_checkpoint, restore_rng, save_checkpoint
+from cxrnb.training.history import HISTORY, History, HistoryLog, start_history
 
 
 @dataclass
@@ -92,29 +87,6 @@ class TrainConfig:
         self.sample_at = tuple(int(i) for i in self.sample_at)
 
 
-@dataclass
-class History:
-    """What a run left behind: the loss table, the sample grids, the checkpoint, the speed."""
-
-    frame: pd.DataFrame             # history.csv: iteration, epoch, part, name, value
-    samples: dict[int, Path]        # iteration -> sample grid PNG
-    checkpoint: Path
-    images_per_s: float             # this call's training images / wall time (incl. logging, grids)
-    out_dir: Path
-
-    @classmethod
-    def read(cls, out_dir: str | Path, images_per_s: float = float("nan")) -> History:
-        """The History of the run in ``out_dir`` (e.g. a finished run, to plot without training)."""
-        out = Path(out_dir)
-        samples = {int(p.stem.split("_")[1]): p for p in sorted((out / "samples").glob("iter_*.png"))}
-        return cls(_read_history(out / HISTORY), samples, out / CHECKPOINT, images_per_s, out)
-
-    def wide(self, name: str = "loss") -> pd.DataFrame:
-        """One column per part (e.g. d, g) of one logged scalar, indexed by iteration: ready to plot."""
-        rows = self.frame[self.frame.name == name]
-        return rows.pivot(index="iteration", columns="part", values="value")
-
-
 def seed_everything(seed: int) -> None:
     """Python, NumPy and torch (all devices) from one seed."""
     random.seed(seed)
@@ -128,9 +100,10 @@ class Stepper:
     """One training iteration: the model's schedule of optimiser steps on one batch, on one device.
 
     Where the device allows it, this is the fast path: bf16 autocast and channels_last on CUDA and
-    on CPUs with native bf16 (device.cpu_bf16_native; elsewhere bf16 is emulated and slower), fused
-    Adam (CUDA and CPU), pinned non-blocking host-to-device copies, gradients freed (set_to_none) rather than
-    zeroed. Loss values stay on the device (no per-step synchronisation); the caller reads them.
+    on CPUs with native bf16 (runtime.cpu_bf16_native; elsewhere bf16 is emulated and slower), fused
+    Adam (CUDA and CPU), pinned non-blocking host-to-device copies, gradients freed (set_to_none)
+    rather than zeroed. Loss values stay on the device (no per-step synchronisation); the caller
+    reads them. What each choice buys is measured in reports/bench.md (python -m cxrnb.bench train).
     """
 
     def __init__(self, model: GenerativeModel, device: torch.device, *, amp: bool = True,
@@ -171,102 +144,9 @@ class Stepper:
         return distributed.average_logs(logs)          # the global batch's values (no-op on one process)
 
 
-def random_batch(n: int, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """A batch shaped like the loader's (uint8 images, multi-hot labels): speed does not depend on
-    the pixels, so timings need no data on disk."""
-    gen = torch.Generator().manual_seed(seed)
-    u8 = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=gen)
-    return u8, (torch.rand(n, 15, generator=gen) < 0.2).float()
+# --- around the iterations: fixed inputs, sample grids, stop requests --------------------------------
 
-
-def throughput(step: Callable[[Tensor, Tensor], object], u8: Tensor, y: Tensor,
-               device: torch.device, steps: int = 3, warmup: int = 1) -> float:
-    """Training images per second of ``step`` on one batch, timed after ``warmup`` untimed steps
-    (the first step pays for cuDNN autotuning, allocator growth and lazy initialisation)."""
-    for _ in range(warmup):
-        step(u8, y)
-    synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step(u8, y)
-    synchronize(device)
-    return steps * u8.shape[0] / (time.perf_counter() - t0)
-
-
-# --- checkpoints -----------------------------------------------------------------------------------------
-
-def _model_id(model: GenerativeModel) -> dict:
-    """What a checkpoint must match to be loaded into ``model``."""
-    return {"model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "preset": model.preset,
-            "input_spec": asdict(model.input_spec)}
-
-
-def _rng_state() -> dict:
-    # NumPy's state as a tensor, so checkpoints load with torch.load(weights_only=True).
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, stepper: Stepper, step: int, batches_per_epoch: int,
-                    fixed: tuple[Tensor, Tensor | None], cfg: TrainConfig) -> None:
-    """Write the whole training state to ``path`` atomically (a crash never leaves half a file).
-    Every rank calls it (their RNG states are gathered); rank 0 writes."""
-    bad = [n for n, p in stepper.model.named_parameters() if not torch.isfinite(p).all()]
-    if bad:
-        raise CxrnbError(f"parameter {bad[0]} is not finite after iteration {step}; training stopped, the "
-                         f"last good checkpoint {path} is kept; lower the learning rate or check the data")
-    rng = distributed.gather(_rng_state())          # every rank's noise stream, so resume is exact
-    if not runtime.is_main():
-        return
-    state = {**_model_id(stepper.model), "step": step, "batches_per_epoch": batches_per_epoch,
-             "model": stepper.model.state_dict(),
-             "optimizers": {str(p): o.state_dict() for p, o in stepper.optimizers.items()},
-             "rng": rng[0], "z_fixed": fixed[0], "y_fixed": fixed[1], "config": asdict(cfg),
-             "world_size": len(rng), **({"rng_ranks": rng} if len(rng) > 1 else {})}
-    with atomic(path) as tmp:                       # a failed write (full disk) leaves no half file
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | Path, model: GenerativeModel,
-                    optimizers: dict[str, torch.optim.Optimizer] | None = None) -> dict:
-    """Load a checkpoint written by ``train`` into ``model`` (and ``optimizers``); returns it whole.
-
-    A checkpoint of another model class, preset or input size is refused with a CxrnbError.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CxrnbError(f"no checkpoint at {path}; train first (cxrnb train PRESET) or fix the path")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    for key, want in _model_id(model).items():
-        if ckpt[key] != want:
-            raise CxrnbError(f"{path} holds {key} {ckpt[key]!r}, but the model has {want!r}; "
-                             f"build the model the checkpoint was trained with, or use another out_dir")
-    model.load_state_dict(ckpt["model"])
-    for part, opt in (optimizers or {}).items():
-        opt.load_state_dict(ckpt["optimizers"][part])
-        for group in opt.param_groups:      # a saved group brings its own kernel choice (an older,
-            group.update(fused=opt.defaults.get("fused"),       # unfused run's); keep this loop's
-                         foreach=opt.defaults.get("foreach"))
-    return ckpt
-
-
-# --- the loop ---------------------------------------------------------------------------------------------
-
-def fixed_inputs(model: GenerativeModel, loader, n: int, seed: int) -> tuple[Tensor, Tensor | None]:
+def fixed_inputs(model: GenerativeModel, loader: ArrayLoader, n: int, seed: int) -> FixedInputs:
     """The latent batch (and, for conditional models, the label batch) every sample grid decodes.
 
     Latents come from their own seeded generator, so they do not depend on how far training got;
@@ -286,7 +166,13 @@ def fixed_inputs(model: GenerativeModel, loader, n: int, seed: int) -> tuple[Ten
     return z, ys.float().to(model.device)
 
 
-def _save_grid(model: GenerativeModel, fixed: tuple[Tensor, Tensor | None], path: Path) -> Path:
+def _on(device: torch.device, fixed: FixedInputs) -> FixedInputs:
+    """The fixed inputs on ``device``."""
+    return fixed[0].to(device), None if fixed[1] is None else fixed[1].to(device)
+
+
+def _save_grid(model: GenerativeModel, fixed: FixedInputs, out: Path, iteration: int) -> Path:
+    path = out / "samples" / f"iter_{iteration:06d}.png"
     with model.evaluating():                        # BatchNorm running stats: no side effects
         images = model.generate(*fixed)
     with atomic(path) as tmp:
@@ -294,50 +180,9 @@ def _save_grid(model: GenerativeModel, fixed: tuple[Tensor, Tensor | None], path
     return path
 
 
-class _Log:
-    """Loss values per iteration, kept on the device until flushed to the CSV in one transfer."""
-
-    def __init__(self, path: Path, batches_per_epoch: int, write: bool = True):
-        self.path, self.n, self.write = path, batches_per_epoch, write   # write: rank 0 only
-        self.pending: list[tuple[int, dict[str, dict[str, Tensor]]]] = []
-        self.last: dict[str, float] = {}
-
-    def add(self, iteration: int, logs: dict[str, dict[str, Tensor]]) -> None:
-        self.pending.append((iteration, logs))
-
-    def flush(self) -> None:
-        """Append pending rows to the CSV; CxrnbError at the first non-finite value."""
-        rows = [(it, part, name, v) for it, logs in self.pending
-                for part, entries in logs.items() for name, v in entries.items()]
-        self.pending = []
-        if not rows:
-            return
-        values = torch.stack([v for *_, v in rows]).cpu().tolist()
-        bad = None
-        with open(self.path, "a") if self.write else contextlib.nullcontext() as f:
-            for (it, part, name, _), v in zip(rows, values):
-                if f is not None:
-                    f.write(f"{it},{it / self.n!r},{part},{name},{v!r}\n")
-                if name == "loss":
-                    self.last[part] = v
-                if bad is None and not math.isfinite(v):
-                    bad = (it, part, name, v)
-        if bad:
-            it, part, name, v = bad
-            raise CxrnbError(f"{name} of part {part!r} is {v} at iteration {it}; training stopped, the "
-                             f"last good checkpoint is kept; lower the learning rate or check the data")
-
-
-def _read_history(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=HISTORY_COLUMNS)
-
-
-def _start_history(path: Path, upto: int | None) -> None:
-    """A fresh CSV (new run), or the old one cut to the checkpoint's iteration (resumed run)."""
-    rows = _read_history(path)
-    rows = rows[rows.iteration <= upto] if upto is not None else rows.iloc[:0]
-    with atomic(path) as tmp:
-        rows.to_csv(tmp, index=False, columns=list(HISTORY_COLUMNS))
+def _heldout(scores: dict[str, float]) -> dict[str, dict[str, Tensor]]:
+    """A monitor's scalars as a log entry of part "heldout"."""
+    return {"heldout": {k: torch.tensor(float(v)) for k, v in scores.items()}}
 
 
 class _StopRequest:
@@ -364,118 +209,146 @@ class _StopRequest:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
+    def message(self, it: int, total: int, checkpoint: Path) -> str:
+        """What the stopped run says: where it stopped, and how to go on."""
+        return (f"{signal.Signals(self.signum or signal.SIGTERM).name} at iteration {it} of {total}: "
+                f"checkpoint written to {checkpoint}; run the same command again to resume")
 
-def train(model: GenerativeModel, loader, cfg: TrainConfig | None = None,
-          monitor: Callable[[GenerativeModel], dict[str, float]] | None = None) -> History:
-    """Train ``model`` on ``loader`` (see the module docstring); returns the run's History.
 
-    ``monitor(model)``, when given, is called at iteration 0 (of a fresh run), every
-    ``cfg.monitor_every`` iterations and at the end; its scalars are logged as part "heldout". It
-    must leave the model and the global random state as it found them (cxrnb.evaluation.diagnostics does).
-    """
-    cfg = cfg or TrainConfig()
-    n_batches = len(loader)
+# --- the loop ---------------------------------------------------------------------------------------------
+
+def _iterations(cfg: TrainConfig, n_batches: int) -> int:
+    """How many iterations the run trains to: ``max_steps``, else ``epochs`` of the loader."""
     if n_batches == 0:
         raise CxrnbError("the loader yields no batch (fewer images than one batch); "
                          "lower batch_size or use more images")
-    total = cfg.max_steps or math.ceil(cfg.epochs * n_batches)
-    out = Path(cfg.out_dir)
-    (out / "samples").mkdir(parents=True, exist_ok=True)
-    ckpt_path, hist_path = out / CHECKPOINT, out / HISTORY
+    return cfg.max_steps or math.ceil(cfg.epochs * n_batches)
 
+
+def _check_resumable(ckpt: dict, path: Path, cfg: TrainConfig, n_batches: int, total: int) -> None:
+    """A run resumes only as it was started: same processes, seed and data, not past its end."""
+    world = runtime.world_size()
+    if ckpt.get("world_size", 1) != world:
+        raise CxrnbError(f"{path} was trained on {ckpt.get('world_size', 1)} process(es), this run has "
+                         f"{world}; resume with the same torchrun --nproc_per_node, or resume=False")
+    if ckpt["batches_per_epoch"] != n_batches or ckpt["config"]["seed"] != cfg.seed:
+        raise CxrnbError(f"{path} was trained with seed {ckpt['config']['seed']} and "
+                         f"{ckpt['batches_per_epoch']} batches per epoch, this run has seed "
+                         f"{cfg.seed} and {n_batches}; use the same seed, data and batch size, "
+                         f"or resume=False")
+    if ckpt["step"] > total:
+        raise CxrnbError(f"{path} is already at iteration {ckpt['step']}, past the {total} asked for; "
+                         f"ask for more epochs or use another out_dir")
+
+
+def _setup(model: GenerativeModel, loader: ArrayLoader,
+           cfg: TrainConfig) -> tuple[ArrayLoader, Stepper, FixedInputs]:
+    """This process's share of the data, its stepper and the fixed inputs, seeded in the order
+    resuming relies on: fixed inputs from ``cfg.seed``, then each rank's own noise stream."""
     seed_everything(cfg.seed)
     fixed = fixed_inputs(model, loader, cfg.n_samples, cfg.seed)
-    world, main = runtime.world_size(), runtime.is_main()
-    if world > 1:
-        if not hasattr(loader, "shard"):
-            raise CxrnbError("training on several processes needs a loader with shard(rank, world_size), "
-                             "e.g. ImageCache.loader")
+    world = runtime.world_size()
+    if world > 1:                                   # this rank's slice of every batch, its own noise
         loader = loader.shard(runtime.rank(), world)
-        seed_everything(distributed.rank_seed(cfg.seed))    # independent noise on every rank
+        seed_everything(distributed.rank_seed(cfg.seed))
     stepper = Stepper(model, pick_device(cfg.device), amp=cfg.amp, channels_last=cfg.channels_last,
                       compile=cfg.compile)
-    start = 0
-    if cfg.resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, model, stepper.optimizers)
-        if ckpt.get("world_size", 1) != world:
-            raise CxrnbError(f"{ckpt_path} was trained on {ckpt.get('world_size', 1)} process(es), this run has "
-                             f"{world}; resume with the same torchrun --nproc_per_node, or resume=False")
-        if ckpt["batches_per_epoch"] != n_batches or ckpt["config"]["seed"] != cfg.seed:
-            raise CxrnbError(f"{ckpt_path} was trained with seed {ckpt['config']['seed']} and "
-                             f"{ckpt['batches_per_epoch']} batches per epoch, this run has seed "
-                             f"{cfg.seed} and {n_batches}; use the same seed, data and batch size, "
-                             f"or resume=False")
-        start = ckpt["step"]
-        if start > total:
-            raise CxrnbError(f"{ckpt_path} is already at iteration {start}, past the {total} asked for; "
-                             f"ask for more epochs or use another out_dir")
-        fixed = (ckpt["z_fixed"].to(stepper.device),
-                 None if ckpt["y_fixed"] is None else ckpt["y_fixed"].to(stepper.device))
-        _set_rng_state(ckpt["rng_ranks"][runtime.rank()] if world > 1 else ckpt["rng"])
+    return loader, stepper, fixed
+
+
+def _resume(out: Path, cfg: TrainConfig, stepper: Stepper, n_batches: int, total: int,
+            fixed: FixedInputs) -> tuple[int, FixedInputs]:
+    """The iteration this run starts after, and its fixed inputs on the stepper's device.
+
+    Resumed (a checkpoint in ``out`` and ``cfg.resume``): the checkpoint's iteration, with its model,
+    optimisers, fixed inputs and RNG states restored and history.csv cut there. Fresh: 0, with an
+    older run's grids removed and history.csv started empty.
+    """
+    path, main = out / CHECKPOINT, runtime.is_main()
+    if cfg.resume and path.exists():
+        ckpt = load_checkpoint(path, stepper.model, stepper.optimizers)
+        _check_resumable(ckpt, path, cfg, n_batches, total)
+        restore_rng(ckpt)
         if main:
-            _start_history(hist_path, upto=start)
-    elif main:
+            start_history(out / HISTORY, upto=ckpt["step"])
+        return ckpt["step"], _on(stepper.device, (ckpt["z_fixed"], ckpt["y_fixed"]))
+    if main:
         for old in (out / "samples").glob("iter_*.png"):   # a fresh run: no grids of an older one
             old.unlink()
-        _start_history(hist_path, upto=None)
-    fixed = (fixed[0].to(stepper.device), None if fixed[1] is None else fixed[1].to(stepper.device))
+        start_history(out / HISTORY, upto=None)
+    return 0, _on(stepper.device, fixed)
 
-    def grid(it: int) -> None:
-        if main:
-            _save_grid(stepper.model, fixed, out / "samples" / f"iter_{it:06d}.png")
 
-    def checkpoint(it: int) -> None:
-        log.flush()                                 # raises on a non-finite loss: old file kept
-        save_checkpoint(ckpt_path, stepper, it, n_batches, fixed, cfg)
+def _checkpoint_now(it: int, total: int, cfg: TrainConfig, stop: _StopRequest,
+                    last_save: float) -> tuple[bool, bool]:
+    """(stop, checkpoint) after iteration ``it``: stop on a signal; checkpoint then, at the end, every
+    ``checkpoint_every`` iterations and ``checkpoint_minutes`` after the last one."""
+    stopping = stop.signum is not None
+    timed = cfg.checkpoint_minutes and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes
+    if runtime.world_size() > 1:                    # clocks and signals differ by rank: decide together
+        stopping, timed = (distributed.any_rank(stopping, timed)
+                           if it % cfg.log_every == 0 or it == total else (False, False))
+    due = it == total or stopping or timed or (cfg.checkpoint_every and it % cfg.checkpoint_every == 0)
+    return stopping, bool(due)
 
-    def watch(it: int) -> None:
-        if monitor is not None and main:
-            log.add(it, {"heldout": {k: torch.tensor(float(v)) for k, v in monitor(stepper.model).items()}})
 
-    log = _Log(hist_path, n_batches, write=main)
+def train(model: GenerativeModel, loader: ArrayLoader, cfg: TrainConfig | None = None,
+          monitor: Callable[[GenerativeModel], dict[str, float]] | None = None) -> History:
+    """Train ``model`` on ``loader`` (see the module docstring); returns the run's History.
+
+    ``loader`` is an ArrayLoader (cxrnb.data.cache): resumable ``epoch_batches`` and, on several
+    processes, ``shard``. ``monitor(model)``, if given, runs at iteration 0 of a fresh run, every
+    ``cfg.monitor_every`` iterations and at the end, its scalars logged as part "heldout"; it must
+    leave the model and the global random state as it found them (evaluation.diagnostics does).
+    """
+    cfg = cfg or TrainConfig()
+    n_batches, world, main = len(loader), runtime.world_size(), runtime.is_main()
+    total = _iterations(cfg, n_batches)
+    out = Path(cfg.out_dir)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    loader, stepper, fixed = _setup(model, loader, cfg)
+    start, fixed = _resume(out, cfg, stepper, n_batches, total, fixed)
+    log = HistoryLog(out / HISTORY, n_batches, write=main)
     model.train()
-    if start == 0:
-        watch(0)
+    if start == 0 and main:                         # a fresh run: the untrained model, monitored and drawn
+        if monitor is not None:
+            log.add(0, _heldout(monitor(stepper.model)))
         if 0 in cfg.sample_at:
-            grid(0)
-    bar = tqdm(total=total, initial=start, unit="it", disable=not (cfg.progress and main),
-               desc=model.preset or type(model).__name__)
+            _save_grid(stepper.model, fixed, out, 0)
     it, images, t0 = start, 0, time.perf_counter()
     last_save = t0
-    with _StopRequest() as stop:
-        try:
-            while it < total:
-                epoch, offset = divmod(it, n_batches)
-                for u8, y in loader.epoch_batches(epoch, offset):
-                    log.add(it + 1, stepper(u8, y))
-                    it, images = it + 1, images + len(u8) * world
-                    bar.update()
-                    if it % cfg.monitor_every == 0 or it == total:
-                        watch(it)
-                    if it % cfg.log_every == 0:
-                        log.flush()
-                        bar.set_postfix({p: f"{v:.4g}" for p, v in log.last.items()}, refresh=False)
-                    if it in cfg.sample_at or it == total:
-                        grid(it)
-                    stopping = stop.signum is not None
-                    timed = (cfg.checkpoint_minutes
-                             and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes)
-                    if world > 1:               # clocks and signals differ by rank: decide together
-                        stopping, timed = (distributed.any_rank(stopping, timed)
-                                           if it % cfg.log_every == 0 or it == total else (False, False))
-                    due = (it == total or stopping or timed
-                           or (cfg.checkpoint_every and it % cfg.checkpoint_every == 0))
-                    if due:
-                        checkpoint(it)
-                        last_save = time.perf_counter()
-                    if stopping and it < total:
-                        raise KeyboardInterrupt(f"{signal.Signals(stop.signum or signal.SIGTERM).name} at iteration {it} of {total}: "
-                                                f"checkpoint written to {ckpt_path}; run the same command again "
-                                                "to resume")
-                    if it == total:
-                        break
-        finally:
-            bar.close()
+    bar = tqdm(total=total, initial=start, unit="it", disable=not (cfg.progress and main),
+               desc=model.preset or type(model).__name__)
+    with _StopRequest() as stop, bar:
+        while it < total:
+            epoch, offset = divmod(it, n_batches)
+            for u8, y in loader.epoch_batches(epoch, offset):
+                # step: the model's schedule on one batch; its losses stay on the device for now
+                log.add(it + 1, stepper(u8, y))
+                it, images = it + 1, images + len(u8) * world
+                bar.update()
+                # monitor: held-out diagnostics, logged with this iteration's losses
+                if main and monitor is not None and (it % cfg.monitor_every == 0 or it == total):
+                    log.add(it, _heldout(monitor(stepper.model)))
+                # log: pending values to history.csv (CxrnbError at a non-finite one) and the bar
+                if it % cfg.log_every == 0:
+                    log.flush()
+                    bar.set_postfix({p: f"{v:.4g}" for p, v in log.last.items()}, refresh=False)
+                # grid: the fixed inputs decoded, at the asked iterations and the last
+                if main and (it in cfg.sample_at or it == total):
+                    _save_grid(stepper.model, fixed, out, it)
+                # checkpoint: at the end, on the iteration count or the timer, before a stop
+                stopping, due = _checkpoint_now(it, total, cfg, stop, last_save)
+                if due:
+                    log.flush()                     # raises on a non-finite loss: old file kept
+                    save_checkpoint(out / CHECKPOINT, stepper.model, stepper.optimizers, it, n_batches,
+                                    fixed, asdict(cfg))
+                    last_save = time.perf_counter()
+                # stop: a signal asked for it, and the checkpoint of this iteration is written
+                if stopping and it < total:
+                    raise KeyboardInterrupt(stop.message(it, total, out / CHECKPOINT))
+                if it == total:
+                    break
     synchronize(stepper.device)
     seconds = time.perf_counter() - t0
     runtime.barrier()                           # rank 0's files are complete before anyone reads them

@@ -1,0 +1,187 @@
+"""The parameter profiles of `cxrnb reproduce` and how a notebook's parameters are layered.
+
+A notebook's parameters come from four layers, later ones winning: the profile, the profile's
+section for that notebook, a YAML file, then ``--set key=value``. A layer's keys that start with a
+digit are per-notebook sections, matched by prefix: ``{"epochs": 3, "02": {"epochs": 1}}`` gives
+notebook 02 one epoch and the others three (on the command line: ``--set 02.epochs=1``).
+
+Every layer is checked against the notebooks' parameters cells before the first kernel starts
+(names, sections, types), so a typo fails in a second with a one-line error, not minutes later
+inside a kernel. This module knows nothing of notebooks' files or kernels: the runner
+(``cxrnb.reproduce``) reads the declared defaults and hands them in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from cxrnb.errors import CxrnbError
+
+# Literal parameter sets. A string "$NAME" is read from the environment when the run starts.
+# The time each notebook took in the committed run is in reports/index.md.
+PROFILES: dict[str, dict] = {
+    # The synthetic phantom at toy sizes: does every notebook run end to end?
+    "smoke": {"data_root": "phantom", "image_size": 64, "epochs": 1, "max_images": 64,
+              "batch_size": 16, "seed": 0, "device": "cpu", "smoke": True, "runs_dir": "runs/smoke",
+              "02": {"sample_at": [0, 2]}, "04": {"sample_at": [0, 2], "train_conditional": True},
+              "06": {"sample_at": [0, 2], "channels": [16, 32, 32], "sample_steps": 4, "n_grid": 16,
+                     "n_timed": 4},
+              "03": {"presets": ["FS-GMVAE-V1", "FS-GMVAE-V3", "GMVAE-V6", "GMVAE-V8", "GMVAE-elbo",
+                                 "FS-GMVAE-elbo"], "epochs_for": {"GMVAE-V8": 2}},
+              "07": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 1,
+                     "usefulness_seeds": [0], "conditional_model": "LSGAN-cond"}},
+    # A 2-core CPU, real images at 64 px. The paper's VAE and GMVAE presets collapse within a few
+    # dozen iterations (notebooks 02, 03 show it), so the time goes to the models that learn, the
+    # LSGAN, and one equal-length pair that isolates the loss (VAE-beta0.002 and VAE-elbo-beta1,
+    # 200 iterations each), and the Dirichlet-prior VAE for as many iterations as VAE-elbo-beta1.
+    "cpu": {"data_root": "$CXR14_ROOT", "image_size": 64, "epochs": 2, "max_images": None,
+            "batch_size": 64, "seed": 0, "device": "cpu", "smoke": False, "runs_dir": "runs/cpu",
+            "02": {"epochs": 1, "epochs_for": {"VAE-beta0.002": 10, "VAE-elbo-beta1": 10, "DirVAE-elbo": 10},
+                   "sample_at": [0, 20, 100]},
+            "03": {"epochs": 0.5, "epochs_for": {"GMVAE-elbo": 12.5, "FS-GMVAE-elbo": 12.5}},
+            # LSGAN-cond (ours, for 07's augmentation test) trains as long as the LSGAN, 12.5 epochs:
+            # its iterations cost about the same, so notebook 04 takes about twice as long.
+            "04": {"epochs": 12.5, "sample_at": [0, 100], "train_conditional": True},
+            # The DDPM at CPU size: the preset's U-Net at half width, 50 DDIM steps, 160 iterations
+            # (8 epochs), three 16-image grids and 16 timed samples: a DDPM barely started. At the
+            # usual lr 2e-4 its samples were still flat grey after 160 iterations; at 1e-3 they show
+            # two lung fields and vary (seen on the real subset, seed 0).
+            "06": {"epochs": 8, "channels": [16, 32, 64, 64], "sample_at": [0, 40], "n_grid": 16,
+                   "n_timed": 16, "lr": 1e-3},
+            "07": {"n_generated": 200, "n_repeats": 5, "classifier_epochs": 10,
+                   "usefulness_seeds": [0, 1, 2], "conditional_model": "LSGAN-cond"}},
+    # The paper's settings (SPEC.md), for a GPU: VAE and LSGAN at 128 px, GMVAE at 224 px, batch 64.
+    "paper": {"data_root": "$CXR14_ROOT", "image_size": 128, "epochs": 5, "max_images": None,
+              "batch_size": 64, "seed": 0, "device": "auto", "smoke": False, "runs_dir": "runs/paper",
+              "02": {"epochs": 2}, "03": {"image_size": 224, "epochs": 1}, "04": {"train_conditional": True},
+              "06": {"epochs": 20},      # ~35k iterations of the preset's U-Net on full CXR14
+              "07": {"image_size": 128, "conditional_model": "LSGAN-cond"}},
+}
+RUNNER_PARAMS = ("reports_dir", "results_md")   # set by the runner for each notebook, never by the user
+
+
+def check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise CxrnbError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+
+
+def is_section(key: str) -> bool:
+    return key[:1].isdigit()          # parameter names are identifiers, which never start with one
+
+
+def for_notebook(layer: dict, name: str) -> dict:
+    """One layer's values for one notebook: its common keys, then its matching sections'."""
+    out = {k: v for k, v in layer.items() if not is_section(k)}
+    for key in sorted(k for k in layer if is_section(k) and name.startswith(k)):
+        out.update(layer[key])
+    return out
+
+
+def layered(profile: str, layers: list[dict], name: str) -> dict:
+    """Notebook ``name``'s parameters from the profile and then each layer, later ones winning."""
+    merged: dict = {}
+    for layer in [PROFILES[profile], *layers]:
+        merged.update(for_notebook(layer, name))
+    return merged
+
+
+def _read_yaml(params_file: str | Path) -> dict:
+    """The YAML file's mapping, its notebook prefixes as two-digit strings."""
+    path = Path(params_file)
+    if not path.is_file():
+        raise CxrnbError(f"parameters file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CxrnbError(f"parameters file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise CxrnbError(f"parameters file {path} must be a mapping of name: value "
+                         "(and notebook prefix: {name: value})")
+    # YAML reads an unquoted 02 as the integer 2: give prefixes back their two digits.
+    layer = {f"{k:02d}" if isinstance(k, int) else str(k): v for k, v in data.items()}
+    if not all(isinstance(v, dict) for k, v in layer.items() if is_section(k)):
+        raise CxrnbError(f"parameters file {path}: a notebook prefix must hold a mapping, "
+                         "e.g. '02': {epochs: 1}")
+    return layer
+
+
+def read_overrides(params_file: str | Path | None, overrides: tuple[str, ...] | list[str]) -> list[dict]:
+    """The YAML file's mapping and the ``--set key=value`` pairs (values parsed as YAML)."""
+    layers = [_read_yaml(params_file)] if params_file else []
+    cli: dict = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CxrnbError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=2")
+        section, _, name = key.strip().rpartition(".")
+        target = cli.setdefault(section, {}) if section else cli
+        target[name] = yaml.safe_load(value)
+    return layers + [cli]
+
+
+def check_keys(layers: list[dict], notebooks: list[str], declared: dict[str, set]) -> None:
+    """Every override names a parameter some notebook declares, in a section some notebook has."""
+    valid = set().union(*declared.values()) - set(RUNNER_PARAMS)
+    for layer in layers:
+        for key, value in layer.items():
+            if is_section(key):
+                if not any(nb.startswith(key) for nb in notebooks):
+                    raise CxrnbError(f"no notebook starts with {key!r}; notebooks: {', '.join(notebooks)}")
+                names = value
+            else:
+                names = [key]
+            for name in names:
+                if name in RUNNER_PARAMS:
+                    raise CxrnbError(f"{name} is set by the runner for each notebook: choose the "
+                                     "folder with --reports instead")
+                if name not in valid:
+                    raise CxrnbError(f"no notebook declares a parameter {name!r}; valid names: "
+                                     f"{', '.join(sorted(valid))}")
+
+
+def _type_name(value) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict",
+            type(None): "None"}.get(type(value), type(value).__name__)
+
+
+def check_types(layers: list[dict], notebooks: list[str], defaults: dict[str, dict]) -> None:
+    """Every override has the type of the notebook's default (int for a float, and any value for a
+    None default, allowed), so `--set epochs=two` fails here, not minutes later inside a kernel."""
+    for layer in layers:
+        items = [(k, v, notebooks) for k, v in layer.items() if not is_section(k)]
+        items += [(k, v, [nb for nb in notebooks if nb.startswith(section)])
+                  for section, values in layer.items() if is_section(section) for k, v in values.items()]
+        for key, value, names in items:
+            for name in names:
+                if key not in defaults[name]:
+                    continue
+                default = defaults[name][key]
+                ok = (default is None or value is None or type(value) is type(default)
+                      or (isinstance(default, float) and type(value) is int))
+                if not ok:
+                    raise CxrnbError(f"{key}={value!r} is {_type_name(value)}, but notebook {name} expects "
+                                     f"{_type_name(default)} (its default is {default!r})")
+
+
+def resolve(params: dict, profile: str) -> dict:
+    """Read "$NAME" values from the environment; make data_root absolute and check it exists.
+
+    Only a notebook's declared parameters are resolved, so a notebook that does not read the
+    images runs without CXR14_ROOT."""
+    out = dict(params)
+    for key, value in params.items():
+        if isinstance(value, str) and value.startswith("$"):
+            if not os.environ.get(value[1:]):
+                raise CxrnbError(f"{key} is read from {value} (profile {profile!r}), which is unset: export "
+                                 f"{value[1:]}=/path/to/cxr14, or --set {key}=..., or use --profile smoke")
+            out[key] = os.environ[value[1:]]
+    root = out.get("data_root")
+    if root not in (None, "phantom"):
+        if not Path(root).is_dir():
+            raise CxrnbError(f"data_root {root} is not a folder: point it at a CXR14 folder "
+                             "(Data_Entry_2017.csv + images/) or use 'phantom'")
+        out["data_root"] = str(Path(root).resolve())
+    return out

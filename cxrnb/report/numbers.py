@@ -1,0 +1,35 @@
+"""Numbers as the reports print them, and the one rule by which a difference counts as settled.
+
+Every mean in reports/ carries its spread; a gap between two means is called settled only when it
+exceeds twice the spread of the difference, so a sentence never claims more than the repeats show.
+"""
+
+from __future__ import annotations
+
+import math
+
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def fmt(mean: float, std: float) -> str:
+    """'12.3 ± 0.45': the std to two significant digits and the mean to the same decimal place;
+    below 0.001, '6.28 ± 0.16 × 10⁻⁶'."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if mean != 0 and abs(mean) < 1e-3:     # e.g. FD in a space of tiny features: one shared power of 10
+        e = math.floor(math.log10(abs(mean)))
+        scaled = fmt(mean / 10 ** e, std / 10 ** e if std is not None else std)
+        return f"{scaled} × 10{str(e).translate(SUPERSCRIPT)}"
+    if std is None or math.isnan(std) or std == 0:
+        return f"{mean:.4g}"
+    places = max(0, 1 - math.floor(math.log10(abs(std))))
+    return f"{mean:.{places}f} ± {std:.{places}f}"
+
+
+def verdict(a_mean: float, a_std: float, b_mean: float, b_std: float) -> str:
+    """Is a lower than b (lower = better)? Settled only when the gap exceeds twice the spread of the
+    difference, sqrt(a_std² + b_std²); one repeat only (no spread) is never settled."""
+    spread = math.hypot(a_std, b_std)
+    if math.isnan(spread) or abs(a_mean - b_mean) <= 2 * spread:
+        return "not resolved within spread"
+    return "holds" if a_mean < b_mean else "reversed"
