@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from cxrnb.paths import write_text
+from cxrnb.runtime import library_versions
 
 # The three data sources a number in this project can come from.
 SOURCES = ("real CXR14 subset", "full CXR14", "synthetic phantom")
@@ -42,6 +43,9 @@ class Provenance:
     epochs: float = 0.0
     seed: int = 0
     extra: dict = field(default_factory=dict)   # anything else worth stating (beta, preset, n samples)
+    precision: str = ""         # how a trained model computed: "fp32", "bf16 autocast + channels_last"
+    device: str = ""            # what it ran on: the CPU model or the GPU (runtime.device_name)
+    versions: dict = field(default_factory=library_versions)   # torch, torchvision, diffusers, numpy
     commit: str = field(default_factory=git_commit)
 
     def __post_init__(self):
@@ -55,6 +59,8 @@ class Provenance:
         bits = [f"data: {self.source}", f"{self.n_images:,} images", size,
                 f"epochs: {self.epochs:g}", f"seed {self.seed}"]
         bits += [f"{k}: {v}" for k, v in self.extra.items()]
+        bits += [f"{self.precision} on {self.device}"] if self.precision else []
+        bits += [" ".join(f"{k} {v}" for k, v in self.versions.items())]
         return " · ".join(bits) + f" · cxrnb {self.commit}"
 
     def updated(self, epochs: float | None = None, **extra) -> Provenance:

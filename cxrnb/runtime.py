@@ -11,6 +11,8 @@ process's GPU, ``cuda:LOCAL_RANK``.
 from __future__ import annotations
 
 import os
+from enum import StrEnum
+from importlib.metadata import PackageNotFoundError, version
 
 import torch
 import torch.distributed as dist
@@ -105,14 +107,72 @@ def cpu_bf16_native() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
-def describe_cpu() -> str:
-    """CPU model, torch's vector capability and the bf16-relevant ISA flags, in words."""
-    model = "unknown CPU"
+class Precision(StrEnum):
+    """The arithmetic a training run uses. ``auto`` is bf16 autocast on CUDA and fp32 on every CPU:
+    a CPU with native bf16 (avx512_bf16, AMX) trains faster in bf16, but then the same command gives
+    other numbers on another CPU, and a verdict must not depend on which CPU a reader has. ``bf16``
+    on a CPU is the explicit choice (emulated, slower, where the CPU has no bf16)."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
+def resolve_precision(precision: str, device: torch.device) -> Precision:
+    """``precision`` on ``device``, with ``auto`` decided (see ``Precision``)."""
+    try:
+        p = Precision(precision)
+    except ValueError:
+        raise CxrnbError(f"unknown precision {precision!r}; use {', '.join(Precision)}") from None
+    if p == Precision.AUTO:
+        return Precision.BF16 if device.type == "cuda" else Precision.FP32
+    return p
+
+
+def describe_precision(precision: Precision, channels_last: bool = False) -> str:
+    """'fp32' or 'bf16 autocast', '+ channels_last' when the activations are NHWC."""
+    words = "bf16 autocast" if precision == Precision.BF16 else "fp32"
+    return words + (" + channels_last" if channels_last else "")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ('unknown CPU' where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                        "unknown CPU")
     except OSError:
-        pass
+        return "unknown CPU"
+
+
+def device_name(device: str | torch.device = "auto") -> str:
+    """The hardware a run on ``device`` uses, for provenance: the GPU's name, or the CPU's model with
+    its thread count and whether it has native bf16."""
+    d = pick_device(device)
+    if d.type == "cuda":
+        return torch.cuda.get_device_name(d)
+    if d.type == "cpu":
+        return (f"{cpu_model()}, {torch.get_num_threads()} threads, "
+                f"{'native' if cpu_bf16_native() else 'no native'} bf16")
+    return str(d)
+
+
+LIBRARIES = ("torch", "torchvision", "diffusers", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries whose arithmetic a number depends on."""
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "absent"
+    return {name: of(name) for name in LIBRARIES}
+
+
+def describe_cpu() -> str:
+    """CPU model, torch's vector capability and the bf16-relevant ISA flags, in words."""
+    model = cpu_model()
     flags = sorted(f for f in cpu_flags() if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
     return (f"{model}, {torch.get_num_threads()} threads, torch capability "
             f"{torch.backends.cpu.get_cpu_capability()}, flags: {', '.join(flags) or 'none of avx2/avx512'}"

@@ -1,45 +1,60 @@
-"""CPU mixed precision: chosen only where bf16 is native, and it does not change the science."""
+"""Both precision paths, on any CPU: fp32 by default everywhere, bf16 when asked, and bf16 does not change
+the science."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-import cxrnb.training.loop as train_module
+from cxrnb import runtime
 from cxrnb.data.cache import prepare
+from cxrnb.errors import CxrnbError
 from cxrnb.models import build
-from cxrnb.runtime import cpu_bf16_native, cpu_flags
+from cxrnb.runtime import Precision, cpu_bf16_native, cpu_flags, describe_precision, resolve_precision
 from cxrnb.training.loop import Stepper, TrainConfig, train
 
 
-def test_bf16_is_chosen_exactly_where_the_cpu_has_it(monkeypatch):
+def test_cpu_flags_say_whether_bf16_is_native():
     native = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})   # the reference: /proc/cpuinfo itself
     assert cpu_bf16_native() == native
+
+
+def test_auto_is_fp32_on_every_cpu_and_bf16_only_when_asked(monkeypatch):
+    """The same command must compute the same way on a CPU with native bf16 and one without: 'auto'
+    is fp32 on both (the loop used to switch to bf16 where it was native, and FDs moved), bf16
+    autocast on CUDA; bf16 on a CPU is an explicit choice."""
     model = build("VAE-beta1", image_size=32, weights=None)
-    step = Stepper(model, torch.device("cpu"))
-    assert (step.amp, step.channels_last) == (native, native)
-    monkeypatch.setattr(train_module, "cpu_bf16_native", lambda: True)
-    assert Stepper(model, torch.device("cpu")).amp
-    assert not Stepper(model, torch.device("cpu"), amp=False).amp      # TrainConfig.amp=False: fp32
+    for native in (False, True):                                  # both CPU kinds, on this one
+        monkeypatch.setattr(runtime, "cpu_bf16_native", lambda native=native: native)
+        step = Stepper(model, torch.device("cpu"))
+        assert (step.precision, step.amp, step.channels_last) == (Precision.FP32, False, False)
+        step = Stepper(model, torch.device("cpu"), precision="bf16")
+        assert (step.precision, step.amp, step.channels_last) == (Precision.BF16, True, True)
+    assert resolve_precision("auto", torch.device("cuda")) == Precision.BF16
+    assert describe_precision(Precision.BF16, True) == "bf16 autocast + channels_last"
+    with pytest.raises(CxrnbError, match="unknown precision 'fp16'"):
+        TrainConfig(precision="fp16")
 
 
-def final_loss(root, tmp_path, name: str, seed: int) -> float:
+def final_loss(root, tmp_path, name: str, seed: int, precision: str) -> float:
     torch.manual_seed(seed)
     model = build("VAE-beta1", image_size=32, weights=None)
     loader = prepare(root, size=32, progress=False).loader("train", batch_size=8, seed=seed)
     cfg = TrainConfig(max_steps=12, batch_size=8, seed=seed, device="cpu", progress=False,
-                      sample_at=(), n_samples=4, out_dir=str(tmp_path / name))
-    frame = train(model, loader, cfg).frame
+                      sample_at=(), n_samples=4, out_dir=str(tmp_path / name), precision=precision)
+    history = train(model, loader, cfg)
+    assert history.arithmetic == ("fp32" if precision == "fp32" else "bf16 autocast + channels_last")
+    frame = history.frame
     loss = frame[(frame.part == "model") & (frame.name == "loss")].value
     return float(loss.iloc[-4:].mean())
 
 
-def test_bf16_training_reaches_the_losses_of_fp32(phantom_root, tmp_path, monkeypatch, one_thread):
+def test_bf16_training_reaches_the_losses_of_fp32(phantom_root, tmp_path, one_thread):
     """The final loss (mean of the last 4 of 12 iterations) of a bf16-autocast run lies within the
     seed-to-seed spread of fp32 runs (twice the gap between seeds 0 and 1, at least 2%). On a CPU
     without native bf16 this runs emulated: slow, but the arithmetic is the same."""
-    fp32 = [final_loss(phantom_root, tmp_path, f"fp32-{s}", s) for s in (0, 1)]
-    monkeypatch.setattr(train_module, "cpu_bf16_native", lambda: True)   # TrainConfig's default then
-    bf16 = final_loss(phantom_root, tmp_path, "bf16", 0)
+    fp32 = [final_loss(phantom_root, tmp_path, f"fp32-{s}", s, "fp32") for s in (0, 1)]
+    bf16 = final_loss(phantom_root, tmp_path, "bf16", 0, "bf16")
     spread = max(2 * abs(fp32[0] - fp32[1]), 0.02 * fp32[0])
     assert abs(bf16 - fp32[0]) <= spread, (bf16, fp32)
     assert bf16 != fp32[0]                               # it did run in bf16

@@ -28,7 +28,23 @@ def test_updated_copies_with_new_epochs_and_more_facts():
     assert clf.epochs == 10 and clf.extra == {"split": "1326/166/165", "model": "feature classifier"}
     assert (base.epochs, base.extra) == (0, {"split": "1326/166/165"})          # the original is untouched
     assert base.updated(note="x").epochs == 0
-    assert "epochs: 10 · seed 0 · split: 1326/166/165 · model: feature classifier · cxrnb abc" in clf.line()
+    assert "epochs: 10 · seed 0 · split: 1326/166/165 · model: feature classifier · torch " in clf.line()
+    assert clf.line().endswith(" · cxrnb abc")
+
+
+def test_line_and_json_state_precision_device_and_library_versions(tmp_path):
+    """What made a number: the arithmetic, the hardware and the libraries (a rerun elsewhere must be
+    able to tell which of them changed)."""
+    import numpy
+    import torch
+
+    p = Provenance("real CXR14 subset", 10, 64, precision="fp32", device="AMD EPYC, 2 threads, no native bf16")
+    assert p.versions["torch"] == torch.__version__.split("+")[0] and p.versions["numpy"] == numpy.__version__
+    assert set(p.versions) == {"torch", "torchvision", "diffusers", "numpy"}
+    line = p.line()
+    assert "fp32 on AMD EPYC, 2 threads, no native bf16" in line and f"numpy {numpy.__version__}" in line
+    saved = json.loads(p.save_json(tmp_path / "fig.png").read_text())
+    assert saved["precision"] == "fp32" and saved["versions"] == p.versions
 
 
 def test_commit_is_dirty_for_code_changes_but_not_for_regenerated_reports(tmp_path, monkeypatch):

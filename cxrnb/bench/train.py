@@ -36,7 +36,15 @@ from cxrnb.models.base import Family, GenerativeModel
 from cxrnb.paths import in_repo
 from cxrnb.provenance import Provenance
 from cxrnb.report.tables import markdown_table, write_markdown
-from cxrnb.runtime import describe_cpu, describe_device, pick_device, synchronize
+from cxrnb.runtime import (
+    Precision,
+    describe_cpu,
+    describe_device,
+    describe_precision,
+    pick_device,
+    resolve_precision,
+    synchronize,
+)
 from cxrnb.training.loop import Stepper
 
 PRESETS = ("LSGAN", "VAE-beta0.1", "GMVAE-V5")
@@ -82,10 +90,13 @@ def step_flops(step: Stepper, u8: Tensor, y: Tensor) -> int:
     return counter.get_total_flops()
 
 
-def practical_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of a large fp32 matmul on ``device``: a measured "practical peak" (what the BLAS
-    reaches on this machine now), not the datasheet's."""
-    a = torch.randn(n, n, device=device)
+def practical_peak(device: torch.device, precision: Precision = Precision.FP32, n: int = 2048,
+                   repeats: int = 5) -> float:
+    """GFLOP/s of a large matmul on ``device`` in ``precision`` (the loop's: a bf16 step is measured
+    against a bf16 peak): a measured "practical peak" (what the BLAS reaches on this machine now),
+    not the datasheet's."""
+    dtype = torch.bfloat16 if precision == Precision.BF16 else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
     a @ a
     synchronize(device)
     best = 0.0
@@ -103,8 +114,8 @@ def variants(device: torch.device, compile: bool = False) -> dict[str, dict]:
     under torch.compile (off by default in TrainConfig: this column shows whether it pays)."""
     out = {"optimised": {}}
     if device.type == "cpu":
-        out["fp32 + channels_last"] = {"amp": False, "channels_last": True}
-        out["bf16 autocast + channels_last"] = {"amp": True, "channels_last": True, "force_bf16": True}
+        out["fp32 + channels_last"] = {"precision": "fp32", "channels_last": True}
+        out["bf16 autocast + channels_last"] = {"precision": "bf16", "channels_last": True}
     if compile:
         out["optimised + torch.compile"] = {"compile": True}
     return out
@@ -117,10 +128,7 @@ def compare(preset: str, device: torch.device, size: int | None, batch: int, ste
     model = build(preset, image_size=size, weights=None).train()
     steppers = {"naive": NaiveStep(copy.deepcopy(model), device)}
     for name, kw in variants(device, compile).items():
-        force = kw.pop("force_bf16", False)
-        steppers[name] = Stepper(copy.deepcopy(model), device, **kw)
-        if force:
-            steppers[name].amp = True               # bf16 even where it is emulated: to show the cost
+        steppers[name] = Stepper(copy.deepcopy(model), device, **kw)   # bf16 also where emulated: its cost
     u8, y = random_batch(batch, model.input_spec.size)
     compile_s = None
     if compile:                                     # the first call compiles: its price, timed once
@@ -135,7 +143,7 @@ def compare(preset: str, device: torch.device, size: int | None, batch: int, ste
     flops = step_flops(steppers["optimised"], u8, y)
     fast = steppers["optimised"]
     row = {"family": model.family, "preset": preset, "size": model.input_spec.size, "batch": batch,
-           "chosen": ("bf16" if fast.amp else "fp32") + (" + channels_last" if fast.channels_last else ""),
+           "chosen": describe_precision(fast.precision, fast.channels_last),
            "naive img/s": rates["naive"], "optimised img/s": rates["optimised"],
            "speed-up": rates["optimised"] / rates["naive"],
            "GFLOP/step": flops / 1e9, "GFLOP/s": flops / 1e9 * rates["optimised"] / batch}
@@ -178,12 +186,13 @@ def markdown(table: pd.DataFrame, device: torch.device, peak: float, rounds: int
              "the absolute rates do. Load average when it started: "
              f"{', '.join(f'{x:.1f}' for x in load)} (1, 5, 15 min).", "",
              markdown_table(shown.round(2)), "", summary(table), "",
-             f"Ceiling: practical peak {peak:,.1f} GFLOP/s, measured (best fp32 2048x2048 matmul on this "
+             f"Ceiling: practical peak {peak:,.1f} GFLOP/s, measured (best {resolve_precision('auto', device)} "
+             "2048x2048 matmul, the optimised loop's precision, on this "
              "device now), not a datasheet figure. GFLOP/s counts the convolutions and matmuls of one "
              "optimised iteration's forwards and backwards (torch.utils.flop_counter), so it is a lower bound.",
-             "", "`chosen` is what `TrainConfig` does here by default: bf16 autocast and channels_last only "
-             "where bf16 is native (CUDA; CPUs with avx512_bf16 or amx_bf16), fp32 elsewhere, where bf16 "
-             "is emulated (the bf16 column shows its cost)."]
+             "", "`chosen` is what `TrainConfig` does here by default (`precision='auto'`): bf16 autocast and "
+             "channels_last on CUDA, fp32 on every CPU, so that results do not depend on whether the CPU has "
+             "native bf16 (the bf16 column shows what bf16 would cost or save here)."]
     if "compile s" in table:
         lines += ["", "torch.compile (`TrainConfig.compile`, off by default): img/s once compiled, and `compile "
                   "s`, the first step's wall time, which includes the compilation; a run pays it once."]
@@ -204,12 +213,13 @@ def main(device: str = "auto", size: int | None = None, presets: tuple[str, ...]
     steps_at = {b: max(2, steps * batches[0] // b) for b in batches}
     table = pd.DataFrame([compare(p, d, size, b, steps_at[b], rounds, compile)
                           for b in batches for p in presets])
-    peak = practical_peak(d)
+    precision = resolve_precision("auto", d)       # what the optimised loop trains in
+    peak = practical_peak(d, precision)
     print(f"training throughput on {describe_device(device)} (torch {torch.__version__}), "
           f"best of {rounds} rounds of {timed(steps_at)}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
     print(summary(table))
-    print(f"practical peak (measured fp32 matmul): {peak:,.1f} GFLOP/s; "
+    print(f"practical peak (measured {precision} matmul): {peak:,.1f} GFLOP/s; "
           + ", ".join(f"{r.family} {r['GFLOP/s']:,.1f} GFLOP/s ({100 * r['GFLOP/s'] / peak:.0f}%)"
                       for _, r in table.iterrows()))
     if report:

@@ -30,6 +30,9 @@ class NotebookRun:
     commit: str = ""
     date: str = ""
     last_attempt: str = ""         # a later attempt that failed and left these figures in place
+    machine: str = ""              # the CPU model or GPU it ran on (runtime.device_name)
+    precision: str = ""            # the arithmetic its models trained in (runtime.describe_precision)
+    versions: dict = field(default_factory=dict)   # torch, torchvision, diffusers, numpy
 
 
 def read_index(reports: Path) -> dict[str, NotebookRun]:
@@ -43,6 +46,10 @@ def read_index(reports: Path) -> dict[str, NotebookRun]:
         raise CxrnbError(f"{path} is not an index written by cxrnb: move it away, or use another --reports") from None
 
 
+def _words(versions: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in versions.items())
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
@@ -54,6 +61,9 @@ def _summary(runs: list[NotebookRun]) -> list[str]:
     if len(shared) == 1:
         profile, data, commit = shared.pop()
         lines += [f"Profile `{profile}` · data: {data} · cxrnb {commit}", ""]
+    for machine, precision, versions in sorted({(r.machine, r.precision, _words(r.versions)) for r in runs
+                                                if r.status != "not run" and r.machine}):
+        lines += [f"Machine: {machine} · training precision: {precision} · {versions}", ""]
     lines += ["| notebook | status | time | profile · data · commit · date "
               "| executed copy (local: reports/runs/ is not committed) |", "|---|---|---|---|---|"]
     for r in runs:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +25,7 @@ from cxrnb.models import PRESETS, GenerativeModel, build
 from cxrnb.models.base import Family
 from cxrnb.paths import RUNS_DIR, in_repo, write_text
 from cxrnb.provenance import Provenance
-from cxrnb.runtime import describe_device, pick_device
+from cxrnb.runtime import describe_device, device_name, pick_device
 from cxrnb.training import distributed
 from cxrnb.training.checkpoint import load_checkpoint
 from cxrnb.training.history import History
@@ -56,8 +56,9 @@ def _provenance(cache: ImageCache, model: GenerativeModel, history: History, spe
     extra = {"preset": spec["preset"], "iterations": done}
     if model.pretrained is not None:
         extra["encoder weights"] = "ImageNet" if spec["pretrained"] else "random (ImageNet file absent)"
-    return cache.provenance(epochs=round(done / batches, 2), seed=spec["seed"], extra=extra,
+    prov = cache.provenance(epochs=round(done / batches, 2), seed=spec["seed"], extra=extra,
                             split="train", max_images=spec["max_images"])
+    return replace(prov, precision=spec.get("precision", ""), device=spec.get("device", ""))
 
 
 def epochs_per_preset(presets: Iterable[str], epochs: float, epochs_for: dict[str, float]) -> dict[str, float]:
@@ -93,6 +94,7 @@ def train_run(preset: str, data_root: str | None = None, image_size: int | None 
             "pretrained": bool(model.pretrained), "data_root": str(cache.meta["root"]),
             "max_images": max_images, "batch_size": batch_size, "seed": seed}
     history = train(model, loader, cfg, monitor=_monitor(model, cache) if runtime.is_main() else None)
+    spec.update(precision=history.arithmetic, device=device_name(device))
     prov = _provenance(cache, model, history, spec)
     if runtime.is_main():                                  # one writer under torchrun
         write_text(out / RUN_FILE, json.dumps(spec, indent=2) + "\n")

@@ -33,6 +33,7 @@ class History:
     checkpoint: Path
     images_per_s: float             # this call's training images / wall time (incl. logging, grids)
     out_dir: Path
+    arithmetic: str = ""            # how this call trained: runtime.describe_precision (e.g. "fp32")
 
     @classmethod
     def read(cls, out_dir: str | Path, images_per_s: float = float("nan")) -> History:

@@ -40,7 +40,7 @@ from cxrnb.data.cache import ArrayLoader
 from cxrnb.errors import CxrnbError
 from cxrnb.models.base import GenerativeModel
 from cxrnb.paths import atomic
-from cxrnb.runtime import cpu_bf16_native, pick_device, synchronize
+from cxrnb.runtime import Precision, describe_precision, pick_device, resolve_precision, synchronize
 from cxrnb.training import distributed
 from cxrnb.training.checkpoint import CHECKPOINT, FixedInputs, load_checkpoint, restore_rng, save_checkpoint
 from cxrnb.training.history import HISTORY, History, HistoryLog, start_history
@@ -55,8 +55,8 @@ class TrainConfig:
     batch_size: int = 64                # paper §5; the loader is built with it (study.train_run)
     seed: int = 0
     device: str = "auto"                # auto: CUDA, then Apple MPS, then CPU
-    amp: bool = True                    # bf16 autocast where bf16 is native: CUDA, CPUs with AVX512-BF16/AMX
-    channels_last: bool | None = None   # None: with amp's bf16 (cuDNN and oneDNN's bf16 kernels prefer NHWC)
+    precision: str = "auto"             # runtime.Precision: auto = bf16 autocast on CUDA, fp32 on CPUs
+    channels_last: bool | None = None   # None: with bf16 (cuDNN and oneDNN's bf16 kernels prefer NHWC)
     sample_at: tuple[int, ...] = (0,)   # iterations with a sample grid; the final one is always saved
     n_samples: int = 64
     checkpoint_every: int | None = 500  # iterations; a checkpoint is always written at the end
@@ -70,6 +70,8 @@ class TrainConfig:
     compile: bool = False               # torch.compile the model's loss
 
     def __post_init__(self):
+        if self.precision not in set(Precision):
+            raise CxrnbError(f"unknown precision {self.precision!r}; use {', '.join(Precision)}")
         if self.max_steps is None and not self.epochs > 0:
             raise CxrnbError(f"epochs must be > 0 (got {self.epochs}); or set max_steps")
         if self.max_steps is not None and self.max_steps < 1:
@@ -99,20 +101,19 @@ def seed_everything(seed: int) -> None:
 class Stepper:
     """One training iteration: the model's schedule of optimiser steps on one batch, on one device.
 
-    Where the device allows it, this is the fast path: bf16 autocast and channels_last on CUDA and
-    on CPUs with native bf16 (runtime.cpu_bf16_native; elsewhere bf16 is emulated and slower), fused
+    Where the device allows it, this is the fast path: bf16 autocast and channels_last on CUDA (on a
+    CPU only when asked for: ``runtime.Precision`` says why), fused
     Adam (CUDA and CPU), pinned non-blocking host-to-device copies, gradients freed (set_to_none)
     rather than zeroed. Loss values stay on the device (no per-step synchronisation); the caller
     reads them. What each choice buys is measured in reports/bench.md (python -m cxrnb.bench train).
     """
 
-    def __init__(self, model: GenerativeModel, device: torch.device, *, amp: bool = True,
+    def __init__(self, model: GenerativeModel, device: torch.device, *, precision: str = "auto",
                  channels_last: bool | None = None, compile: bool = False):
-        cuda = device.type == "cuda"
-        fast_bf16 = cuda or (device.type == "cpu" and cpu_bf16_native())    # bf16 in hardware
         self.device = device
-        self.amp = amp and fast_bf16
-        self.channels_last = fast_bf16 if channels_last is None else channels_last
+        self.precision = resolve_precision(precision, device)
+        self.amp = self.precision == Precision.BF16
+        self.channels_last = self.amp if channels_last is None else channels_last
         fmt = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(device, memory_format=fmt)
         fused = device.type in ("cuda", "cpu")         # fused Adam's kernels: CUDA and the CPU
@@ -251,8 +252,8 @@ def _setup(model: GenerativeModel, loader: ArrayLoader,
     if world > 1:                                   # this rank's slice of every batch, its own noise
         loader = loader.shard(runtime.rank(), world)
         seed_everything(distributed.rank_seed(cfg.seed))
-    stepper = Stepper(model, pick_device(cfg.device), amp=cfg.amp, channels_last=cfg.channels_last,
-                      compile=cfg.compile)
+    stepper = Stepper(model, pick_device(cfg.device), precision=cfg.precision,
+                      channels_last=cfg.channels_last, compile=cfg.compile)
     return loader, stepper, fixed
 
 
@@ -352,4 +353,6 @@ def train(model: GenerativeModel, loader: ArrayLoader, cfg: TrainConfig | None =
     synchronize(stepper.device)
     seconds = time.perf_counter() - t0
     runtime.barrier()                           # rank 0's files are complete before anyone reads them
-    return History.read(out, images / seconds if images else float("nan"))
+    history = History.read(out, images / seconds if images else float("nan"))
+    history.arithmetic = describe_precision(stepper.precision, stepper.channels_last)
+    return history
