@@ -37,7 +37,14 @@ from cxrnb.errors import CxrnbError
 from cxrnb.profiles import check_keys, check_profile, check_types, layered, read_overrides, resolve
 from cxrnb.provenance import git_commit
 from cxrnb.report.index import NotebookRun, read_index, write_index
-from cxrnb.runtime import Precision, describe_precision, device_name, library_versions, pick_device, resolve_precision
+from cxrnb.runtime import (
+    channels_last_default,
+    describe_precision,
+    device_name,
+    library_versions,
+    pick_device,
+    resolve_precision,
+)
 
 KERNEL = "python3"
 
@@ -152,7 +159,7 @@ def _plan(selected: list[Path], profile: str, layers: list[dict], defaults: dict
         precision = resolve_precision("auto", pick_device(device))      # what TrainConfig does there
         runs.append(NotebookRun(nb.stem, parameters=params, profile=profile, data=data_of[root],
                                 machine=device_name(device), versions=library_versions(),
-                                precision=describe_precision(precision, precision == Precision.BF16)))
+                                precision=describe_precision(precision, channels_last_default(precision))))
     return runs
 
 

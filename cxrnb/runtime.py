@@ -118,15 +118,25 @@ class Precision(StrEnum):
     BF16 = "bf16"
 
 
-def resolve_precision(precision: str, device: torch.device) -> Precision:
-    """``precision`` on ``device``, with ``auto`` decided (see ``Precision``)."""
+def check_precision(precision: str) -> Precision:
+    """``precision`` as a ``Precision``, or a one-line error naming the valid ones."""
     try:
-        p = Precision(precision)
+        return Precision(precision)
     except ValueError:
         raise CxrnbError(f"unknown precision {precision!r}; use {', '.join(Precision)}") from None
+
+
+def resolve_precision(precision: str, device: torch.device) -> Precision:
+    """``precision`` on ``device``, with ``auto`` decided (see ``Precision``)."""
+    p = check_precision(precision)
     if p == Precision.AUTO:
         return Precision.BF16 if device.type == "cuda" else Precision.FP32
     return p
+
+
+def channels_last_default(precision: Precision) -> bool:
+    """NHWC activations with bf16 (cuDNN's and oneDNN's bf16 kernels prefer them), NCHW with fp32."""
+    return precision == Precision.BF16
 
 
 def describe_precision(precision: Precision, channels_last: bool = False) -> str:

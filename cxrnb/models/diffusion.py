@@ -34,6 +34,7 @@ The EMA copy is not in the optimiser and not in ``param_counts``.
 from __future__ import annotations
 
 import copy
+from collections import deque
 from collections.abc import Iterator
 
 import torch
@@ -163,7 +164,7 @@ class DDPM(GenerativeModel):
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """x_T -> x_0 in [-1, 1] by ``sample_steps`` DDIM steps (the last step's x_0 prediction)."""
-        *_, (_, _, x0) = self.denoise(z, y)        # run every step; keep the last prediction
+        (_, _, x0), = deque(self.denoise(z, y), maxlen=1)     # run every step, keep only the last
         return x0
 
     def param_counts(self) -> dict[str, int]:

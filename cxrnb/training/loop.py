@@ -40,7 +40,15 @@ from cxrnb.data.cache import ArrayLoader
 from cxrnb.errors import CxrnbError
 from cxrnb.models.base import GenerativeModel
 from cxrnb.paths import atomic
-from cxrnb.runtime import Precision, describe_precision, pick_device, resolve_precision, synchronize
+from cxrnb.runtime import (
+    Precision,
+    channels_last_default,
+    check_precision,
+    describe_precision,
+    pick_device,
+    resolve_precision,
+    synchronize,
+)
 from cxrnb.training import distributed
 from cxrnb.training.checkpoint import CHECKPOINT, FixedInputs, load_checkpoint, restore_rng, save_checkpoint
 from cxrnb.training.history import HISTORY, History, HistoryLog, start_history
@@ -70,8 +78,7 @@ class TrainConfig:
     compile: bool = False               # torch.compile the model's loss
 
     def __post_init__(self):
-        if self.precision not in set(Precision):
-            raise CxrnbError(f"unknown precision {self.precision!r}; use {', '.join(Precision)}")
+        check_precision(self.precision)               # kept a plain str: checkpoints store the config
         if self.max_steps is None and not self.epochs > 0:
             raise CxrnbError(f"epochs must be > 0 (got {self.epochs}); or set max_steps")
         if self.max_steps is not None and self.max_steps < 1:
@@ -113,7 +120,7 @@ class Stepper:
         self.device = device
         self.precision = resolve_precision(precision, device)
         self.amp = self.precision == Precision.BF16
-        self.channels_last = self.amp if channels_last is None else channels_last
+        self.channels_last = channels_last_default(self.precision) if channels_last is None else channels_last
         fmt = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(device, memory_format=fmt)
         fused = device.type in ("cuda", "cpu")         # fused Adam's kernels: CUDA and the CPU
