@@ -126,10 +126,21 @@ def check_precision(precision: str) -> Precision:
         raise CxrnbError(f"unknown precision {precision!r}; use {', '.join(Precision)}") from None
 
 
+PRECISION_ENV = "CXRNB_PRECISION"   # what "auto" means in this process, e.g. a whole rerun in bf16
+
+
 def resolve_precision(precision: str, device: torch.device) -> Precision:
-    """``precision`` on ``device``, with ``auto`` decided (see ``Precision``)."""
+    """``precision`` on ``device``, with ``auto`` decided: ``$CXRNB_PRECISION`` (fp32 or bf16) when
+    set, so a whole study or test suite can be rerun in the other arithmetic without editing a
+    profile; else as ``Precision`` says."""
     p = check_precision(precision)
     if p == Precision.AUTO:
+        forced = os.environ.get(PRECISION_ENV, "").strip()
+        if forced:
+            p = check_precision(forced)
+            if p == Precision.AUTO:
+                raise CxrnbError(f"{PRECISION_ENV}=auto says nothing; set it to fp32 or bf16, or unset it")
+            return p
         return Precision.BF16 if device.type == "cuda" else Precision.FP32
     return p
 

@@ -23,6 +23,7 @@ def test_auto_is_fp32_on_every_cpu_and_bf16_only_when_asked(monkeypatch):
     """The same command must compute the same way on a CPU with native bf16 and one without: 'auto'
     is fp32 on both (the loop used to switch to bf16 where it was native, and FDs moved), bf16
     autocast on CUDA; bf16 on a CPU is an explicit choice."""
+    monkeypatch.delenv(runtime.PRECISION_ENV, raising=False)    # what a user gets without forcing
     model = build("VAE-beta1", image_size=32, weights=None)
     for native in (False, True):                                  # both CPU kinds, on this one
         monkeypatch.setattr(runtime, "cpu_bf16_native", lambda native=native: native)

@@ -9,8 +9,9 @@ from cxrnb.evaluation.evaluate import REAL, evaluate
 from cxrnb.report import numbers, results, usefulness
 
 
-def rows(fd: dict[str, tuple[float, float]], space: str = "cxr-classifier") -> pd.DataFrame:
-    """evaluate-shaped rows with the given FD (mean, std) per model, plus one unavailable space."""
+def rows(fd: dict[str, tuple[float, float]], space: str = "cxr-classifier", n_seeds: int = 3) -> pd.DataFrame:
+    """evaluate-shaped rows (pooled over ``n_seeds`` training seeds) with the given FD (mean, std)
+    per model, plus one unavailable space."""
     out = [{"model": m, "space": space, "metric": "FD", "mean": mu, "std": sd, "note": ""}
            for m, (mu, sd) in fd.items()]
     out += [{"model": m, "space": "pixel", "metric": "MS-SSIM", "mean": 0.3, "std": 0.01, "note": ""}
@@ -18,7 +19,7 @@ def rows(fd: dict[str, tuple[float, float]], space: str = "cxr-classifier") -> p
     out.append({"model": "", "space": "inception-v3", "metric": "", "mean": float("nan"),
                 "std": float("nan"), "note": "unavailable: weights file /x not found"})
     df = pd.DataFrame(out)
-    df["n_real"], df["n_generated"], df["n_repeats"] = 200, 200, 5
+    df["n_real"], df["n_generated"], df["n_repeats"], df["n_seeds"] = 200, 200, 5, n_seeds
     return df
 
 
@@ -78,10 +79,10 @@ def test_results_markdown_table(tmp_path):
     md = results.results_markdown(df, ["data: real CXR14 subset · 1,657 images · 64px"])
     lines = md.splitlines()
     header = next(line for line in lines if line.startswith("| model"))
-    assert header == "| model | FD ↓ | n real / gen × repeats |" and "FID ↓" not in md
-    assert "### `pixel`" in md and "| model | MS-SSIM ≈ real | n real / gen × repeats |" in md
-    assert "| LSGAN | 50.0 ± 2.0 | 200 / 200 × 5 |" in md and "| LSGAN | 0.300 ± 0.010 |" in md
-    assert "ONE training run" in md and "3 scales" in md
+    assert header == "| model | FD ↓ | n real / gen × repeats, training seeds |" and "FID ↓" not in md
+    assert "### `pixel`" in md and "| model | MS-SSIM ≈ real | n real / gen × repeats, training seeds |" in md
+    assert "| LSGAN | 50.0 ± 2.0 | 200 / 200 × 5, 3 seeds |" in md and "| LSGAN | 0.300 ± 0.010 |" in md
+    assert "pool 3 training seeds each" in md and "3 scales" in md
     assert "Only 1 feature space scored: no ranking is stated" in md
     assert "- Feature space `inception-v3`: unavailable: weights file /x not found." in md
     assert "LSGAN vs VAE-beta1: holds" in md and "no GMVAE row to compare" in md
@@ -115,7 +116,7 @@ def test_usefulness_section():
 
 
 def test_synthetic_images_that_carry_their_labels_beat_the_blank_control():
-    row = lambda m, s: pd.Series({"mean": m, "std": s})   # noqa: E731
+    row = lambda m, s: pd.Series({"mean": m, "std": s, "n_seeds": 3})   # noqa: E731
     line = usefulness.synthetic_only_line(row(0.62, 0.02), row(0.51, 0.03), "G")
     assert line.startswith("Trained on G images alone: 0.620 ± 0.020, above the blank control (+0.110 ± 0.036)")
     assert "below the blank control" in usefulness.synthetic_only_line(row(0.30, 0.01), row(0.51, 0.01), "G")
@@ -150,3 +151,33 @@ def test_renders_real_evaluate_output():
     md = results.results_markdown(df, [])
     assert "| LSGAN |" in md and "| VAE |" in md and "20 / 20 × 2" in md
     assert "- no FD rows." in md
+
+
+def test_a_gap_is_settled_only_over_three_training_seeds():
+    """The same means and spreads: settled with 3 training seeds behind both models, not with 1
+    (a spread over resampled subsets of one trained model says nothing of the next seed)."""
+    fd = {"LSGAN": (10, 1), "VAE-beta1": (50, 1)}
+    (three,) = results.ranking_sentences(rows(fd, n_seeds=3))
+    (one,) = results.ranking_sentences(rows(fd, n_seeds=1))
+    assert "LSGAN vs VAE-beta1: holds" in three
+    assert "LSGAN vs VAE-beta1: not resolved: 1 training seed (settling needs 3)" in one
+    assert numbers.verdict(10, 1, 50, 1, seeds=2) == "not resolved: 2 training seeds (settling needs 3)"
+    assert numbers.verdict(10, 1, 50, 1) == "holds"          # no seed count: the spread alone decides
+    md = results.results_markdown(rows(fd, n_seeds=1), [])
+    assert "| LSGAN | 10.0 ± 1.0 | 200 / 200 × 5, 1 seed |" in md
+    assert "no gap involving them is called settled" in md
+    assert "pool 3 training seeds each" in results.results_markdown(rows(fd, n_seeds=3), [])
+
+
+def test_arithmetic_lines_set_the_fp32_bf16_gap_against_the_seed_spread():
+    pooled = rows({"VAE": (50, 4), "GAN": (10, 1)})
+    per_run = rows({"VAE": (50, 2), "VAE · seed 0 · bf16": (55, 2), "GAN": (10, 0.5),
+                    "GAN · seed 0 · bf16": (14, 0.5)}, n_seeds=1)
+    twins = {"VAE · seed 0 · bf16": "VAE", "GAN · seed 0 · bf16": "GAN"}
+    words = {"VAE": "fp32", "GAN": "fp32", "VAE · seed 0 · bf16": "bf16 autocast",
+             "GAN · seed 0 · bf16": "bf16 autocast"}
+    vae, gan = results.arithmetic_lines(per_run, pooled, twins, words)
+    # VAE: gap 5 <= 2 x 4 (its seed spread); GAN: gap 4 > 2 x 1
+    assert vae.startswith("FD (cxr-classifier) VAE, one seed in fp32 and in bf16 autocast: 50.0 ± 2.0 vs "
+                          "55.0 ± 2.0, gap +5 against a seed spread of 4 (3 seeds): within the seed spread")
+    assert "gap +4 against a seed spread of 1 (3 seeds): beyond the seed spread" in gan

@@ -231,3 +231,29 @@ def evaluate(real_test, generated, extractors: Sequence[FeatureExtractor], n_rep
     df = pd.DataFrame(notes + scored_rows(scores, kinds, dims), columns=COLUMNS)
     df["n_real"], df["n_generated"], df["n_repeats"] = s, s, n_repeats
     return df
+
+
+def over_training_seeds(rows: pd.DataFrame, replicate_of: Mapping[str, str]) -> pd.DataFrame:
+    """Each model's rows pooled over its training seeds: ``rows`` (from one ``evaluate`` call) hold a
+    model's own run under its name and each replicate under a name that ``replicate_of`` maps to the
+    model's. Per (model, space, metric) the mean is the mean over seeds of the per-seed means, and the
+    spread is that of one (training seed, subset) draw, by the law of total variance: the variance of
+    the per-seed means plus the mean resampling variance within a seed. ``n_seeds`` says how many
+    training runs each row pools; ladder and reference rows (no training) keep their own spread and
+    count 1. The replicates' own rows are pooled away (``rows`` still has them, one per seed)."""
+    rows = rows.copy()
+    rows["of"] = rows.model.map(lambda m: replicate_of.get(m, m))
+    scored = rows[rows.metric != ""]
+    out = []
+    for (model, _, _), g in scored.groupby(["of", "space", "metric"], sort=False):
+        first = g[g.model == model].iloc[0] if (g.model == model).any() else g.iloc[0]
+        row = first.to_dict()
+        n = len(g)
+        if n > 1:
+            within = float(np.nanmean(g["std"] ** 2)) if g["std"].notna().any() else 0.0
+            row["mean"] = float(g["mean"].mean())
+            row["std"] = float(np.sqrt(g["mean"].var(ddof=1) + within))
+        row["model"], row["n_seeds"] = model, n
+        out.append(row)
+    notes = rows[rows.metric == ""].assign(n_seeds=np.nan)
+    return pd.concat([notes, pd.DataFrame(out)], ignore_index=True).drop(columns="of")

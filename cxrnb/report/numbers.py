@@ -1,13 +1,17 @@
 """Numbers as the reports print them, and the one rule by which a difference counts as settled.
 
 Every mean in reports/ carries its spread; a gap between two means is called settled only when it
-exceeds twice the spread of the difference, so a sentence never claims more than the repeats show.
+exceeds twice the spread of the difference, and only when that spread includes training seeds
+(``MIN_SEEDS`` of them): a spread over resampled subsets of one trained model says nothing of how much
+the model itself changes with its seed, or with the machine's arithmetic, so a sentence never claims
+more than a rerun would confirm.
 """
 
 from __future__ import annotations
 
 import math
 
+MIN_SEEDS = 3              # training seeds a spread must pool before a gap can be settled
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -26,9 +30,13 @@ def fmt(mean: float, std: float) -> str:
     return f"{mean:.{places}f} ± {std:.{places}f}"
 
 
-def verdict(a_mean: float, a_std: float, b_mean: float, b_std: float) -> str:
+def verdict(a_mean: float, a_std: float, b_mean: float, b_std: float, seeds: int | None = None) -> str:
     """Is a lower than b (lower = better)? Settled only when the gap exceeds twice the spread of the
-    difference, sqrt(a_std² + b_std²); one repeat only (no spread) is never settled."""
+    difference, sqrt(a_std² + b_std²), and (when ``seeds`` is given: the fewer training seeds behind
+    a and b) that spread pools at least ``MIN_SEEDS`` training seeds; one repeat only (no spread) is
+    never settled."""
+    if seeds is not None and seeds < MIN_SEEDS:
+        return f"not resolved: {seeds} training seed{'s' * (seeds != 1)} (settling needs {MIN_SEEDS})"
     spread = math.hypot(a_std, b_std)
     if math.isnan(spread) or abs(a_mean - b_mean) <= 2 * spread:
         return "not resolved within spread"

@@ -17,7 +17,7 @@ from cxrnb.evaluation.evaluate import FD_METRICS, LADDER, REAL, Kind
 from cxrnb.models import PRESETS
 from cxrnb.models.base import Family
 from cxrnb.paths import write_text
-from cxrnb.report.numbers import fmt, verdict
+from cxrnb.report.numbers import MIN_SEEDS, fmt, verdict
 from cxrnb.report.tables import markdown_table
 from cxrnb.report.usefulness import usefulness_lines
 
@@ -53,6 +53,18 @@ def _fd(rows: pd.DataFrame) -> pd.DataFrame:
     return sc[sc.metric.isin(FD_METRICS) & (sc.kind == Kind.MODEL) & sc["mean"].notna()]
 
 
+def seeds_of(r: pd.Series) -> int:
+    """How many training seeds a score row pools (1 where the rows do not say)."""
+    n = r.get("n_seeds", 1)
+    return 1 if pd.isna(n) else int(n)
+
+
+def compare(a: pd.Series, b: pd.Series) -> str:
+    """``verdict`` on two Fréchet-distance rows (lower is better), with the fewer training seeds of
+    the two: a gap is settled only beyond twice the combined spread over training seeds."""
+    return verdict(a["mean"], a["std"], b["mean"], b["std"], seeds=min(seeds_of(a), seeds_of(b)))
+
+
 def _best_per_family(part: pd.DataFrame, families: Mapping[str, str] | None) -> dict:
     """{family: its row of lowest mean}, families in the order of their best rows."""
     best = {}
@@ -78,7 +90,7 @@ def ranking_sentences(rows: pd.DataFrame, families: Mapping[str, str] | None = N
                 bits.append(f"no {other.upper()} row to compare")
                 continue
             o = best[other]
-            v = verdict(g["mean"], g["std"], o["mean"], o["std"])
+            v = compare(g, o)
             bits.append(f"{g.model} vs {o.model}: {v} ({fmt(g['mean'], g['std'])} vs "
                         f"{fmt(o['mean'], o['std'])})")
         out.append(f"{metric} ({space}): GAN better than VAE and GMVAE — " + "; ".join(bits) + ".")
@@ -105,7 +117,7 @@ def family_order_sentences(rows: pd.DataFrame, families: Mapping[str, str] | Non
         ranked = list(best.items())
         text = _family_model(*ranked[0])
         for (_, a), (f, b) in zip(ranked, ranked[1:]):
-            sign = "<" if verdict(a["mean"], a["std"], b["mean"], b["std"]) == "holds" else "≈"
+            sign = "<" if compare(a, b) == "holds" else "≈"
             text += f" {sign} {_family_model(f, b)}"
         out.append(f"{part.metric.iloc[0]} ({space}), best model of each family: {text}.")
     return out
@@ -126,7 +138,7 @@ def agreement_lines(rows: pd.DataFrame) -> list[str]:
         for b in models[i + 1:]:
             votes = set()
             for t in table.values():
-                v = verdict(t.loc[a, "mean"], t.loc[a, "std"], t.loc[b, "mean"], t.loc[b, "std"])
+                v = compare(t.loc[a], t.loc[b])
                 votes.add({"holds": a, "reversed": b}.get(v))
             if votes == {a} or votes == {b}:
                 w = votes.pop()
@@ -177,15 +189,33 @@ def score_table(space: str, part: pd.DataFrame) -> list[str]:
     else:
         lines = [f"### `{space}`", ""]
     header = ["model"] + [f"{m} {DIRECTION.get(m, '')}".rstrip() for m in metrics]
-    header += ["n real / gen × repeats"]
+    header += ["n real / gen × repeats, training seeds"]
     models = sorted(dict.fromkeys(part.model), key=lambda m: ROW_ORDER[part[part.model == m].kind.iloc[0]])
     cells = []
     for model in models:
         cell = part[part.model == model].set_index("metric")
         scores = [fmt(*cell.loc[m, ["mean", "std"]]) if m in cell.index else "–" for m in metrics]
         r = cell.iloc[0]
-        cells.append([model, *scores, f"{r.n_real} / {r.n_generated} × {r.n_repeats}"])
+        n = f"{r.n_real} / {r.n_generated} × {r.n_repeats}"
+        if r.kind == Kind.MODEL:
+            n += f", {seeds_of(r)} seed{'s' * (seeds_of(r) != 1)}"
+        cells.append([model, *scores, n])
     return lines + markdown_table(pd.DataFrame(cells, columns=header)).splitlines() + [""]
+
+
+def spread_note(rows: pd.DataFrame) -> str:
+    """What the ± of the model rows pools, computed from their ``n_seeds``."""
+    sc = _scored(rows)
+    seeds = sorted({seeds_of(r) for _, r in sc[sc.kind == Kind.MODEL].iterrows()})
+    if seeds and seeds[0] >= MIN_SEEDS:
+        n = f"{seeds[0]}" if seeds[0] == seeds[-1] else f"{seeds[0]}–{seeds[-1]}"
+        return (f"Spreads (±) of the models pool {n} training seeds each: the standard deviation of one "
+                "(training seed, subset) draw, the variance between the seeds' means plus the mean "
+                "variance over resampled subsets within a seed. A gap is settled only beyond "
+                "twice the combined spread of the pair.")
+    return (f"Spreads (±) of the models with fewer than {MIN_SEEDS} training seeds are over resampled "
+            "subsets of their runs only: they do not include the variation between training seeds, so no "
+            "gap involving them is called settled (the `study` profile trains every model with 3 seeds).")
 
 
 def score_notes(rows: pd.DataFrame) -> list[str]:
@@ -198,8 +228,7 @@ def score_notes(rows: pd.DataFrame) -> list[str]:
              "recall: Kynkäänniemi et al. (k = 3); density / coverage: Naeem et al. (k = 5). "
              "memorised: fraction of images closer to their nearest training image than the 5th "
              "percentile of the real test images' distances.",
-             "- Spreads (±) are standard deviations over resampled subsets of ONE training run "
-             "(one seed) per model: they do not include the variation between training seeds.",
+             f"- {spread_note(rows)}",
              f"- {MS_SSIM_NOTE}"]
     return lines + [f"- Feature space `{r.space}`: {r.note}." for _, r in rows[rows.metric == ""].iterrows()]
 
@@ -223,6 +252,36 @@ def ranking_section(rows: pd.DataFrame, families: Mapping[str, str] | None) -> l
                     "(models trained for minutes on a CPU, at 64 px), not for the paper's settings."]
 
 
+def arithmetic_lines(per_run: pd.DataFrame, pooled: pd.DataFrame, twins: Mapping[str, str],
+                     arithmetic: Mapping[str, str]) -> list[str]:
+    """Does a model's score depend on the arithmetic it was trained in? ``twins`` maps a twin's name
+    (the model's run trained again with the same seed in the other arithmetic) to the model's name;
+    ``arithmetic`` gives each run's arithmetic in words. Each pair's FD gap in ``per_run`` (the
+    unpooled ``evaluate`` rows) is set against the model's spread over training seeds in ``pooled``:
+    within twice that spread, the arithmetic changes the model no more than a seed does, and the
+    model's verdicts do not depend on which CPU or GPU trained it."""
+    fd, base = _fd(per_run), _fd(pooled)
+    out = []
+    for twin, model in twins.items():
+        for space, part in fd.groupby("space", sort=False):
+            t = part.set_index("model")
+            ref = base[(base.space == space) & (base.model == model)]
+            if twin not in t.index or model not in t.index or ref.empty:
+                continue
+            a, b, spread = t.loc[model], t.loc[twin], ref.iloc[0]
+            gap, n = b["mean"] - a["mean"], seeds_of(spread)
+            if n < MIN_SEEDS:
+                judged = f"not judged: the spread pools {n} training seed{'s' * (n != 1)}"
+            elif abs(gap) <= 2 * spread["std"]:
+                judged = "within the seed spread: its verdicts do not depend on the arithmetic"
+            else:
+                judged = "beyond the seed spread: its verdicts may depend on the arithmetic"
+            out.append(f"{a.metric} ({space}) {model}, one seed in {arithmetic.get(model, '?')} and in "
+                       f"{arithmetic.get(twin, '?')}: {fmt(a['mean'], a['std'])} vs {fmt(b['mean'], b['std'])}, "
+                       f"gap {gap:+.3g} against a seed spread of {spread['std']:.3g} ({n} seeds): {judged}.")
+    return out
+
+
 def usefulness_section(rows: pd.DataFrame, usefulness: pd.DataFrame, source: str | None) -> list[str]:
     """The classifier experiment, with the generator named by ``source`` (its first comma-separated
     part is the model) and that model's Fréchet distances."""
@@ -239,19 +298,26 @@ def usefulness_section(rows: pd.DataFrame, usefulness: pd.DataFrame, source: str
 def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
                      families: Mapping[str, str] | None = None, usefulness: pd.DataFrame | None = None,
                      title: str = "Measured sample quality", usefulness_source: str | None = None,
-                     data_lines: Sequence[str] = ()) -> str:
+                     data_lines: Sequence[str] = (), ruler_lines: Sequence[str] = (),
+                     precision_lines: Sequence[str] = ()) -> str:
     """One table per feature space (rows: models, calibration ladder, real reference; each metric
     "mean ± std"), the spaces' dimensions, unavailable spaces with their reasons, the ladder
     placement, the ranking only where the spaces agree, the usefulness result with its controls,
-    ``data_lines`` (what the data is) and provenance — every sentence computed from the numbers."""
+    ``data_lines`` (what the data is), ``ruler_lines`` (the shipped feature networks),
+    ``precision_lines`` (``arithmetic_lines``) and provenance — every sentence computed from the
+    numbers."""
     lines = [f"# {title}", ""]
     if data_lines:
         lines += ["## The data", ""] + [f"- {d}" for d in data_lines] + [""]
+    if ruler_lines:
+        lines += ["## The rulers", ""] + [f"- {r}" for r in ruler_lines] + [""]
     lines += ["## Scores", ""]
     for space, part in _scored(rows).groupby("space", sort=False):
         lines += score_table(space, part)
     lines += score_notes(rows)
     lines += ranking_section(rows, families)
+    if precision_lines:
+        lines += ["", "## Do the verdicts depend on the arithmetic?", ""] + [f"- {p}" for p in precision_lines]
     if usefulness is not None:
         lines += usefulness_section(rows, usefulness, usefulness_source)
     lines += ["", "## Provenance", ""] + [f"- {p}" for p in provenance_lines]

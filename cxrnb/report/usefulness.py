@@ -30,8 +30,9 @@ def _change(macro: pd.DataFrame, regime: Regime) -> str:
     """A regime's macro AUROC against training on the real images alone, with its spread and verdict."""
     a, b = macro.loc[regime], macro.loc[Regime.REAL]
     d, sd = a["mean"] - b["mean"], math.hypot(a["std"], b["std"])
-    v = verdict(-a["mean"], a["std"], -b["mean"], b["std"])
-    effect = {"holds": "it helps", "reversed": "it hurts"}.get(v, "no measurable effect")
+    v = verdict(-a["mean"], a["std"], -b["mean"], b["std"], seeds=int(min(a.n_seeds, b.n_seeds)))
+    effect = {"holds": "it helps", "reversed": "it hurts",
+              "not resolved within spread": "no measurable effect"}.get(v, v)
     if math.isnan(sd):
         return f"{d:+.3f} (one seed: no spread, not judged)"
     return f"{d:+.3f} ± {sd:.3f}: {effect}"
@@ -79,7 +80,8 @@ def synthetic_only_line(synth: pd.Series, blank: pd.Series, name: str) -> str:
     diff, spread = synth["mean"] - blank["mean"], math.hypot(synth["std"], blank["std"])
     if math.isnan(spread):
         return f"{head}; blank control {fmt(blank['mean'], blank['std'])} (one seed: no spread, not judged)."
-    v = verdict(-synth["mean"], synth["std"], -blank["mean"], blank["std"])
+    v = verdict(-synth["mean"], synth["std"], -blank["mean"], blank["std"],
+                seeds=int(min(synth.n_seeds, blank.n_seeds)))
     if v == "holds":
         return (f"{head}, above the blank control ({diff:+.3f} ± {spread:.3f}): the images carry some of "
                 "the findings they were generated for.")

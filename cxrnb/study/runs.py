@@ -76,14 +76,17 @@ def train_run(preset: str, data_root: str | None = None, image_size: int | None 
               epochs: float = 1.0, max_images: int | None = None, batch_size: int = 64, seed: int = 0,
               device: str = "auto", runs_dir: str | Path = RUNS_DIR,
               sample_at: Iterable[int] | None = None, weights: str | None = "auto",
-              progress: bool = True, config: dict | None = None, **model_kwargs) -> Run:
+              progress: bool = True, config: dict | None = None, out: str | Path | None = None,
+              **model_kwargs) -> Run:
     """Train ``preset`` on the training split of ``data_root`` (resuming a stopped run): the one way
     to train a preset, for the notebooks and for `cxrnb train` alike. ``config`` holds further
-    TrainConfig settings (e.g. ``{"max_steps": 100}``); ``model_kwargs`` override the preset's."""
+    TrainConfig settings (e.g. ``{"max_steps": 100}``, ``{"precision": "bf16"}``); ``model_kwargs``
+    override the preset's. ``out``: the run's folder (default ``run_dir``; replicates live elsewhere,
+    ``cxrnb.study.replicates``)."""
     torch.manual_seed(seed)                                   # the model's initial weights
     model = build(preset, image_size=image_size, weights=weights, **model_kwargs)
     size = model.input_spec.size
-    out = run_dir(runs_dir, preset, size)
+    out = Path(out) if out is not None else run_dir(runs_dir, preset, size)
     sample_at = tuple(sample_at if sample_at is not None else PRESETS[preset].sample_at)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device,  # checks them all,
                       sample_at=sample_at, out_dir=str(out), progress=progress, **(config or {}))  # early
@@ -92,7 +95,8 @@ def train_run(preset: str, data_root: str | None = None, image_size: int | None 
     loader = cache.loader("train", batch_size=batch_size, shuffle=True, seed=seed, max_images=max_images)
     spec = {"preset": preset, "image_size": size, "model_kwargs": model_kwargs,
             "pretrained": bool(model.pretrained), "data_root": str(cache.meta["root"]),
-            "max_images": max_images, "batch_size": batch_size, "seed": seed}
+            "max_images": max_images, "batch_size": batch_size, "seed": seed, "epochs": epochs,
+            "weights": weights, "config": dict(config or {})}
     history = train(model, loader, cfg, monitor=_monitor(model, cache) if runtime.is_main() else None)
     spec.update(precision=history.arithmetic, device=device_name(device))
     prov = _provenance(cache, model, history, spec)

@@ -3,6 +3,7 @@ memorisation summaries, and the usefulness of conditional samples for a classifi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -100,30 +101,46 @@ def conditional_samples(run: Run, labels: torch.Tensor, size: int, seed: int = 0
     return samples(run, n=len(labels), seed=seed, size=size, labels=labels)
 
 
-def synthetic_usefulness(data: EvalData, run: Run, cfg: ClassifierConfig, seeds=(0, 1, 2),
+def synthetic_usefulness(data: EvalData, runs: Sequence[Run], cfg: ClassifierConfig, seeds=(0, 1, 2),
                          device: str = "auto") -> pd.DataFrame:
     """AUROC on the real test split after training on real, real + synthetic and synthetic images;
-    the synthetic set is one sample per real training image, generated for that image's labels."""
-    synth = conditional_samples(run, data.train_y, data.train.shape[-1])
-    return usefulness(data.train, data.train_y, synth, data.train_y, data.test, data.test_y,
-                      seeds=tuple(seeds), cfg=replace(cfg), device=device)
+    the synthetic set is one sample per real training image, generated for that image's labels.
+
+    ``runs`` are the generator's training seeds (its run and its replicates): classifier seed i trains
+    on the images of ``runs[i % len(runs)]``, so with as many runs as seeds the spread covers the
+    generator's training seed as well as the classifier's, at the cost of one classifier per seed."""
+    parts = []
+    for i, seed in enumerate(seeds):
+        synth = conditional_samples(runs[i % len(runs)], data.train_y, data.train.shape[-1], seed=seed)
+        parts.append(usefulness(data.train, data.train_y, synth, data.train_y, data.test, data.test_y,
+                                seeds=(seed,), cfg=replace(cfg), device=device))
+    per_seed = pd.concat(parts, ignore_index=True)
+    keys = ["regime", "finding"]
+    out = per_seed.groupby(keys, sort=False)["mean"].agg(mean="mean", std="std", n_seeds="count").reset_index()
+    rest = per_seed.drop(columns=["mean", "std", "n_seeds"]).drop_duplicates(keys)
+    out = out.merge(rest, on=keys, how="left")
+    out["generator runs"] = min(len(runs), len(seeds))
+    return out
 
 
-def describe_generator(run: Run, n: int = 32, seed: int = 0) -> str:
+def describe_generator(run: Run, training_seeds: int = 1, n: int = 32, seed: int = 0) -> str:
     """The usefulness generator in words, with its collapse diagnostics (results.md names it: a
     classifier result means little if the synthetic images came from a collapsed model). A model
     without an encoder (GAN, DDPM) has no posterior to collapse: it is described by the diversity of
     ``n`` samples instead (MS-SSIM of random pairs, beside as many real test images: mode collapse
-    shows as samples far more alike than real images)."""
+    shows as samples far more alike than real images). ``training_seeds``: how many of the generator's
+    training runs made the synthetic sets (classifier seed i used run i's images)."""
+    runs = f"{training_seeds} training seed{'s' * (training_seeds != 1)}"
     if not run.model.has_encoder:
         real = run.cache.split_images(Split.TEST, max_images=n, seed=seed)
-        return (f"{run.preset}, {run.prov.epochs:g} epochs, a {FAMILY_NAMES[run.model.family]} model: no "
+        return (f"{run.preset}, {run.prov.epochs:g} epochs, {runs}, a {FAMILY_NAMES[run.model.family]} model: no "
                 f"encoder, so no reconstruction diagnostics; within-set MS-SSIM of {n} samples "
                 f"{ms_ssim_diversity(samples(run, n, seed)):.3f} against {ms_ssim_diversity(real):.3f} for "
                 f"{len(real)} real test images (lower = more diverse)")
     d = diagnose(run, Split.TEST)
     state = "collapsed" if d.collapsed else "not collapsed"
-    return (f"{run.preset}, {run.prov.epochs:g} epochs, {state} ({d.active_units} active units, held-out "
+    return (f"{run.preset}, {run.prov.epochs:g} epochs, {runs}, {state} (seed {run.prov.seed}: "
+            f"{d.active_units} active units, held-out "
             f"reconstruction error {d.mse:.4f} against {d.mean_image_mse:.4f} for the mean training image)")
 
 
