@@ -55,6 +55,11 @@ def _model_commands(sub) -> None:
 
     sub.add_parser("presets", help="list the model presets")
 
+    s = sub.add_parser("ruler", help="the shipped feature networks: status, or --retrain them")
+    s.add_argument("--retrain", action="store_true",
+                   help="retrain every shipped network deterministically and rewrite its manifest")
+    s.add_argument("--data-root", help="CXR14 folder to retrain on (default: $CXR14_ROOT)")
+
 
 def _reproduce_command(sub) -> None:
     s = sub.add_parser("reproduce", help="run every notebook headless with papermill")
@@ -124,7 +129,22 @@ def _dispatch(a: argparse.Namespace) -> None:
         from cxrnb.models.presets import PRESETS
         width = max(map(len, PRESETS))
         print("\n".join(f"{name:<{width}}  {p.description}" for name, p in PRESETS.items()))
+    elif a.command == "ruler":
+        _ruler(a)
     elif a.command == "reproduce":
         from cxrnb.reproduce import reproduce
         reproduce(profile=a.profile, params_file=a.params, overrides=a.set, only=a.only,
                   reports=a.reports, overwrite=a.overwrite)
+
+
+def _ruler(a: argparse.Namespace) -> None:
+    import os
+
+    from cxrnb.evaluation import ruler
+    if not a.retrain:
+        print("\n".join(ruler.status()))
+        return
+    root = a.data_root or os.environ.get("CXR14_ROOT")
+    if not root:
+        raise CxrnbError("--retrain needs the real images: pass --data-root DIR or set CXR14_ROOT")
+    print("\n".join(ruler.retrain(root)))

@@ -58,6 +58,7 @@ PROFILES: dict[str, dict] = {
                                  "FS-GMVAE-elbo"], "epochs_for": {"GMVAE-V8": 2}},
               "07": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 1,
                      "usefulness_seeds": [0, 1], "conditional_model": "LSGAN-cond",
+                     "models": ["VAE-beta0.002", "VAE-elbo-beta1", "GMVAE-elbo", "LSGAN", "LSGAN-cond"],
                      "training_seeds": [0, 1], "arithmetic_check": ["VAE-beta0.002"]}},
     "cpu": CPU,
     # The committed study: the cpu profile with every model of notebook 07 trained with three seeds

@@ -14,6 +14,8 @@ from cxrnb.evaluation.classifier import (
     CxrNet,
     auroc_per_finding,
     fit_classifier,
+    resize_to,
+    spread_penalty,
     usefulness,
 )
 from cxrnb.labels import FINDINGS, LABELS
@@ -155,3 +157,25 @@ def test_usefulness_on_the_phantom_blank_control_is_chance(tmp_path_factory, one
     macro = df[df.finding == "macro"].set_index("regime")
     blank = macro.loc["blank (mean grey + noise)"]
     assert blank.n_seeds == 3 and abs(blank["mean"] - 0.5) <= max(2 * blank["std"], 0.05)
+
+
+def test_spread_penalty_is_vicreg_variance_and_covariance_by_hand():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(512, 3, generator=g)
+    h = torch.cat([a, 0.5 * a[:, :1]], 1)                   # a 4th dimension: half the first, std < 1
+    hc = h - h.mean(0)
+    std, cov = hc.std(0), (hc.T @ hc) / (len(h) - 1)
+    want = torch.clamp(1 - torch.sqrt(std ** 2 + 1e-4), min=0).mean() \
+        + (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / 4
+    assert spread_penalty(h).item() == pytest.approx(want.item(), rel=1e-5)
+    assert spread_penalty(h).item() > spread_penalty(a * 3).item()   # spread, decorrelated: lower
+
+
+def test_a_resolution_classifier_reads_any_size_at_its_own():
+    clf = Classifier(CxrNet(4), ClassifierConfig(width=4), resolution=32, feature_scale=2.0)
+    x = torch.rand(3, 1, 96, 96)
+    small = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        torch.testing.assert_close(clf.features(x), 2.0 * clf.net.features(small))
+        torch.testing.assert_close(clf.predict_proba(x), torch.sigmoid(clf.net(small)))
+    assert torch.equal(resize_to(small, 32), small)

@@ -6,7 +6,7 @@ import torch
 
 from cxrnb.data.tensors import as_unit_images
 from cxrnb.errors import CxrnbError
-from cxrnb.evaluation import features
+from cxrnb.evaluation import features, ruler
 from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, CxrNet
 
 
@@ -55,14 +55,12 @@ def test_missing_inception_weights_are_reported_not_constructed(tmp_path, monkey
 
 
 def test_available_extractors_reports_every_space(tmp_path, no_construction):
-    exts = features.available_extractors(None, xrv_cache_dir=tmp_path, hub_dir=tmp_path)
+    exts = features.available_extractors(xrv_cache_dir=tmp_path, hub_dir=tmp_path)
     assert [e.name for e in exts] == ["cxr-classifier", "random-init", "xrv-densenet121", "inception-v3"]
-    assert [e.available for e in exts] == [False, True, False, False]   # random-init needs no file
-    assert "fit_classifier" in exts[0].why_unavailable
-
-    clf = Classifier(CxrNet(4), ClassifierConfig(width=4))
-    exts = features.available_extractors(clf, xrv_cache_dir=tmp_path, hub_dir=tmp_path)
-    assert [e.available for e in exts] == [True, True, False, False]
+    assert [e.available for e in exts] == [True, True, False, False]   # the shipped two need no download
+    manifest = ruler.read_manifest()["spaces"]
+    assert [e.dim for e in exts[:2]] == [manifest["cxr-classifier"]["dim"], manifest["random-init"]["dim"]]
+    assert features.ClassifierFeatures(None).why_unavailable.startswith("no classifier given")
 
 
 def test_classifier_features_equal_the_classifier_own(tmp_path):
@@ -119,17 +117,19 @@ def test_torchvision_inception_with_a_weights_file_matches_transform_input(tmp_p
     torch.testing.assert_close(ours, want, rtol=1e-4, atol=1e-4)
 
 
-def test_random_init_features_are_fixed_by_the_seed_and_untrained():
-    x = torch.rand(6, 1, 32, 32)
-    a, b, c = features.RandomInitFeatures(seed=3), features.RandomInitFeatures(seed=3), \
-        features.RandomInitFeatures(seed=4)
-    fa = a(x)
-    assert fa.shape == (6, a.dim) and a.dim == 256
-    torch.testing.assert_close(fa, b(x))                       # same seed, same space
-    assert not torch.allclose(fa, c(x))                         # another seed, another space
-    torch.testing.assert_close(a(x[:2]), fa[:2])                # no batch dependence (eval BatchNorm)
-    # the same as an untrained CxrNet drawn from that seed, read directly
-    torch.manual_seed(3)
+def test_random_init_features_are_the_seeded_untrained_network_at_every_stage():
+    x = torch.rand(6, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    ext = features.RandomInitFeatures()
+    fa = ext(x)
+    assert fa.shape == (6, ext.dim) and ext.dim == 15 * 32
+    torch.testing.assert_close(ext(x[:2]), fa[:2])                # no batch dependence (eval BatchNorm)
+    # the reference: an untrained CxrNet drawn from seed 0, each stage's output pooled by hand
+    torch.manual_seed(0)
     ref = CxrNet(32).eval()
     with torch.no_grad():
-        torch.testing.assert_close(fa, ref.features(x))
+        h, pooled = 2 * x - 1, []
+        for i, layer in enumerate(ref.body):
+            h = layer(h)
+            if i in (2, 8, 14, 20):                               # each stage's last ReLU
+                pooled.append(h.mean((2, 3)))
+    torch.testing.assert_close(fa, torch.cat(pooled, 1) * ext.scale)

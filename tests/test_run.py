@@ -103,7 +103,7 @@ def test_a_failing_notebook_stops_the_run_and_is_indexed(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"profile": "gpu"}, "unknown profile 'gpu'; profiles: smoke, cpu, paper"),
+    ({"profile": "gpu"}, "unknown profile 'gpu'; profiles: smoke, cpu, study, paper"),
     ({"overrides": ["epoch=2"]}, "no notebook declares a parameter 'epoch'; valid names: betas, data_root"),
     ({"overrides": ["02.epoch=2"]}, "no notebook declares a parameter 'epoch'"),
     ({"overrides": ["09.epochs=2"]}, "no notebook starts with '09'"),

@@ -1,8 +1,9 @@
 """The project's own chest X-ray classifier: 14 findings, multi-label, trained on the real train split.
 
-It serves twice: its penultimate features are a feature space trained on this very data
-(``cxrnb.evaluation.features.ClassifierFeatures``), and its test AUROC measures whether synthetic images help
-(``usefulness``), the augmentation experiment the paper names as future work.
+It serves twice: its penultimate features are a feature space trained on this very data, built once
+and shipped (``cxrnb.evaluation.ruler``, read by ``cxrnb.evaluation.features.ClassifierFeatures``),
+and its test AUROC measures whether synthetic images help (``usefulness``), the augmentation
+experiment the paper names as future work.
 
 The network is a compact VGG-style CNN rather than a ResNet-18: at 64-128 px greyscale it needs a
 fraction of a ResNet-18's compute and parameters (``test_network_is_compact`` bounds its size), so an
@@ -43,6 +44,30 @@ class ClassifierConfig:
     shift: float = 0.05           # random translation up to this fraction of the image side
     seed: int = 0
     steps: int | None = None      # gradient steps in all; None: epochs x (N // batch_size)
+    spread_weight: float = 0.0    # weight of ``spread_penalty`` on the features (0: plain BCE)
+
+
+STAGE_ENDS = (3, 9, 15, 21)     # CxrNet.body index after each stage's last ReLU (stem, 3 blocks)
+
+
+def resize_to(x: Tensor, size: int | None) -> Tensor:
+    """(B, 1, H, W) images at ``size`` px by antialiased bilinear resampling (unchanged when already
+    there, or when ``size`` is None): a fixed ruler reads every image at its own resolution."""
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def spread_penalty(h: Tensor) -> Tensor:
+    """VICReg's variance and covariance terms (Bardes et al., 2022) on a batch of features (B, D):
+    a hinge that keeps every dimension's std above 1, plus the squared off-diagonal covariances / D.
+    Beside a classification loss it stops the features collapsing onto the few directions the 14
+    labels need, so distances in them see more than the labels."""
+    hc = h - h.mean(0)
+    var = F.relu(1 - torch.sqrt(hc.var(0) + 1e-4)).mean()
+    cov = hc.T @ hc / (len(h) - 1)
+    off = cov - torch.diag(torch.diag(cov))
+    return var + off.pow(2).sum() / h.shape[1]
 
 
 class CxrNet(nn.Module):
@@ -69,6 +94,16 @@ class CxrNet(nn.Module):
         """(B, 1, H, W) in [0, 1] -> (B, 8 * width) penultimate features."""
         return self.body(2 * x - 1)
 
+    def stage_features(self, x: Tensor) -> Tensor:
+        """(B, 1, H, W) in [0, 1] -> (B, 15 * width): the global average of every stage's output
+        (stem, then each block), so fine detail that the deepest block pools away still counts."""
+        h, pooled = 2 * x - 1, []
+        for i, layer in enumerate(self.body[:-2]):
+            h = layer(h)
+            if i + 1 in STAGE_ENDS:
+                pooled.append(h.mean((2, 3)))
+        return torch.cat(pooled, 1)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
 
@@ -77,8 +112,11 @@ class Classifier:
     """A trained ``CxrNet`` with its config and training history; batched inference on any input
     that ``as_unit_images`` accepts (uint8 cache arrays included)."""
 
-    def __init__(self, net: CxrNet, cfg: ClassifierConfig, history: list[dict] | None = None):
+    def __init__(self, net: CxrNet, cfg: ClassifierConfig, history: list[dict] | None = None,
+                 resolution: int | None = None, feature_scale: float = 1.0):
         self.net, self.cfg, self.history = net.eval(), cfg, history or []
+        # a shipped ruler (cxrnb.evaluation.ruler) reads every image at one size, in fixed units
+        self.resolution, self.feature_scale = resolution, feature_scale
 
     @property
     def device(self) -> torch.device:
@@ -91,13 +129,18 @@ class Classifier:
                for i in range(0, len(x), batch_size)]
         return torch.cat(out)
 
+    def embed(self, x: Tensor) -> Tensor:
+        """One batch on the network's device -> penultimate features at ``resolution``, times
+        ``feature_scale``."""
+        return self.net.features(resize_to(x, self.resolution)) * self.feature_scale
+
     def features(self, x, batch_size: int = 256) -> Tensor:
-        """(N, D) penultimate features."""
-        return self._batched(self.net.features, x, batch_size)
+        """(N, D) penultimate features (at ``resolution``, times ``feature_scale``)."""
+        return self._batched(self.embed, x, batch_size)
 
     def predict_proba(self, x, batch_size: int = 256) -> Tensor:
         """(N, 14) independent sigmoid probabilities, one per finding."""
-        return self._batched(lambda b: torch.sigmoid(self.net(b)), x, batch_size)
+        return self._batched(lambda b: torch.sigmoid(self.net(resize_to(b, self.resolution))), x, batch_size)
 
     def save(self, path: str | Path) -> Path:
         """Write config, weights and history (atomically)."""
@@ -166,7 +209,10 @@ def _train_epoch(net: CxrNet, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, 
     for i in range(steps):
         idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         xb = _augment(as_unit_images(x[idx]), cfg, g).to(device)
-        loss = F.binary_cross_entropy_with_logits(net(xb), y[idx].to(device))
+        h = net.features(xb)
+        loss = F.binary_cross_entropy_with_logits(net.head(h), y[idx].to(device))
+        if cfg.spread_weight:
+            loss = loss + cfg.spread_weight * spread_penalty(h)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -4,12 +4,18 @@ Four extractors share one interface (``name``, ``dim``, ``available``, ``why_una
 ``__call__(x) -> (N, D)`` for 1-channel images in [0, 1]):
 
 - ``cxr-classifier``: penultimate features of the project's own CXR classifier
-  (``cxrnb.evaluation.classifier``), trained here, so it always exists once trained;
-- ``random-init``: the same architecture with fixed random weights, never trained: a space not fitted
-  to these images (random-network features rank generators usefully, Naeem et al., 2020);
+  (``cxrnb.evaluation.classifier``), trained once on the real training split and shipped with the
+  package (``cxrnb.evaluation.ruler``), so every run and machine measures with the same ruler;
+- ``random-init``: the same architecture with fixed random weights, never trained, read at every
+  stage: a space not fitted to these images (random-network features rank generators usefully,
+  Naeem et al., 2020), its weights shipped beside the classifier's;
 - ``xrv-densenet121``: torchxrayvision's DenseNet121 trained on seven CXR datasets, the usual
   domain-specific feature space for chest X-rays;
 - ``inception-v3``: the ImageNet network behind the standard FID.
+
+The two project spaces read every image at the ruler's resolution (resampled first, whatever the
+generator's size) and in fixed units (the manifest's scale: real training features have mean
+per-dimension variance 1), and their weights are checked against the manifest's SHA-256 at load.
 
 Pretrained weights cannot be downloaded on this project's machines. An extractor whose weights file
 is absent from its local cache says so (``why_unavailable``) and is never constructed: nothing
@@ -30,7 +36,8 @@ from tqdm.auto import tqdm
 
 from cxrnb.data.tensors import as_unit_images
 from cxrnb.errors import CxrnbError
-from cxrnb.evaluation.classifier import Classifier, CxrNet
+from cxrnb.evaluation import ruler
+from cxrnb.evaluation.classifier import Classifier, resize_to
 from cxrnb.runtime import pick_device
 
 XRV_WEIGHTS = "densenet121-res224-all"            # trained on NIH, PadChest, CheXpert, MIMIC, ...
@@ -76,7 +83,9 @@ class FeatureExtractor:
 
 
 class ClassifierFeatures(FeatureExtractor):
-    """Penultimate (global-average-pooled) features of the project's CXR classifier."""
+    """Penultimate (global-average-pooled) features of a CXR classifier: the shipped ruler
+    (``ruler.load_ruler``) in every run, any ``Classifier`` in tests; read at the classifier's
+    resolution and in its feature units (``Classifier.embed``)."""
 
     name = "cxr-classifier"
 
@@ -85,35 +94,35 @@ class ClassifierFeatures(FeatureExtractor):
         super().__init__(device, batch_size)
         self.classifier = classifier
         if classifier is None:
-            self.why_unavailable = "no project classifier given (train one with fit_classifier)"
+            self.why_unavailable = "no classifier given (the shipped one: ruler.load_ruler())"
         else:
             self.dim = classifier.net.dim
             classifier.net.to(self.device).eval()
 
     def _forward(self, x: Tensor) -> Tensor:
-        return self.classifier.net.features(x)
+        return self.classifier.embed(x)
 
 
 class RandomInitFeatures(FeatureExtractor):
-    """Penultimate features of an untrained ``CxrNet`` with weights drawn from a fixed seed.
+    """Every stage's pooled features (``CxrNet.stage_features``) of the shipped untrained ``CxrNet``.
 
-    Fitted to nothing, so it cannot share the trained classifier's blind spots (it ignores what the
-    labels ignore less); the same seed gives the same space on every machine. BatchNorm runs in
-    eval mode with its initial statistics (identity), so features do not depend on the batch.
+    Fitted to nothing, so it cannot share the trained classifier's blind spots; the early stages
+    keep the fine detail (blur, noise) that the last stage alone averages away. The weights are the
+    seeded initialisation, shipped and checksummed (``ruler``), so a torch version that draws other
+    numbers from the seed does not move the space. BatchNorm runs in eval mode with its initial
+    statistics (identity), so features do not depend on the batch.
     """
 
     name = "random-init"
 
-    def __init__(self, width: int = 32, seed: int = 0, device: str | torch.device = "cpu",
-                 batch_size: int = 256):
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 256,
+                 weights_dir: str | Path = ruler.WEIGHTS_DIR):
         super().__init__(device, batch_size)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.net = CxrNet(width).to(self.device).eval()
-        self.dim, self.seed = self.net.dim, seed
+        self.net, entry = ruler.load_network(self.name, self.device, Path(weights_dir))
+        self.dim, self.resolution, self.scale = entry["dim"], entry["resolution"], entry["scale"]
 
     def _forward(self, x: Tensor) -> Tensor:
-        return self.net.features(x)
+        return self.net.stage_features(resize_to(x, self.resolution)) * self.scale
 
 
 def xrv_weights_path(cache_dir: str | Path | None = None) -> Path:
@@ -225,11 +234,12 @@ class InceptionFeatures(FeatureExtractor):
         return self.model(2 * x - 1)
 
 
-def available_extractors(classifier: Classifier | None = None, device: str | torch.device = "cpu",
-                         xrv_cache_dir: str | Path | None = None,
+def available_extractors(device: str | torch.device = "cpu", xrv_cache_dir: str | Path | None = None,
                          hub_dir: str | Path | None = None) -> list[FeatureExtractor]:
-    """Every feature space with its status; callers use the available ones and report the rest."""
-    return [ClassifierFeatures(classifier, device=device),
+    """Every feature space with its status; callers use the available ones and report the rest.
+    The two shipped spaces always exist: a missing or altered weights file is an error, not a
+    space quietly left out."""
+    return [ClassifierFeatures(ruler.load_ruler(device), device=device),
             RandomInitFeatures(device=device),
             XrvDenseNetFeatures(xrv_cache_dir, device=device),
             InceptionFeatures(hub_dir, device=device)]

@@ -1,11 +1,10 @@
-"""The evaluation experiment (notebook 07) in steps: real data at one size, the feature classifier,
+"""The evaluation experiment (notebook 07) in steps: real data at one size, the shipped rulers in words,
 memorisation summaries, and the usefulness of conditional samples for a classifier."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,11 +15,11 @@ from cxrnb.data import eda
 from cxrnb.data.cache import Split, prepare
 from cxrnb.data.index import load_index, read_labels, read_sources, resolve_root
 from cxrnb.errors import CxrnbError
-from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding, fit_classifier, usefulness
+from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding, usefulness
 from cxrnb.evaluation.metrics import Memorisation, ms_ssim_diversity
+from cxrnb.evaluation.ruler import ruler_facts
 from cxrnb.labels import FINDINGS
 from cxrnb.models import PRESETS
-from cxrnb.paths import RUNS_DIR, in_repo
 from cxrnb.provenance import Provenance
 from cxrnb.report import plots
 from cxrnb.report.results import FAMILY_NAMES
@@ -51,18 +50,6 @@ def eval_data(data_root: str | None, image_size: int, seed: int = 0) -> EvalData
         "train / val / test images": " / ".join(str(len(parts[s][0])) for s in parts)})
     return EvalData(*parts[Split.TRAIN], *parts[Split.VAL], *parts[Split.TEST], cache.mean_image(), prov,
                     cache.path.name)
-
-
-def classifier(data: EvalData, cfg: ClassifierConfig, runs_dir: str | Path = RUNS_DIR,
-               device: str = "auto") -> Classifier:
-    """The feature classifier, trained on the real training split (selected on val) or reloaded."""
-    path = in_repo(runs_dir) / f"classifier-{data.key}-e{cfg.epochs}-s{cfg.seed}.pt"
-    if path.is_file():
-        return Classifier.load(path, device=device)
-    val = (data.val, data.val_y) if len(data.val) else None   # a tiny set may have no val patients
-    clf = fit_classifier(data.train, data.train_y, cfg, val=val, device=device)
-    clf.save(path)
-    return clf
 
 
 def auroc_table(clf: Classifier, data: EvalData) -> pd.DataFrame:
@@ -181,4 +168,20 @@ def data_lines(data_root: str | None, runs: dict[str, Run], full_labels: str | N
     out.append("Training budget per model: " + "; ".join(
         f"{name} {r.prov.extra.get('iterations', '?')} iterations, {r.prov.epochs:g} epochs"
         for name, r in runs.items()) + ".")
+    return out
+
+
+def ruler_lines() -> list[str]:
+    """The shipped feature networks in words, for results.md: what each is, the data it was fitted
+    to, its checksum (verified when it was loaded), its resolution, effective dimension and AUROC."""
+    out = []
+    for name, f in ruler_facts().items():
+        auroc = f.get("test_macro_auroc")
+        data = f.get("data", {})
+        fitted = (f"trained once on the {data.get('source', '?')} training split, test macro AUROC {auroc:.3f}"
+                  if auroc is not None else
+                  f"its feature scale set once on the {data.get('source', '?')} training split")
+        out.append(f"`{name}`: {f['training']}; {fitted}. Shipped in the package (SHA-256 {f['sha256'][:12]}…, "
+                   f"checked at load); images of every size scored at {f['resolution']} px; {f['dim']} "
+                   f"features, effective dimension {f['effective_dimension']:.1f} on the real test images.")
     return out
