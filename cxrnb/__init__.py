@@ -12,7 +12,8 @@ ones below it:
 - ``evaluation/``: diagnostics, metrics, features, the label classifier
 - ``report/``: figures, tables, result sentences, ``reports/index.md``
 - ``study/``: the notebooks' calls (train or reload a run, explore it, score it)
-- top: ``cli`` (the ``cxrnb`` command), ``reproduce`` (every notebook headless), ``bench/``
+- top: ``cli`` (the ``cxrnb`` command), ``reproduce`` (every notebook headless) with ``kernel_signals``
+  (SIGTERM and friends passed to its kernel), ``bench/``
 """
 
 __version__ = "0.1.0"

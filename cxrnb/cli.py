@@ -52,6 +52,8 @@ def _model_commands(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", default="runs", help="runs folder; the run goes to OUT/PRESET-SIZEpx")
+    s.add_argument("--restart", action="store_true",
+                   help="start over from iteration 0: delete the run's checkpoint first (e.g. a corrupt one)")
 
     sub.add_parser("presets", help="list the model presets")
 
@@ -69,6 +71,8 @@ def _reproduce_command(sub) -> None:
                    help="override one parameter (repeatable), e.g. --set epochs=2")
     s.add_argument("--only", action="append", default=[], help="run only notebooks with this prefix")
     s.add_argument("--reports", default="reports")
+    s.add_argument("--notebooks", default=None,
+                   help="folder of the NN_name.ipynb notebooks (default: the checkout's notebooks/)")
     s.add_argument("--overwrite", action="store_true",
                    help="replace reports that were made from other data (e.g. real images by the phantom)")
 
@@ -100,6 +104,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
 
 
+def _forget_checkpoint(runs: str, preset: str, size: int | None) -> None:
+    """`cxrnb train --restart`: delete the run's checkpoint, so training starts over from iteration 0
+    (the way past a corrupt one; the fresh run then clears its old grids and history)."""
+    from cxrnb.models.presets import PRESETS
+    from cxrnb.study.runs import run_dir
+    from cxrnb.training.checkpoint import CHECKPOINT
+    if preset in PRESETS:                             # an unknown one is refused, with advice, by train_run
+        (run_dir(runs, preset, PRESETS[preset].image_size if size is None else size) / CHECKPOINT).unlink(
+            missing_ok=True)
+
+
 def _dispatch(a: argparse.Namespace) -> None:
     if a.command == "prepare":
         from cxrnb.data.cache import prepare
@@ -118,6 +133,8 @@ def _dispatch(a: argparse.Namespace) -> None:
         from cxrnb import runtime
         from cxrnb.study.runs import describe, train_run
         from cxrnb.training import distributed
+        if a.restart:
+            _forget_checkpoint(a.out, a.preset, a.size)
         with distributed.session(a.device):            # under torchrun: one process per GPU (or CPU share)
             run = train_run(a.preset, a.root, image_size=a.size, epochs=a.epochs, max_images=a.max_images,
                             batch_size=a.batch_size, seed=a.seed, device=a.device, runs_dir=a.out,
@@ -134,7 +151,7 @@ def _dispatch(a: argparse.Namespace) -> None:
     elif a.command == "reproduce":
         from cxrnb.reproduce import reproduce
         reproduce(profile=a.profile, params_file=a.params, overrides=a.set, only=a.only,
-                  reports=a.reports, overwrite=a.overwrite)
+                  reports=a.reports, notebooks=a.notebooks, overwrite=a.overwrite)
 
 
 def _ruler(a: argparse.Namespace) -> None:

@@ -50,3 +50,4 @@ def write_text(path: str | Path, text: str) -> Path:
 CACHE_DIR = "data/cache"    # preprocessed image caches (cxrnb.data.cache)
 PHANTOM_DIR = "data/phantom"
 RUNS_DIR = "runs"           # checkpoints, loss histories and sample grids (cxrnb.training.loop)
+NOTEBOOKS_DIR = "notebooks"  # the numbered notebooks `cxrnb reproduce` runs (cxrnb.reproduce)

@@ -12,6 +12,12 @@ Nothing is lost on failure: each notebook writes into ``reports/.staging/<notebo
 it succeeds does that folder replace ``reports/figures/<notebook>/``. A failing or interrupted
 notebook leaves the previous figures and their index entry in place, and the index says the last
 attempt failed. ``reports/index.json`` keeps one entry per notebook (``cxrnb.report.index``).
+One ``reproduce`` at a time writes into a reports folder (``index.one_writer``); at start-up it
+puts back what a run killed outright left in ``.staging``.
+
+SIGTERM (a batch scheduler's time limit), SIGINT and SIGHUP are passed on to the running notebook's
+kernel as an interrupt (``Signals``): a training loop checkpoints and stops, the notebook is indexed
+as interrupted, its staging is removed, and the same command resumes from the checkpoint.
 Reports made from one data set are not overwritten by a run on another (e.g. the phantom over the
 committed real-data reports) unless ``overwrite=True`` (``--overwrite``). Executed copies go to
 ``reports/runs/`` (local, not committed).
@@ -34,9 +40,11 @@ from tqdm.auto import tqdm
 
 from cxrnb.data.index import data_source, locate_images
 from cxrnb.errors import CxrnbError
+from cxrnb.kernel_signals import Interrupted, Signals, in_thread
+from cxrnb.paths import NOTEBOOKS_DIR, in_repo
 from cxrnb.profiles import check_keys, check_profile, check_types, layered, read_overrides, resolve
 from cxrnb.provenance import git_commit
-from cxrnb.report.index import NotebookRun, read_index, write_index
+from cxrnb.report.index import NotebookRun, one_writer, read_index, write_index
 from cxrnb.runtime import (
     channels_last_default,
     describe_precision,
@@ -53,8 +61,8 @@ def find_notebooks(folder: str | Path) -> list[Path]:
     """The numbered notebooks ``NN_name.ipynb`` in name order."""
     found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
     if not found:
-        raise CxrnbError(f"no notebooks named NN_name.ipynb in {folder}: run from the repository root "
-                         "or pass notebooks=")
+        raise CxrnbError(f"no notebooks named NN_name.ipynb in {folder}: pass the folder that holds "
+                         "them with --notebooks DIR (notebooks= in Python)")
     return found
 
 
@@ -83,11 +91,28 @@ def _check_kernel() -> None:
                          f"--sys-prefix --name {KERNEL}` (make install does)") from None
 
 
+def _first_line(text: str) -> str:
+    return next((line for line in text.splitlines() if line.strip()), "").strip()
+
+
 def _failure(name: str, e: PapermillExecutionError, executed: Path) -> str:
-    first_line = next((line for line in e.source.splitlines() if line.strip()), "").strip()
-    evalue = (e.evalue.strip().splitlines() or [""])[0][:200]
-    return (f"notebook {name} failed in cell [{e.exec_count}] `{first_line[:80]}`: "
+    evalue = _first_line(e.evalue)
+    if e.ename != "CxrnbError":                  # ours are one line written to be read whole
+        evalue = evalue[:200]
+    return (f"notebook {name} failed in cell [{e.exec_count}] `{_first_line(e.source)[:80]}`: "
             f"{e.ename}: {evalue} (traceback in {executed})")
+
+
+def _interruption(name: str, signals: Signals, e: BaseException, executed: Path) -> str:
+    """The one line of a run a signal stopped: which, where, and that the same command goes on."""
+    if isinstance(e, Interrupted):
+        return f"{e} (notebook {name})"
+    if isinstance(e, PapermillExecutionError):
+        said = _first_line(e.evalue) if e.ename == "KeyboardInterrupt" else f"{e.ename}: {_first_line(e.evalue)}"
+        return (f"{signals.name}: passed to notebook {name} as an interrupt; it stopped in cell [{e.exec_count}] "
+                f"`{_first_line(e.source)[:60]}`" + (f": {said}" if said else "; run the same command again")
+                + f" (executed copy in {executed})")
+    return f"{signals.name}: notebook {name} stopped ({type(e).__name__}); run the same command again"
 
 
 def _stage(reports: Path, name: str) -> Path:
@@ -111,7 +136,19 @@ def _publish(stage: Path, reports: Path, name: str) -> None:
     shutil.rmtree(stage, ignore_errors=True)
 
 
-def _execute(nb: Path, run: NotebookRun, reports: Path, progress: bool) -> None:
+def _recover(reports: Path) -> None:
+    """Undo what a run killed outright (SIGKILL, a power cut) left in ``.staging``: a notebook's
+    previous figures, moved aside by ``_publish``, go back in place; half-made outputs go."""
+    for folder in sorted(p for p in (reports / ".staging").glob("*") if p.is_dir()):
+        final = reports / "figures" / folder.name.removesuffix(".old")
+        if folder.name.endswith(".old") and not final.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(folder, final)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _execute(nb: Path, run: NotebookRun, reports: Path, progress: bool, signals: Signals) -> None:
     """Run one notebook into its staging folder and, when it succeeds, publish what it made."""
     stage, executed = _stage(reports, nb.stem), reports / "runs" / nb.name
     params = {**run.parameters, "reports_dir": str(stage / "figures")}
@@ -119,11 +156,15 @@ def _execute(nb: Path, run: NotebookRun, reports: Path, progress: bool) -> None:
         params["results_md"] = str(stage / "results.md")
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name=KERNEL,
-                            progress_bar=progress, cwd=str(Path.cwd()))
-    except BaseException as e:                    # a failing cell, Ctrl-C, a dead kernel: old figures stay
+        in_thread(lambda: pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name=KERNEL,
+                                               progress_bar=progress, cwd=str(Path.cwd()),
+                                               **signals.client_options()), signals)
+    except BaseException as e:                    # a failing cell, a signal, a dead kernel: old figures stay
         run.seconds = time.perf_counter() - start
         shutil.rmtree(stage, ignore_errors=True)
+        if signals.signum is not None:
+            run.status = f"interrupted by {signals.name}"
+            raise Interrupted(_interruption(nb.stem, signals, e, executed)) from None
         if isinstance(e, PapermillExecutionError):
             run.status = f"failed: {e.ename} in cell [{e.exec_count}]"
             raise CxrnbError(_failure(nb.stem, e, executed)) from None
@@ -151,7 +192,11 @@ def _plan(selected: list[Path], profile: str, layers: list[dict], defaults: dict
         merged = layered(profile, layers, nb.stem)
         merged["results_md"] = str(reports / "results.md")     # (both staged by _execute)
         merged["reports_dir"] = str(reports / "figures" / nb.stem)
-        params = resolve({k: v for k, v in merged.items() if k in defaults[nb.stem]}, profile)
+        declared = {k: v for k, v in merged.items() if k in defaults[nb.stem]}
+        if "data_root" in declared and not str(declared["data_root"] or "").strip():
+            raise CxrnbError(f"data_root is empty for notebook {nb.stem} (\"\" would be the working "
+                             "directory): set it to a CXR14 folder or 'phantom', e.g. --set data_root=phantom")
+        params = resolve(declared, profile)
         root = params.get("data_root")
         if root not in data_of:
             data_of[root] = describe_data(root)
@@ -174,14 +219,18 @@ def _check_same_data(runs: list[NotebookRun], entries: dict[str, NotebookRun], r
 
 
 def _run_all(selected: list[Path], runs: list[NotebookRun], entries: dict[str, NotebookRun], reports: Path,
-             progress: bool) -> None:
-    """Run the notebooks in order, each entry updated as it finishes; the first failure stops the run."""
+             progress: bool, signals: Signals) -> None:
+    """Run the notebooks in order, each entry updated as it finishes; the first failure stops the run,
+    and so does a signal (``Signals``)."""
     with tqdm(total=len(selected), desc="notebooks", disable=not progress) as bar:
         for nb, run in zip(selected, runs):
+            if signals.signum is not None:
+                raise Interrupted(f"{signals.name}: stopped before notebook {nb.stem}; run the same command "
+                                  "again to go on")
             bar.set_postfix_str(nb.stem)
             run.status, run.commit, run.date = "running", git_commit(), f"{datetime.now():%Y-%m-%d %H:%M}"
             try:
-                _execute(nb, run, reports, progress)
+                _execute(nb, run, reports, progress, signals)
             except BaseException:
                 old = entries.get(run.name)
                 if old and old.status == "ok":         # its figures are still the old run's
@@ -195,15 +244,16 @@ def _run_all(selected: list[Path], runs: list[NotebookRun], entries: dict[str, N
 
 def reproduce(profile: str = "cpu", params_file: str | Path | None = None,
               overrides: tuple[str, ...] | list[str] = (), only: tuple[str, ...] | list[str] = (),
-              reports: str | Path = "reports", notebooks: str | Path = "notebooks",
+              reports: str | Path = "reports", notebooks: str | Path | None = None,
               progress: bool = True, overwrite: bool = False) -> Path:
-    """Run the notebooks (those whose name starts with one of ``only``, or all) and write
-    ``reports/index.md``. Every parameter is checked before the first kernel starts. The first
-    failing notebook stops the run with a one-line error; its executed copy keeps the traceback,
-    and its previous figures stay (module docstring). ``overwrite`` lets reports made from other
-    data be replaced."""
+    """Run the notebooks in ``notebooks`` (default: the checkout's, from any working directory)
+    whose name starts with one of ``only``, or all, and write ``reports/index.md``. Every parameter
+    is checked before the first kernel starts. The first failing notebook stops the run with a
+    one-line error; its executed copy keeps the traceback, and its previous figures stay (module
+    docstring); a signal stops it with ``Interrupted``. ``overwrite`` lets reports made from other
+    data be replaced; a second run into the same ``reports`` is refused."""
     check_profile(profile)
-    all_notebooks = find_notebooks(notebooks)
+    all_notebooks = find_notebooks(in_repo(NOTEBOOKS_DIR) if notebooks is None else notebooks)
     selected = _select(all_notebooks, only)
     defaults = {nb.stem: _defaults(nb) for nb in all_notebooks}
     layers = read_overrides(params_file, overrides)
@@ -212,14 +262,17 @@ def reproduce(profile: str = "cpu", params_file: str | Path | None = None,
     _check_kernel()
 
     reports = Path(reports).resolve()
-    entries = read_index(reports)
+    read_index(reports)                           # not ours: refused before any work
     runs = _plan(selected, profile, layers, defaults, reports)
-    _check_same_data(runs, entries, reports, overwrite)
-    (reports / "runs").mkdir(parents=True, exist_ok=True)
-    try:
-        _run_all(selected, runs, entries, reports, progress)
-    finally:
-        for run in runs:                          # selected, never reached, never run before
-            entries.setdefault(run.name, run)
-        write_index(reports, entries)
+    with one_writer(reports), Signals() as signals:
+        _recover(reports)
+        entries = read_index(reports)             # as the last writer left it
+        _check_same_data(runs, entries, reports, overwrite)
+        (reports / "runs").mkdir(parents=True, exist_ok=True)
+        try:
+            _run_all(selected, runs, entries, reports, progress, signals)
+        finally:
+            for run in runs:                      # selected, never reached, never run before
+                entries.setdefault(run.name, run)
+            write_index(reports, entries)
     return reports / "index.md"

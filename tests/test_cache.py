@@ -365,3 +365,79 @@ def test_data_benchmark_without_data_says_so_in_one_line(tmp_path):
                           env=env, cwd=tmp_path, timeout=120)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1 and "error: no CXR14 folder given" in lines[0], done.stderr
+
+
+# ---------------------------------------------------------------- image bombs and degenerate images
+
+def add_image(root, name, array):
+    """One more image in the dataset's folder and table (a copy of the first row's labels)."""
+    Image.fromarray(array).save(root / "images" / name)
+    table = root / "Data_Entry_2017.csv"
+    first = table.read_text().splitlines()[1].split(",", 1)[1]
+    table.write_text(table.read_text() + f"{name},{first}\n")
+
+
+def test_images_over_the_pixel_limit_are_left_out_by_name(tmp_path, monkeypatch):
+    from cxrnb.data import transforms
+
+    root = write_dataset(tmp_path / "data")
+    add_image(root, "00000099_000.png", np.full((200, 150), 90, np.uint8))
+    monkeypatch.setattr(transforms, "MAX_PIXELS", 100 * 100)     # rather than writing a 20000 x 20000 PNG
+    with pytest.warns(UserWarning, match=r"1 image\(s\) left out .*: 00000099_000.png has 150 x 200 = 30,000 "
+                                         r"pixels, over the limit of 10,000"):
+        c = build(root, tmp_path / "cache")
+    assert len(c) == N and c.meta["failed"] == ["00000099_000.png"]
+    assert "over the limit" in c.meta["reasons"]["00000099_000.png"]
+
+
+def test_pils_own_decompression_bomb_error_is_caught_and_named(tmp_path, monkeypatch):
+    root = write_dataset(tmp_path / "data")
+    add_image(root, "00000099_000.png", np.full((100, 100), 90, np.uint8))
+    # PIL raises DecompressionBombError past twice its limit (10,000 > 2 x 4,000); the dataset's own
+    # 40 x 48 images only get its warning, which is not ours to show.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4_000)
+    with pytest.warns(UserWarning, match=r"00000099_000.png is refused by PIL as a decompression bomb"):
+        c = build(root, tmp_path / "cache")
+    assert len(c) == N and c.meta["failed"] == ["00000099_000.png"]
+
+
+@pytest.mark.parametrize("shape, reason", [((1, 1024), "is 1024 x 1 px, a side under 32 px"),
+                                           ((1024, 1), "is 1 x 1024 px, a side under 32 px"),
+                                           ((20, 40), "is 40 x 20 px, a side under 32 px"),
+                                           ((40, 400), "is 400 x 40 px, an aspect ratio beyond 1:8")])
+def test_images_too_small_or_thin_are_left_out_by_name(tmp_path, shape, reason):
+    root = write_dataset(tmp_path / "data", n=6)
+    add_image(root, "00000099_000.png", np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8))
+    with pytest.warns(UserWarning, match=f"00000099_000.png {reason}"):
+        c = build(root, tmp_path / "cache")
+    assert len(c) == 6 and c.meta["reasons"] == {"00000099_000.png": reason}
+
+
+def test_a_build_that_fails_for_good_leaves_no_half_built_folder(tmp_path, monkeypatch):
+    root = write_dataset(tmp_path / "data", n=4)
+    for p in (root / "images").iterdir():
+        p.write_bytes(b"broken")
+    with pytest.raises(CxrnbError, match=r"none of the 4 images .* could be used \(e\.g\. 00000001_000.png "
+                                         r"cannot be decoded"):
+        build(root, tmp_path / "cache")
+    assert not any((tmp_path / "cache").iterdir())
+
+    def bug(job):
+        raise RuntimeError("a bug in a worker")
+    monkeypatch.setattr(cache_mod, "_work", bug)
+    with pytest.raises(RuntimeError, match="a bug in a worker"):
+        build(write_dataset(tmp_path / "other"), tmp_path / "cache")
+    assert not any((tmp_path / "cache").iterdir())
+
+
+def test_cli_prepare_leaves_a_bomb_out_with_a_warning_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from cxrnb.cli import main
+    from cxrnb.data import transforms
+
+    root = write_dataset(tmp_path / "data", n=6)
+    add_image(root, "00000099_000.png", np.full((200, 200), 90, np.uint8))
+    monkeypatch.setattr(transforms, "MAX_PIXELS", 100 * 100)
+    with pytest.warns(UserWarning, match="00000099_000.png has 200 x 200"):
+        main(["prepare", "--root", str(root), "--size", str(SIZE), "--workers", "1",
+              "--cache-dir", str(tmp_path / "cache")])
+    assert "6 images" in capsys.readouterr().out

@@ -322,3 +322,28 @@ def test_other_images_are_not_called_cxr14(tmp_path):
     assert Provenance(data_source(tmp_path), 1, 8).line().startswith(f"data: images from {tmp_path.name}")
     with pytest.raises(ValueError, match="unknown data source"):
         Provenance("some data", 1, 8)
+
+
+def test_an_empty_cxr14_root_is_an_error_not_the_working_directory(monkeypatch):
+    monkeypatch.setenv("CXR14_ROOT", "")
+    with pytest.raises(CxrnbError, match="CXR14_ROOT is set but empty"):
+        resolve_root(None)
+    monkeypatch.setenv("CXR14_ROOT", "  ")
+    with pytest.raises(CxrnbError, match="CXR14_ROOT is set but empty"):
+        load_index()
+    with pytest.raises(CxrnbError, match="the CXR14 folder given is an empty string"):
+        resolve_root("")
+
+
+def test_unknown_and_miscased_labels_name_their_rows_and_images(tmp_path):
+    rows = ROWS + [("00000009_000.png", "pneumonia|Mass", 0, 9, "PA"),
+                   ("00000010_000.png", "COVID-19", 0, 10, "PA"),
+                   ("00000011_000.png", "Pleural Thickening", 0, 11, "PA"),
+                   ("00000012_000.png", "pneumonia", 0, 12, "PA")]
+    with pytest.raises(CxrnbError) as err:
+        read_labels(write_table(tmp_path / "t.csv", rows))
+    message = str(err.value)
+    assert ("labels outside the CXR14 vocabulary: 'pneumonia' at row 7 (00000009_000.png), meant 'Pneumonia'?; "
+            "'COVID-19' at row 8 (00000010_000.png); 'Pleural Thickening' at row 9 (00000011_000.png), meant "
+            "'Pleural_Thickening'? and 1 more row(s)") in message
+    assert "t.csv" in message and "\n" not in message

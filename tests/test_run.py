@@ -207,3 +207,72 @@ def test_results_md_is_staged_and_published_with_its_notebook(tmp_path, monkeypa
     monkeypatch.setitem(profiles.PROFILES, "test", {})
     reproduce.reproduce("test", reports=tmp_path / "reports", notebooks=folder, progress=False)
     assert (tmp_path / "reports" / "results.md").read_text() == "# results"
+
+
+# ---------------------------------------------------------------- one writer, recovery, where notebooks are
+
+def test_a_reports_folder_someone_writes_to_is_refused_at_once(tmp_path, two_notebooks):
+    import fcntl
+    import os
+
+    reports = tmp_path / "reports"
+    (reports / ".staging").mkdir(parents=True)
+    with open(reports / ".staging" / "lock", "w") as held:       # another reproduce holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
+        with pytest.raises(CxrnbError, match=f"another reproduce \\(pid 4242\\) is writing to {reports}: wait"):
+            reproduce.reproduce("test", reports=reports, notebooks=two_notebooks, progress=False)
+    assert not (reports / "index.md").exists() and not (reports / "runs").exists()
+    assert os.listdir(reports / ".staging") == ["lock"]          # the holder's file is left alone
+
+
+@pytest.mark.slow
+def test_figures_stranded_by_a_killed_run_are_put_back(tmp_path, two_notebooks):
+    reports = tmp_path / "reports"
+    reproduce.reproduce("test", reports=reports, notebooks=two_notebooks, progress=False)
+    # What a run killed in _publish leaves: the old figures moved aside, a half-made stage.
+    (reports / ".staging").mkdir(exist_ok=True)
+    (reports / "figures" / "01_data").rename(reports / ".staging" / "01_data.old")
+    (reports / ".staging" / "02_train" / "figures").mkdir(parents=True)
+    reproduce.reproduce("test", only=["02"], reports=reports, notebooks=two_notebooks, progress=False)
+    assert (reports / "figures" / "01_data" / "fig.png").is_file()
+    assert "(figures/01_data/fig.png)" in (reports / "index.md").read_text()
+    assert not any((reports / ".staging").iterdir())
+
+
+def test_the_checkouts_notebooks_are_found_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CxrnbError, match="no notebook starts with 99; notebooks: 01_eda_label_counts, 02_"):
+        reproduce.reproduce("smoke", only=["99"], reports=tmp_path / "reports", progress=False)
+
+
+def test_cli_notebooks_option(tmp_path, two_notebooks, monkeypatch, capsys):
+    from cxrnb.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["reproduce", "--profile", "smoke", "--notebooks", str(two_notebooks), "--only", "07"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err == ("cxrnb reproduce: error: no notebook starts with 07; notebooks: "
+                                            "01_data, 02_train\n")
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--profile", "smoke", "--notebooks", str(tmp_path / "none")])
+    assert "--notebooks DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["''", "", "'  '"])
+def test_an_empty_data_root_is_an_error(tmp_path, two_notebooks, value):
+    with pytest.raises(CxrnbError, match="data_root is empty for notebook 01_data"):
+        reproduce.reproduce("test", overrides=[f"data_root={value}"], reports=tmp_path / "reports",
+                            notebooks=two_notebooks, progress=False)
+    assert not (tmp_path / "reports").exists()
+
+
+def test_a_cxrnb_error_in_a_notebook_is_shown_whole(tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+
+    message = (f"checkpoint {tmp_path / ('x' * 150) / 'checkpoint.pt'} is empty (0 bytes): move it aside "
+               "(or delete it) and train again; `cxrnb train ... --restart` starts over from iteration 0")
+    e = PapermillExecutionError(2, 3, "run = study.load_run('LSGAN')", "CxrnbError", message, [])
+    assert message in reproduce._failure("04_lsgan", e, tmp_path / "04_lsgan.ipynb")

@@ -11,8 +11,13 @@ pick up a cache built for another):
 - ``state.npy``  build progress per row (pending / done / failed); exists only while building, so
   an interrupted build resumes where it stopped
 - ``index.csv``  the usable rows (undecodable images left out); column ``row`` = row in images.u8
-- ``meta.json``  settings, counts, names of failed images; written last, atomically: a cache is
-  complete exactly when it has one
+- ``meta.json``  settings, counts, names of the images left out and why; written last, atomically:
+  a cache is complete exactly when it has one
+
+Left out, with a warning naming each file: images that do not decode, have more pixels than
+``transforms.MAX_PIXELS``, or are too small or thin to be radiographs (``transforms.check_shape``).
+An interrupted build (Ctrl-C, a signal, a full disk) keeps its folder and resumes; any other
+failure removes it, so no half-built cache is left behind.
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ import torch
 from tqdm.auto import tqdm
 
 from cxrnb.data.index import data_source, label_matrix, load_index, resolve_root, split_by_patient
-from cxrnb.data.transforms import PREP_VERSION, load_preprocessed
+from cxrnb.data.transforms import PREP_VERSION, load_preprocessed, why_unusable
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
 from cxrnb.paths import CACHE_DIR, atomic, in_repo, write_text
 from cxrnb.provenance import Provenance
 
 CHUNK = 64              # images per worker task
+NAMED = 10              # left-out images the warning names (meta.json lists them all)
 FLUSH_SECONDS = 2.0     # how often build progress is made durable
 PENDING, DONE, FAILED = 0, 1, 2
 # The index columns that define what a cache row holds (the path follows from the root).
@@ -113,7 +119,7 @@ def _build(path: Path, df: pd.DataFrame, size: int, workers: int, progress: bool
     if state_file.is_file():
         state = np.load(state_file)
         if len(state) != n or images_file.stat().st_size != n * size * size:
-            raise CxrnbError(f"half-built cache {path} does not match its settings: delete it and "
+            raise CxrnbError(f"half-built cache {path} does not match its settings, so it was removed: "
                              "run `cxrnb prepare` again")
         images = np.memmap(images_file, np.uint8, "r+", shape=(n, size, size))
     else:
@@ -152,8 +158,8 @@ def prepare(root: str | Path | None = None, csv: str | Path | None = None, size:
             progress: bool = True, split_seed: int = 0) -> ImageCache:
     """Build (or resume, or just open) the cache of ``root``'s images at ``size`` px.
 
-    Images that cannot be decoded are left out, named in meta.json and in a warning; the build
-    goes on. Returns the opened ``ImageCache`` (patient split drawn with ``split_seed``).
+    Images that cannot be used are left out, named with the reason in meta.json and in a warning;
+    the build goes on (module docstring). Returns the opened ``ImageCache`` (patient split drawn with ``split_seed``).
     """
     if size < 1 or workers < 1:
         raise CxrnbError(f"size and workers must be positive, not size={size}, workers={workers}")
@@ -164,8 +170,11 @@ def prepare(root: str | Path | None = None, csv: str | Path | None = None, size:
     if not (path / "meta.json").is_file():
         try:
             _finish(path, df, root, csv, rows_hash, size, workers, progress)
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
+        except BaseException as e:
+            full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+            if not (full or isinstance(e, KeyboardInterrupt)):     # failed for good, not interrupted:
+                shutil.rmtree(path, ignore_errors=True)             # no half-built cache is left
+            if full:
                 raise CxrnbError(f"disk full while writing the cache in {path}: free space or pass another "
                                  "--cache-dir; run again to resume the build") from None
             raise
@@ -179,19 +188,21 @@ def _finish(path: Path, df: pd.DataFrame, root: Path, csv, rows_hash: str, size:
     good = state == DONE
     failed = df["image"][state == FAILED].tolist()
     if not good.any():
-        raise CxrnbError(f"none of the {len(df):,} images in {root} could be decoded: "
-                         f"check the files, then delete {path} and prepare again")
+        raise CxrnbError(f"none of the {len(df):,} images in {root} could be used (e.g. "
+                         f"{df['image'].iloc[0]} {why_unusable(df['path'].iloc[0], size)}): check the files, "
+                         "then prepare again")
+    reasons = {name: why_unusable(p, size) for name, p in zip(failed, df["path"][state == FAILED].astype(str))}
     if failed:
-        warnings.warn(f"{len(failed)} image(s) could not be decoded and were left out "
-                      f"(listed in {path / 'meta.json'}; delete that folder to retry them): "
-                      + ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""),
-                      stacklevel=3)
+        named = "; ".join(f"{name} {why}" for name, why in list(reasons.items())[:NAMED])
+        warnings.warn(f"{len(failed)} image(s) left out (listed in {path / 'meta.json'}; delete that "
+                      f"folder to retry them): {named}"
+                      + (f"; and {len(failed) - NAMED} more" if len(failed) > NAMED else ""), stacklevel=3)
     index = df[good].assign(row=np.flatnonzero(good), path=df["path"][good].astype(str))
     write_text(path / "index.csv", index.to_csv(index=False))
     meta = {"key": path.name, "version": PREP_VERSION, "root": str(root),
             "csv": None if csv is None else str(Path(csv).resolve()), "rows_hash": rows_hash,
             "size": size, "n_rows": len(df), "n_images": int(good.sum()),
-            "n_failed": len(failed), "failed": failed,
+            "n_failed": len(failed), "failed": failed, "reasons": reasons,
             "source": data_source(root, n_images=len(df))}
     write_text(path / "meta.json", json.dumps(meta, indent=2) + "\n")
     (path / "state.npy").unlink()

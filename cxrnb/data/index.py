@@ -39,9 +39,15 @@ def resolve_root(root: str | Path | None) -> Path:
     the checkout, written on first use (512 images, 256 px, seed 0)."""
     if root is None:
         root = os.environ.get("CXR14_ROOT")
+        if root is not None and not root.strip():       # Path("") would be the working directory
+            raise CxrnbError("CXR14_ROOT is set but empty: export CXR14_ROOT=/path/to/cxr14, unset it, "
+                             "or pass --root (`cxrnb phantom` writes a stand-in)")
     if root is None:
         raise CxrnbError("no CXR14 folder given: set CXR14_ROOT or pass --root "
                          "(`cxrnb download` fetches CXR14, `cxrnb phantom` writes a stand-in)")
+    if not str(root).strip():
+        raise CxrnbError("the CXR14 folder given is an empty string: pass the folder's path, "
+                         "'phantom', or None to read $CXR14_ROOT")
     if str(root) == "phantom":
         path = in_repo(PHANTOM_DIR)
         if not (path / PHANTOM_MARKER).is_file():
@@ -105,6 +111,20 @@ def parse_age(ages: pd.Series) -> pd.Series:
     return parts[0].astype(float) / per_year
 
 
+def _first_rows(df: pd.DataFrame, hot: pd.DataFrame, unknown: list[str]) -> str:
+    """The first rows holding a label outside LABELS, with the image and what was meant, if a case
+    or spacing slip ("pneumonia", " Mass")."""
+    spelled = {label.lower().replace(" ", "_"): label for label in LABELS}
+    bad = hot[unknown].any(axis=1)
+    parts = []
+    for i in df.index[bad][:3]:
+        label = next(u for u in unknown if hot.at[i, u])
+        meant = spelled.get(label.strip().lower().replace(" ", "_"))
+        parts.append(f"{label!r} at row {i + 2} ({df.image[i]})" + (f", meant {meant!r}?" if meant else ""))
+    more = int(bad.sum()) - len(parts)
+    return "; ".join(parts) + (f" and {more} more row(s)" if more > 0 else "")
+
+
 def read_labels(csv: str | Path | None = None) -> pd.DataFrame:
     """The label table, normalised: image, labels (raw "Finding Labels"), follow_up, patient, age
     (years), sex, view, then one uint8 column per name in LABELS. ``csv=None`` reads the full packaged
@@ -132,7 +152,7 @@ def read_labels(csv: str | Path | None = None) -> pd.DataFrame:
     hot = df["labels"].str.get_dummies(sep="|")
     unknown = sorted(set(hot.columns) - set(LABELS))
     if unknown:
-        raise CxrnbError(f"{path} has labels outside the CXR14 vocabulary: {unknown}; "
+        raise CxrnbError(f"{path} has labels outside the CXR14 vocabulary: {_first_rows(df, hot, unknown)}; "
                          f"expected {list(LABELS)}")
     hot = hot.reindex(columns=list(LABELS), fill_value=0).astype(np.uint8)
     return pd.concat([df, hot], axis=1)

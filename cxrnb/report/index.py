@@ -2,11 +2,17 @@
 
 The JSON keeps one entry per notebook, so a run of some notebooks keeps the others' entries; the
 Markdown is rendered from it, with links to every figure and table in each notebook's folder.
+One reports folder has one writer at a time (``one_writer``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,6 +21,7 @@ from cxrnb.paths import write_text
 from cxrnb.profiles import RUNNER_PARAMS
 
 TABLE_SUFFIXES = (".csv", ".md", ".tex")
+LOCK = Path(".staging") / "lock"      # inside the reports folder; holds the writer's pid
 
 
 @dataclass
@@ -101,3 +108,54 @@ def write_index(reports: Path, entries: dict[str, NotebookRun]) -> Path:
     for r in runs:
         lines += _section(reports, r)
     return write_text(reports / "index.md", "\n".join(lines) + "\n")
+
+
+def _holder(lock: Path) -> str:
+    """The pid in a held lock file (its holder writes it just after taking the lock)."""
+    for _ in range(20):
+        try:
+            pid = lock.read_text().strip()
+        except OSError:
+            pid = ""
+        if pid:
+            return pid
+        time.sleep(0.05)
+    return "?"
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+@contextmanager
+def one_writer(reports: Path) -> Iterator[None]:
+    """Hold ``reports``' lock while a run writes into it, or refuse at once: two runs publishing
+    the same notebook would strand each other's figures and leave an index describing neither.
+
+    An ``flock`` on ``reports/.staging/lock``: the system drops it when the process ends, however it
+    ends, so a killed run never leaves the folder locked. The file is removed on release, and a lock
+    taken on a file already removed is taken again on the new one."""
+    lock = reports / LOCK
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        f = open(lock, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise CxrnbError(f"another reproduce (pid {_holder(lock)}) is writing to {reports}: wait for "
+                             "it to end, or write elsewhere with --reports DIR") from None
+        if _same_file(lock, f.fileno()):
+            break
+        f.close()                                   # its holder removed it as we opened it: again
+    try:
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        f.close()

@@ -27,6 +27,8 @@ from cxrnb.training import distributed
 CHECKPOINT = "checkpoint.pt"
 
 FixedInputs = tuple[Tensor, Tensor | None]      # the latents (and labels) every sample grid decodes
+_MODEL_ID_KEYS = ("model_class", "preset", "input_spec")          # what _model_id returns
+_STATE_KEYS = ("model", "step")       # and the training state, which every checkpoint has had
 
 
 def _model_id(model: GenerativeModel) -> dict:
@@ -83,16 +85,40 @@ def save_checkpoint(path: Path, model: GenerativeModel, optimizers: dict[str, to
         torch.save(state, tmp)
 
 
+def _unreadable(path: Path, what: str) -> CxrnbError:
+    """The one line a bad checkpoint file gets: which file, what is wrong, what to do."""
+    return CxrnbError(f"checkpoint {path} {what}: move it aside (or delete it) and train again; "
+                      "`cxrnb train ... --restart` starts over from iteration 0 and replaces it")
+
+
+def _read(path: Path) -> dict:
+    """The checkpoint in ``path``, or a CxrnbError naming it: an empty file, one cut short (a copy
+    that did not finish; ours are written atomically) or garbled, or another program's file."""
+    size = path.stat().st_size
+    if size == 0:
+        raise _unreadable(path, "is empty (0 bytes)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:                          # torch says RuntimeError, EOFError, KeyError, ...
+        raise _unreadable(path, f"cannot be read: cut short or corrupted ({size:,} bytes; torch.load "
+                                f"raised {type(e).__name__})") from None
+    missing = [k for k in (*_MODEL_ID_KEYS, *_STATE_KEYS) if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise _unreadable(path, f"is not a checkpoint written by cxrnb (no {missing[0]!r} in it)")
+    return ckpt
+
+
 def load_checkpoint(path: str | Path, model: GenerativeModel,
                     optimizers: dict[str, torch.optim.Optimizer] | None = None) -> dict:
     """Load a checkpoint written by ``train`` into ``model`` (and ``optimizers``); returns it whole.
 
-    A checkpoint of another model class, preset or input size is refused with a CxrnbError.
+    A checkpoint of another model class, preset or input size is refused with a CxrnbError, and so
+    is a file that is not a whole checkpoint (``_read``).
     """
     path = Path(path)
     if not path.is_file():
         raise CxrnbError(f"no checkpoint at {path}; train first (cxrnb train PRESET) or fix the path")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = _read(path)
     for key, want in _model_id(model).items():
         if ckpt[key] != want:
             raise CxrnbError(f"{path} holds {key} {ckpt[key]!r}, but the model has {want!r}; "

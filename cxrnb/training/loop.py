@@ -69,7 +69,7 @@ class TrainConfig:
     n_samples: int = 64
     checkpoint_every: int | None = 500  # iterations; a checkpoint is always written at the end
     checkpoint_minutes: float | None = 5.0   # also after this much wall time since the last one
-    # (and on Ctrl-C / SIGTERM: the loop finishes the iteration, checkpoints, then stops)
+    # (and on Ctrl-C / SIGTERM / SIGHUP: the loop finishes the iteration, checkpoints, then stops)
     log_every: int = 10                 # iterations between flushes of losses to CSV and progress bar
     monitor_every: int = 20             # iterations between calls of train()'s monitor, if it has one
     out_dir: str = "runs/run"
@@ -194,9 +194,12 @@ def _heldout(scores: dict[str, float]) -> dict[str, dict[str, Tensor]]:
 
 
 class _StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM while training: remember it, so the loop can finish the iteration
-    it is in, write a checkpoint and stop; a second signal stops at once. Handlers are installed only
-    in the main thread (where Python delivers signals) and restored afterwards."""
+    """Ctrl-C, SIGTERM (a batch scheduler's time limit) or SIGHUP while training: remember it, so the
+    loop can finish the iteration it is in, write a checkpoint and stop; a second signal stops at
+    once. Handlers are installed only in the main thread and restored afterwards. (Under `cxrnb
+    reproduce` the runner's signal reaches the kernel as SIGINT.)"""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
         self.signum: int | None = None
@@ -204,7 +207,7 @@ class _StopRequest:
 
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in self.SIGNALS:
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
