@@ -96,8 +96,11 @@ def run_case(name: str, out: Path, rank: int = 0, world: int = 1, steps: int | N
              row_noise: bool = True, out_name: str | None = None) -> None:
     preset, size, iterations = CASES[name]
     model = model_without_batchnorm(preset, size)
+    # fp32 explicitly: DDP's equivalence to one process is checked to fp32 rounding; bf16's own
+    # rounding is tested against fp32 in test_precision and test_train, on both paths
     cfg = TrainConfig(max_steps=steps or iterations, batch_size=GLOBAL_BATCH, seed=5, device="cpu",
-                      progress=False, sample_at=(), n_samples=4, log_every=1, out_dir=str(out / (out_name or name)))
+                      precision="fp32", progress=False, sample_at=(), n_samples=4, log_every=1,
+                      out_dir=str(out / (out_name or name)))
     with ExitStack() as stack:
         for p in RowNoise(rank, world).patches() if row_noise else []:
             stack.enter_context(p)

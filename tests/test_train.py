@@ -389,7 +389,8 @@ def test_lsgan_steps_g_three_times_per_batch(tmp_path):
 @pytest.mark.parametrize("precision,tol", [("fp32", 1e-5), ("bf16", 2e-2)])   # bf16: 8-bit mantissa
 def test_channels_last_computes_the_same_losses(tmp_path, precision, tol):
     """The fast path's memory format changes the layout, not the maths: D's losses of iteration 1
-    (computed before any update) agree to the precision's rounding, and the weights really are NHWC."""
+    (computed before any update) agree to the precision's rounding; the run says it trained NHWC,
+    and hands the model back in the layout a reload builds (so its samples equal the reload's)."""
     from cxrnb.models import build
 
     first = []
@@ -399,7 +400,8 @@ def test_channels_last_computes_the_same_losses(tmp_path, precision, tol):
         h = train(model, RealLoader(64), cfg(tmp_path, f"cl{cl}", max_steps=1, n_samples=4,
                                              channels_last=cl, precision=precision))
         first.append(h.frame.query("part == 'd'").set_index("name").value)
-        assert model.D[2].weight.is_contiguous(memory_format=torch.channels_last) == cl
+        assert h.arithmetic.endswith("+ channels_last") == cl
+        assert model.D[2].weight.is_contiguous()
     pd.testing.assert_series_equal(first[0], first[1], rtol=tol, atol=tol)
 
 
@@ -424,14 +426,17 @@ def test_cli_train_is_the_notebooks_train_run(tmp_path, phantom_root, capsys):
 
 
 @pytest.mark.slow
-def test_compiled_loss_trains_like_eager(tmp_path, monkeypatch):
-    """cfg.compile only changes how the loss runs (inductor's own RNG switched to eager's here)."""
+@pytest.mark.parametrize("precision,rtol", [("fp32", 1e-5), ("bf16", 2e-2)])   # bf16: 8-bit mantissa
+def test_compiled_loss_trains_like_eager(tmp_path, precision, rtol):
+    """cfg.compile only changes how the loss runs (inductor's own RNG switched to eager's here);
+    under bf16 the fused kernels round differently, within bf16's precision."""
     import torch._inductor.config
 
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
-    eager = train(toy(), ToyLoader(), cfg(tmp_path, "eager", max_steps=3))
-    compiled = train(toy(), ToyLoader(), cfg(tmp_path, "compiled", max_steps=3, compile=True))
-    pd.testing.assert_frame_equal(eager.frame, compiled.frame, rtol=1e-5, atol=1e-6)
+    eager = train(toy(), ToyLoader(), cfg(tmp_path, "eager", max_steps=3, precision=precision))
+    with torch._inductor.config.patch(fallback_random=True):
+        compiled = train(toy(), ToyLoader(), cfg(tmp_path, "compiled", max_steps=3, compile=True,
+                                                 precision=precision))
+    pd.testing.assert_frame_equal(eager.frame, compiled.frame, rtol=rtol, atol=1e-6)
 
 
 def test_fs_gmvae_trains_with_fixed_labels_and_a_frozen_encoder(tmp_path):

@@ -362,6 +362,8 @@ def train(model: GenerativeModel, loader: ArrayLoader, cfg: TrainConfig | None =
                     break
     synchronize(stepper.device)
     seconds = time.perf_counter() - t0
+    if stepper.channels_last:                   # hand back the layout a reload builds: same numbers after
+        model.to(memory_format=torch.contiguous_format)
     runtime.barrier()                           # rank 0's files are complete before anyone reads them
     history = History.read(out, images / seconds if images else float("nan"))
     history.arithmetic = describe_precision(stepper.precision, stepper.channels_last)
