@@ -58,8 +58,10 @@ PROFILES: dict[str, dict] = {
                                  "FS-GMVAE-elbo"], "epochs_for": {"GMVAE-V8": 2}},
               "07": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 1,
                      "usefulness_seeds": [0, 1], "conditional_model": "LSGAN-cond",
-                     "models": ["VAE-beta0.002", "VAE-elbo-beta1", "GMVAE-elbo", "LSGAN", "LSGAN-cond"],
-                     "training_seeds": [0, 1], "arithmetic_check": ["VAE-beta0.002"]}},
+                     # two training seeds (so the pooling runs) for four models, within the notebook
+                     # test's time; the bf16 twins are tested in tests/test_replicates.py
+                     "models": ["VAE-beta0.002", "GMVAE-elbo", "LSGAN", "LSGAN-cond"],
+                     "training_seeds": [0, 1]}},
     "cpu": CPU,
     # The committed study: the cpu profile with every model of notebook 07 trained with three seeds
     # (seeds 1 and 2 as replicates, in 07), so each score's spread includes the training seed, and
