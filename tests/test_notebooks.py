@@ -10,7 +10,8 @@ from PIL import Image
 
 from cxrnb.reproduce import find_notebooks, reproduce
 
-pytestmark = pytest.mark.slow
+# every notebook end to end, one test each: longer than the suite's per-test limit on 2 cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 # The figures each notebook must produce (a notebook may write more).
 EXPECTED = {

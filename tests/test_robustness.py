@@ -90,8 +90,9 @@ def test_sighup_checkpoints_like_ctrl_c(tmp_path):
     from cxrnb.training.loop import train
     from tests.test_train import SignalLoader, cfg, toy
 
+    before = signal.getsignal(signal.SIGHUP)      # SIG_DFL, or SIG_IGN under nohup
     with pytest.raises(KeyboardInterrupt, match=r"SIGHUP at iteration 3 of 7: checkpoint written to"):
         train(toy(), SignalLoader(signal.SIGHUP, at=3), cfg(tmp_path, max_steps=7, checkpoint_every=None,
                                                              checkpoint_minutes=None))
     assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)["step"] == 3
-    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL                 # handler restored
+    assert signal.getsignal(signal.SIGHUP) is before                         # handler restored
