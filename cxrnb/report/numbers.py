@@ -30,13 +30,18 @@ def fmt(mean: float, std: float) -> str:
     return f"{mean:.{places}f} ± {std:.{places}f}"
 
 
+def count(n: int, noun: str) -> str:
+    """'1 training seed', '3 training seeds'."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def verdict(a_mean: float, a_std: float, b_mean: float, b_std: float, seeds: int | None = None) -> str:
     """Is a lower than b (lower = better)? Settled only when the gap exceeds twice the spread of the
     difference, sqrt(a_std² + b_std²), and (when ``seeds`` is given: the fewer training seeds behind
     a and b) that spread pools at least ``MIN_SEEDS`` training seeds; one repeat only (no spread) is
     never settled."""
     if seeds is not None and seeds < MIN_SEEDS:
-        return f"not resolved: {seeds} training seed{'s' * (seeds != 1)} (settling needs {MIN_SEEDS})"
+        return f"not resolved: {count(seeds, 'training seed')} (settling needs {MIN_SEEDS})"
     spread = math.hypot(a_std, b_std)
     if math.isnan(spread) or abs(a_mean - b_mean) <= 2 * spread:
         return "not resolved within spread"

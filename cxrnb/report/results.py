@@ -17,7 +17,7 @@ from cxrnb.evaluation.evaluate import FD_METRICS, LADDER, REAL, Kind
 from cxrnb.models import PRESETS
 from cxrnb.models.base import Family
 from cxrnb.paths import write_text
-from cxrnb.report.numbers import MIN_SEEDS, fmt, verdict
+from cxrnb.report.numbers import MIN_SEEDS, count, fmt, verdict
 from cxrnb.report.tables import markdown_table
 from cxrnb.report.usefulness import usefulness_lines
 
@@ -198,7 +198,7 @@ def score_table(space: str, part: pd.DataFrame) -> list[str]:
         r = cell.iloc[0]
         n = f"{r.n_real} / {r.n_generated} × {r.n_repeats}"
         if r.kind == Kind.MODEL:
-            n += f", {seeds_of(r)} seed{'s' * (seeds_of(r) != 1)}"
+            n += f", {count(seeds_of(r), 'seed')}"
         cells.append([model, *scores, n])
     return lines + markdown_table(pd.DataFrame(cells, columns=header)).splitlines() + [""]
 
@@ -271,7 +271,7 @@ def arithmetic_lines(per_run: pd.DataFrame, pooled: pd.DataFrame, twins: Mapping
             a, b, spread = t.loc[model], t.loc[twin], ref.iloc[0]
             gap, n = b["mean"] - a["mean"], seeds_of(spread)
             if n < MIN_SEEDS:
-                judged = f"not judged: the spread pools {n} training seed{'s' * (n != 1)}"
+                judged = f"not judged: the spread pools {count(n, 'training seed')}"
             elif abs(gap) <= 2 * spread["std"]:
                 judged = "within the seed spread: its verdicts do not depend on the arithmetic"
             else:

@@ -22,6 +22,7 @@ from cxrnb.labels import FINDINGS
 from cxrnb.models import PRESETS
 from cxrnb.provenance import Provenance
 from cxrnb.report import plots
+from cxrnb.report.numbers import count
 from cxrnb.report.results import FAMILY_NAMES
 from cxrnb.runtime import describe_device
 from cxrnb.study.runs import Run, diagnose
@@ -117,7 +118,7 @@ def describe_generator(run: Run, training_seeds: int = 1, n: int = 32, seed: int
     ``n`` samples instead (MS-SSIM of random pairs, beside as many real test images: mode collapse
     shows as samples far more alike than real images). ``training_seeds``: how many of the generator's
     training runs made the synthetic sets (classifier seed i used run i's images)."""
-    runs = f"{training_seeds} training seed{'s' * (training_seeds != 1)}"
+    runs = count(training_seeds, "training seed")
     if not run.model.has_encoder:
         real = run.cache.split_images(Split.TEST, max_images=n, seed=seed)
         return (f"{run.preset}, {run.prov.epochs:g} epochs, {runs}, a {FAMILY_NAMES[run.model.family]} model: no "
