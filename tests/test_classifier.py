@@ -8,7 +8,6 @@ from sklearn.metrics import roc_auc_score
 
 from cxrnb.errors import CxrnbError
 from cxrnb.evaluation.classifier import (
-    REGIMES,
     Classifier,
     ClassifierConfig,
     CxrNet,
@@ -16,8 +15,8 @@ from cxrnb.evaluation.classifier import (
     fit_classifier,
     resize_to,
     spread_penalty,
-    usefulness,
 )
+from cxrnb.evaluation.usefulness import REGIMES, usefulness
 from cxrnb.labels import FINDINGS, LABELS
 
 FAST = ClassifierConfig(epochs=3, batch_size=16, width=8, lr=3e-3)

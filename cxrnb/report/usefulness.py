@@ -1,6 +1,6 @@
 """The usefulness section of reports/results.md: do synthetic images help a classifier?
 
-``cxrnb.evaluation.classifier.usefulness`` trains a classifier per regime (``Regime``) at equal
+``cxrnb.evaluation.usefulness.usefulness`` trains a classifier per regime (``Regime``) at equal
 gradient steps; these sentences compare each regime's macro test AUROC with training on the real
 images alone, and check the controls: the duplicated real set and the blank images, which must
 score chance.
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from cxrnb.evaluation.classifier import Regime
+from cxrnb.evaluation.usefulness import Regime
 from cxrnb.report.numbers import fmt, verdict
 from cxrnb.report.tables import markdown_table
 
@@ -50,7 +50,7 @@ def blank_control_line(blank: pd.Series) -> str:
 
 def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
                      generator_fd: Sequence[str] = ()) -> list[str]:
-    """Macro test AUROC per training regime (``cxrnb.evaluation.classifier.usefulness``, equal
+    """Macro test AUROC per training regime (``cxrnb.evaluation.usefulness.usefulness``, equal
     gradient steps), the controls, and the verdict as a plain sentence with its spread."""
     macro = table[table.finding == "macro"].set_index("regime")
     name = generator or "synthetic"

@@ -15,9 +15,10 @@ from cxrnb.data import eda
 from cxrnb.data.cache import Split, prepare
 from cxrnb.data.index import load_index, read_labels, read_sources, resolve_root
 from cxrnb.errors import CxrnbError
-from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding, usefulness
+from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding
 from cxrnb.evaluation.metrics import Memorisation, ms_ssim_diversity
 from cxrnb.evaluation.ruler import ruler_facts
+from cxrnb.evaluation.usefulness import usefulness
 from cxrnb.labels import FINDINGS
 from cxrnb.models import PRESETS
 from cxrnb.provenance import Provenance
