@@ -14,6 +14,7 @@ fill it.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -221,12 +222,15 @@ def _train_epoch(net: CxrNet, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, 
 
 
 def fit_classifier(images, labels, cfg: ClassifierConfig | None = None, val=None,
-                   device: str | torch.device = "cpu", progress: bool = True) -> Classifier:
+                   device: str | torch.device = "cpu", progress: bool = True,
+                   init: Classifier | None = None) -> Classifier:
     """Train a ``CxrNet`` with binary cross-entropy over the 14 findings.
 
     ``images``: uint8 (N, S, S) cache images or float (N, 1, S, S) in [0, 1]; ``labels``: (N, 15)
     over LABELS ("No Finding" is dropped: it is the absence of the 14). With ``val=(images, labels)``
-    the macro AUROC is logged each epoch and the best epoch's weights are kept.
+    the macro AUROC is logged each epoch and the best epoch's weights are kept. With ``init`` the
+    network starts from a copy of that classifier's weights (fine-tuning, with a fresh optimiser);
+    ``init`` itself is left as it was.
     """
     cfg = cfg or ClassifierConfig()
     x, y = checked(images, labels)
@@ -238,7 +242,8 @@ def fit_classifier(images, labels, cfg: ClassifierConfig | None = None, val=None
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     device = pick_device(device)
-    net = CxrNet(cfg.width).to(device)
+    net = copy.deepcopy(init.net) if init is not None else CxrNet(cfg.width)
+    net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     clf, history, best = Classifier(net, cfg), [], (-1.0, None)
     per_epoch = len(x) // cfg.batch_size                  # drop the last partial batch (BatchNorm)

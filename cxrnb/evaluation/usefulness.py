@@ -1,16 +1,24 @@
 """Do synthetic images help a classifier? The augmentation experiment the paper names as future work.
 
-One classifier per training regime (``Regime``) and seed, each trained for the same number of
-gradient steps, scored by test AUROC on real images; the controls (real images duplicated, blank
-images carrying real labels) are what tell an effect of the synthetic images from one of more
-images or of the labels alone.
+One classifier per training regime (``Regime``) and seed, scored by test AUROC on real images. Every
+regime trains for the same number of gradient steps in all (the equal-steps rule: more data or an
+extra stage never means more training), and the controls (real images duplicated, blank images
+carrying real labels) tell an effect of the synthetic images from one of more images or of the
+labels alone. Three ways to use synthetic images, after the published work:
+
+- mixing: real + synthetic in one training set (the paper's §6 suggestion);
+- pretraining: synthetic first, then fine-tuning on real (the regime RoentGen-v2 found strongest),
+  half the steps each;
+- balancing: synthetic images only for the rarest findings (the paper's §4 suggestion), generated
+  for real label rows that carry them (``rare_label_rows``).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -19,6 +27,7 @@ from tqdm.auto import tqdm
 from cxrnb.data.tensors import as_unit_images, noisy
 from cxrnb.errors import CxrnbError
 from cxrnb.evaluation.classifier import ClassifierConfig, auroc_per_finding, checked, fit_classifier, total_steps
+from cxrnb.labels import FINDINGS
 
 
 class Regime(StrEnum):
@@ -26,6 +35,8 @@ class Regime(StrEnum):
 
     REAL = "real"
     MIXED = "real+synthetic"                        # the question
+    PRETRAINED = "synthetic, then real"             # pretrain on synthetic, fine-tune on real
+    RARE = "real+synthetic (rare findings)"         # synthetic images for the rarest findings only
     DUPLICATED = "real+real (duplicated)"           # control: more images, no new information
     SYNTHETIC = "synthetic"
     BLANK = "blank (mean grey + noise)"             # control: the labels without the images
@@ -35,29 +46,88 @@ REGIMES = tuple(Regime)
 BLANK_NOISE = 0.1   # std of the blank images' noise (grey levels in [0, 1])
 
 
-def training_sets(xr: Tensor, yr: Tensor, xs: Tensor, ys: Tensor,
-                  seed: int) -> dict[Regime, tuple[Tensor, Tensor, str]]:
-    """Each regime's (images, labels, the set in words), from checked real and synthetic sets; the
-    blank images' noise is drawn from a generator seeded with ``seed``."""
+@dataclass
+class TrainingSet:
+    """A regime's training data: one (images, labels) pair per stage, trained in order, the steps
+    split evenly over the stages; ``words`` says what it holds."""
+
+    stages: list[tuple[Tensor, Tensor]]
+    words: str
+
+    @property
+    def n_images(self) -> int:
+        return sum(len(x) for x, _ in self.stages)
+
+
+def rare_findings(labels: Tensor, k: int = 3) -> list[str]:
+    """The ``k`` findings with the fewest (but at least one) positives in ``labels`` (N, 15)."""
+    counts = pd.Series(labels[:, :len(FINDINGS)].sum(0).numpy(), index=list(FINDINGS))
+    return list(counts[counts > 0].sort_values(kind="stable").index[:k])
+
+
+def rare_set_size(labels: Tensor, k: int = 3) -> int:
+    """How many synthetic images balance the ``k`` rarest findings: enough to bring their positives,
+    together, up to ``k`` times the median finding's count (the mean of the middle two for an even
+    number of findings; at least ``k`` images)."""
+    counts = labels[:, :len(FINDINGS)].sum(0)
+    present = counts[counts > 0]
+    rare = present.sort(stable=True).values[:k]
+    return max(k, int(round(len(rare) * float(present.quantile(0.5)) - float(rare.sum()))))
+
+
+def rare_label_rows(labels: Tensor, n: int, k: int = 3, seed: int = 0) -> Tensor:
+    """``n`` label rows (N, 15) to generate synthetic images for, drawn with replacement from the
+    real rows that carry at least one of the ``k`` rarest findings: the rare findings then appear
+    about as often as they co-occur in real images, which keeps the label mix realistic."""
+    cols = [FINDINGS.index(f) for f in rare_findings(labels, k)]
+    carriers = torch.nonzero(labels[:, cols].sum(1) > 0).flatten()
+    if len(carriers) == 0:
+        raise CxrnbError("no training image carries a finding: cannot balance the rare findings")
+    g = torch.Generator().manual_seed(seed)
+    return labels[carriers[torch.randint(len(carriers), (n,), generator=g)]].clone()
+
+
+def training_sets(xr: Tensor, yr: Tensor, xs: Tensor, ys: Tensor, seed: int,
+                  rare: tuple[Tensor, Tensor] | None = None) -> dict[Regime, TrainingSet]:
+    """Each regime's training set from checked real and synthetic sets (``rare``: the synthetic set
+    generated for ``rare_label_rows``; without it there is no RARE regime); the blank images' noise
+    is drawn from a generator seeded with ``seed``."""
     real_u = as_unit_images(xr)
     g = torch.Generator().manual_seed(seed)
     blank = noisy(torch.full_like(real_u, float(real_u.mean())), BLANK_NOISE, g)
-    return {Regime.REAL: (xr, yr, f"{len(xr):,} real"),
-            Regime.MIXED: (torch.cat([real_u, as_unit_images(xs)]), torch.cat([yr, ys]),
-                           f"{len(xr):,} real + {len(xs):,} synthetic"),
-            Regime.DUPLICATED: (torch.cat([real_u, real_u]), torch.cat([yr, yr]),
-                                f"{len(xr):,} real, each twice"),
-            Regime.SYNTHETIC: (xs, ys, f"{len(xs):,} synthetic"),
-            Regime.BLANK: (blank, yr, f"{len(xr):,} blank, real labels")}
+    n_real, n_synth = f"{len(xr):,} real", f"{len(xs):,} synthetic"
+    out = {Regime.REAL: TrainingSet([(xr, yr)], n_real),
+           Regime.MIXED: TrainingSet([(torch.cat([real_u, as_unit_images(xs)]), torch.cat([yr, ys]))],
+                                     f"{n_real} + {n_synth}"),
+           Regime.PRETRAINED: TrainingSet([(xs, ys), (xr, yr)], f"{n_synth}, then {n_real}")}
+    if rare is not None:
+        xq, yq = rare
+        out[Regime.RARE] = TrainingSet([(torch.cat([real_u, as_unit_images(xq)]), torch.cat([yr, yq]))],
+                                       f"{n_real} + {len(xq):,} synthetic (rare findings)")
+    out[Regime.DUPLICATED] = TrainingSet([(torch.cat([real_u, real_u]), torch.cat([yr, yr]))],
+                                         f"{n_real}, each twice")
+    out[Regime.SYNTHETIC] = TrainingSet([(xs, ys)], n_synth)
+    out[Regime.BLANK] = TrainingSet([(blank, yr)], f"{len(xr):,} blank, real labels")
+    return out
 
 
-def seed_aurocs(regime: Regime, x: Tensor, y: Tensor, test: tuple[Tensor, Tensor], seeds,
+def stage_steps(steps: int, n_stages: int) -> list[int]:
+    """``steps`` split over ``n_stages`` as evenly as integers allow (the first stages take the rest)."""
+    base, rest = divmod(steps, n_stages)
+    return [base + (i < rest) for i in range(n_stages)]
+
+
+def seed_aurocs(regime: Regime, data: TrainingSet, test: tuple[Tensor, Tensor], seeds,
                 cfg: ClassifierConfig, device: str | torch.device, progress: bool) -> list[dict]:
-    """Test AUROC per finding and "macro" of one classifier per seed trained on (x, y) with ``cfg``'s
-    step count: one row per (seed, finding)."""
+    """Test AUROC per finding and "macro" of one classifier per seed trained on ``data``'s stages in
+    order (each stage fine-tunes the previous one) for ``cfg.steps`` steps in all: one row per
+    (seed, finding)."""
     rows = []
     for seed in tqdm(seeds, desc=f"usefulness: {regime}", disable=not progress):
-        clf = fit_classifier(x, y, replace(cfg, seed=seed), device=device, progress=False)
+        clf = None
+        for (x, y), steps in zip(data.stages, stage_steps(cfg.steps, len(data.stages))):
+            clf = fit_classifier(x, y, replace(cfg, seed=seed, steps=steps), device=device, progress=False,
+                                 init=clf)
         auc = auroc_per_finding(clf, *test)
         auc["macro"] = auc.mean()
         rows += [{"regime": regime, "seed": seed, "finding": f, "auroc": a} for f, a in auc.items()]
@@ -66,12 +136,15 @@ def seed_aurocs(regime: Regime, x: Tensor, y: Tensor, test: tuple[Tensor, Tensor
 
 def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
                seeds=(0, 1, 2), cfg: ClassifierConfig | None = None,
-               device: str | torch.device = "cpu", progress: bool = True) -> pd.DataFrame:
+               device: str | torch.device = "cpu", progress: bool = True,
+               rare: tuple | None = None, regimes: tuple[Regime, ...] | None = None) -> pd.DataFrame:
     """Do synthetic images help a classifier? Test AUROC on real images, mean ± std over ``seeds``,
-    after training on each of REGIMES, every one for the same number of gradient steps
+    after training on each regime, every one for the same number of gradient steps in all
     (``cfg.epochs`` epochs of the real set), so more data never means more training:
 
-    - real; real + synthetic (the question); synthetic only;
+    - real; real + synthetic (the question); synthetic, then real (pretraining: half the steps on
+      each); real + synthetic images of the rarest findings (when ``rare=(images, labels)`` is given,
+      generated for ``rare_label_rows``); synthetic only;
     - controls that can fail: real + the real images once more (the mixed set's size without new
       information: what "more images" alone does at equal steps), and blank images at the real
       set's mean grey level carrying the real labels (a classifier that learns nothing from pixels:
@@ -83,27 +156,32 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
 
     ``synth_labels`` are the labels the synthetic images were generated for (conditional models);
     for an unconditional generator they must come from elsewhere, which the caller should state.
-    Returns one row per (regime, finding), the findings plus "macro" (mean over the findings with an
-    AUROC), with columns mean, std, n_seeds, the training set in words, its size and the steps.
+    ``regimes`` limits the regimes trained (all that the inputs allow by default). Returns one row
+    per (regime, finding), the findings plus "macro" (mean over the findings with an AUROC), with
+    columns mean, std, n_seeds, the training set in words, its size, the steps and the finding's
+    test positives.
     """
     cfg = cfg or ClassifierConfig()
     xr, yr = checked(train_real, train_labels)
     xs, ys = checked(synth, synth_labels)
     xt, yt = checked(test, test_labels)
-    if xr.shape[-2:] != xs.shape[-2:] or xr.shape[-2:] != xt.shape[-2:]:
-        raise CxrnbError(f"image sizes differ: real {tuple(xr.shape[-2:])}, synthetic "
-                         f"{tuple(xs.shape[-2:])}, test {tuple(xt.shape[-2:])}; resize to one size")
+    rare = checked(*rare) if rare is not None else None
+    sizes = {"real": xr, "synthetic": xs, "test": xt} | ({"rare synthetic": rare[0]} if rare else {})
+    if len({tuple(x.shape[-2:]) for x in sizes.values()}) > 1:
+        raise CxrnbError("image sizes differ: " + ", ".join(f"{k} {tuple(x.shape[-2:])}" for k, x in sizes.items())
+                         + "; resize to one size")
     steps = total_steps(cfg, len(xr))
-    data = training_sets(xr, yr, xs, ys, cfg.seed)
-    rows, sizes = [], {}
-    for regime in REGIMES:
-        x, y, words = data[regime]
-        sizes[regime] = (words, len(x))
-        rows += seed_aurocs(regime, x, y, (xt, yt), seeds, replace(cfg, steps=steps), device, progress)
+    data = training_sets(xr, yr, xs, ys, cfg.seed, rare)
+    wanted = [r for r in (regimes or REGIMES) if r in data]
+    rows = []
+    for regime in wanted:
+        rows += seed_aurocs(regime, data[regime], (xt, yt), seeds, replace(cfg, steps=steps), device, progress)
     out = (pd.DataFrame(rows).groupby(["regime", "finding"], sort=False)["auroc"]
            .agg(mean="mean", std="std", n_seeds="count").reset_index())
-    out["training set"] = out.regime.map(lambda r: sizes[r][0])
-    out["n_train"] = out.regime.map(lambda r: sizes[r][1])
+    out["training set"] = out.regime.map(lambda r: data[r].words)
+    out["n_train"] = out.regime.map(lambda r: data[r].n_images)
     out["steps"] = steps
     out["n_test"] = len(xt)
+    positives = dict(zip(FINDINGS, yt.sum(0).numpy().astype(int)))
+    out["test_positives"] = out.finding.map(lambda f: positives.get(f, np.nan))
     return out

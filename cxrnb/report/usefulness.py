@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from cxrnb.evaluation.usefulness import Regime
-from cxrnb.report.numbers import fmt, verdict
+from cxrnb.report.numbers import count, fmt, verdict
 from cxrnb.report.tables import markdown_table
 
 
@@ -48,12 +48,34 @@ def blank_control_line(blank: pd.Series) -> str:
                "NOT at chance: the pipeline leaks labels or the test set is too small."))
 
 
+def finding_changes(table: pd.DataFrame, min_positives: int = 10) -> pd.DataFrame:
+    """Per finding with at least ``min_positives`` test positives (fewer make an AUROC too noisy to
+    read): real-only AUROC and each synthetic regime's change against it, with spread and verdict."""
+    rows = table[(table.finding != "macro") & (table.test_positives >= min_positives)]
+    real = rows[rows.regime == Regime.REAL].set_index("finding")
+    cells = []
+    for finding, r in real.iterrows():
+        row = {"finding": finding, "test positives": int(r.test_positives), "real": fmt(r["mean"], r["std"])}
+        for regime in (Regime.MIXED, Regime.PRETRAINED, Regime.RARE):
+            other = rows[(rows.regime == regime) & (rows.finding == finding)]
+            if len(other):
+                frame = pd.DataFrame([r, other.iloc[0]], index=[Regime.REAL, regime])
+                row[f"{regime} − real"] = _change(frame, regime)
+        cells.append(row)
+    return pd.DataFrame(cells)
+
+
 def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
-                     generator_fd: Sequence[str] = ()) -> list[str]:
+                     generator_fd: Sequence[str] = (), rare: Sequence[str] = (),
+                     min_positives: int = 10) -> list[str]:
     """Macro test AUROC per training regime (``cxrnb.evaluation.usefulness.usefulness``, equal
-    gradient steps), the controls, and the verdict as a plain sentence with its spread."""
+    gradient steps), the controls, the verdicts as plain sentences with their spreads, and the
+    per-finding changes for the findings with at least ``min_positives`` test positives. ``rare``:
+    the findings the rare-findings regime generated images for."""
     macro = table[table.finding == "macro"].set_index("regime")
     name = generator or "synthetic"
+    if not rare and "rare findings" in table:
+        rare = str(table["rare findings"].iloc[0]).split(", ")
     lines = usefulness_table(macro) + [""]
     if generator_fd:
         lines += [f"Generator {name}: " + "; ".join(generator_fd) + "."]
@@ -62,6 +84,14 @@ def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
         lines += [f"Adding {n.split(' + ')[-1].replace(' synthetic', '')} {name} images to the real "
                   f"training set changes macro AUROC by {_change(macro, Regime.MIXED)} (mean ± spread "
                   f"over {int(macro.loc[Regime.REAL, 'n_seeds'])} seeds, equal gradient steps)."]
+    if {Regime.REAL, Regime.PRETRAINED} <= set(macro.index):
+        lines += [f"Pretraining on the {name} images, then fine-tuning on the real ones (half the steps each, "
+                  f"the same steps in all) changes macro AUROC by {_change(macro, Regime.PRETRAINED)}."]
+    if {Regime.REAL, Regime.RARE} <= set(macro.index):
+        n = table.loc[table.regime == Regime.RARE, "training set"].iloc[0].split(" + ")[-1].split(" ")[0]
+        which = f" ({', '.join(rare)})" if rare else ""
+        lines += [f"Adding {n} {name} images generated only for the rarest findings{which}, to balance the "
+                  f"training set, changes macro AUROC by {_change(macro, Regime.RARE)}."]
     if Regime.DUPLICATED in macro.index:
         lines += ["Control, the real images duplicated to the same size: "
                   f"{_change(macro, Regime.DUPLICATED)}."]
@@ -69,6 +99,15 @@ def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
         lines += [synthetic_only_line(macro.loc[Regime.SYNTHETIC], macro.loc[Regime.BLANK], name)]
     if Regime.BLANK in macro.index:
         lines += [blank_control_line(macro.loc[Regime.BLANK])]
+    if "test_positives" in table:
+        per = finding_changes(table, min_positives)
+        if len(per):
+            lines += ["", f"Per finding, for the {count(len(per), 'finding')} with at least {min_positives} "
+                      f"positives among the {int(table.n_test.iloc[0]):,} test images (test AUROC; change "
+                      "against real only):", ""]
+            lines += markdown_table(per).splitlines()
+        else:
+            lines += [f"No finding has {min_positives} or more test positives: no per-finding changes are read."]
     return lines
 
 

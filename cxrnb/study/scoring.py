@@ -18,7 +18,7 @@ from cxrnb.errors import CxrnbError
 from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding
 from cxrnb.evaluation.metrics import Memorisation, ms_ssim_diversity
 from cxrnb.evaluation.ruler import ruler_facts
-from cxrnb.evaluation.usefulness import usefulness
+from cxrnb.evaluation.usefulness import rare_findings, rare_label_rows, rare_set_size, usefulness
 from cxrnb.labels import FINDINGS
 from cxrnb.models import PRESETS
 from cxrnb.provenance import Provenance
@@ -91,24 +91,31 @@ def conditional_samples(run: Run, labels: torch.Tensor, size: int, seed: int = 0
 
 
 def synthetic_usefulness(data: EvalData, runs: Sequence[Run], cfg: ClassifierConfig, seeds=(0, 1, 2),
-                         device: str = "auto") -> pd.DataFrame:
-    """AUROC on the real test split after training on real, real + synthetic and synthetic images;
-    the synthetic set is one sample per real training image, generated for that image's labels.
+                         device: str = "auto", rare_k: int = 3) -> pd.DataFrame:
+    """AUROC on the real test split after training on real, real + synthetic, synthetic then real,
+    and synthetic images; the synthetic set is one sample per real training image, generated for
+    that image's labels, and a second set balances the ``rare_k`` rarest findings
+    (``rare_label_rows``, ``rare_set_size`` images).
 
     ``runs`` are the generator's training seeds (its run and its replicates): classifier seed i trains
     on the images of ``runs[i % len(runs)]``, so with as many runs as seeds the spread covers the
     generator's training seed as well as the classifier's, at the cost of one classifier per seed."""
-    parts = []
+    parts, size = [], data.train.shape[-1]
+    rare_n = rare_set_size(data.train_y, rare_k)
     for i, seed in enumerate(seeds):
-        synth = conditional_samples(runs[i % len(runs)], data.train_y, data.train.shape[-1], seed=seed)
+        run = runs[i % len(runs)]
+        synth = conditional_samples(run, data.train_y, size, seed=seed)
+        rare_y = rare_label_rows(data.train_y, rare_n, rare_k, seed=seed)
+        rare = (conditional_samples(run, rare_y, size, seed=seed + 1000), rare_y)
         parts.append(usefulness(data.train, data.train_y, synth, data.train_y, data.test, data.test_y,
-                                seeds=(seed,), cfg=replace(cfg), device=device))
+                                seeds=(seed,), cfg=replace(cfg), device=device, rare=rare))
     per_seed = pd.concat(parts, ignore_index=True)
     keys = ["regime", "finding"]
     out = per_seed.groupby(keys, sort=False)["mean"].agg(mean="mean", std="std", n_seeds="count").reset_index()
     rest = per_seed.drop(columns=["mean", "std", "n_seeds"]).drop_duplicates(keys)
     out = out.merge(rest, on=keys, how="left")
     out["generator runs"] = min(len(runs), len(seeds))
+    out["rare findings"] = ", ".join(rare_findings(data.train_y, rare_k))
     return out
 
 
