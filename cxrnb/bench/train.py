@@ -7,9 +7,10 @@ the same random batch:
     gradients zeroed (not freed), ``loss.item()`` after every step (a device sync), and for the GAN
     the textbook mistakes: the fake batch of D's step generated with a graph (so D's backward runs
     through G too), and G's steps computing gradients for D's weights that are thrown away.
-(b) optimised: ``cxrnb.training.loop.Stepper`` with its defaults (bf16 autocast and channels_last where bf16
-    is native: CUDA and CPUs with avx512_bf16/amx_bf16; fused Adam; freed gradients; no per-step
-    sync) and the models' own losses (no graph through G in D's step, D frozen in G's steps).
+(b) optimised: ``cxrnb.training.loop.Stepper`` with its defaults (``precision="auto"``: bf16 autocast
+    and channels_last on CUDA, fp32 on every CPU, see ``cxrnb.runtime.Precision``; fused Adam; freed
+    gradients; no per-step sync) and the models' own losses (no graph through G in D's step, D
+    frozen in G's steps). The bf16 rows show what bf16 would cost or save on this machine.
 
 On CUDA the models run at their paper sizes with batch 64. On a CPU they run at 64 px twice: with
 batch 8 (where per-step overheads such as the optimiser's show) and with the ``cpu`` profile's batch
