@@ -9,6 +9,7 @@
 - MS-SSIM diversity: mean similarity of random pairs within a set (lower = more diverse; a collapsed
   GAN scores high), compared with the same number on real images;
 - memorisation: is a generated image closer to a training image than real unseen images are?
+- blank frames: near-uniform generated images, counted against the real images' contrast.
 
 These are the primitives; ``cxrnb.evaluation.evaluate`` runs them in every available feature space
 on repeated random subsets, so each number carries its spread. Features are (N, D) arrays (numpy or
@@ -244,6 +245,19 @@ def ms_ssim_diversity(images, pairs: int = 200, seed: int = 0, batch: int = 100)
     vals = [ms_ssim(as_unit_images(images[i[s:s + batch].numpy()]),
                     as_unit_images(images[j[s:s + batch].numpy()])) for s in range(0, pairs, batch)]
     return float(torch.cat(vals).mean())
+
+
+BLANK_SHARE = 0.25     # a blank frame's pixel std is below this share of the real images' median
+
+
+def blank_frames(images, real, share: float = BLANK_SHARE) -> tuple[int, float]:
+    """(count, threshold): the images whose pixel standard deviation is below ``share`` of the
+    median over ``real`` images, i.e. near-uniform frames with no anatomy (a sampler's draws that
+    fell where the decoder was never trained). The scale comes from the real images, so it holds
+    whatever their preprocessing."""
+    std = lambda x: as_unit_images(x).flatten(1).std(1)           # noqa: E731
+    threshold = share * float(std(real).median())
+    return int((std(images) < threshold).sum()), threshold
 
 
 class Space(StrEnum):

@@ -1,8 +1,10 @@
 """The evaluation experiment (notebook 07) in steps: real data at one size, the shipped rulers in words,
-memorisation summaries, and the usefulness of conditional samples for a classifier."""
+memorisation summaries, the VAE family's second sampler (ex post, models/expost.py) and blank frames,
+and the usefulness of conditional samples for a classifier."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -16,17 +18,17 @@ from cxrnb.data.cache import Split, prepare
 from cxrnb.data.index import load_index, read_labels, read_sources, resolve_root
 from cxrnb.errors import CxrnbError
 from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding
-from cxrnb.evaluation.metrics import Memorisation, ms_ssim_diversity
-from cxrnb.evaluation.ruler import ruler_facts
+from cxrnb.evaluation.metrics import Memorisation, blank_frames, ms_ssim_diversity
+from cxrnb.evaluation.ruler import ruler_facts, state_sha256
 from cxrnb.evaluation.usefulness import rare_findings, rare_label_rows, rare_set_size, usefulness
 from cxrnb.labels import FINDINGS
-from cxrnb.models import PRESETS
+from cxrnb.models import PRESETS, expost
 from cxrnb.provenance import Provenance
 from cxrnb.report import plots
 from cxrnb.report.numbers import count
 from cxrnb.report.results import FAMILY_NAMES
 from cxrnb.runtime import describe_device
-from cxrnb.study.runs import Run, diagnose
+from cxrnb.study.runs import RUN_FILE, Run, diagnose, heldout_split
 from cxrnb.study.views import samples, timed_samples
 
 
@@ -81,6 +83,47 @@ def memorisation_figure(mem: dict[str, dict[str, Memorisation]], generated: dict
                        train[close.train.to_numpy()].float() / 255)
     return plots.nearest_pairs(pairs, title="Samples closest to a training image (top) and that image "
                                             "(bottom), pixel distance")
+
+
+def gmm_sampler(run: Run, seed: int = 0) -> Run:
+    """``run`` sampled ex post (``models.expost``), as a Run named "<preset> · GMM sampler": the
+    mixture is fitted to the posterior means of the very training images the run saw and chosen on
+    the held-out split (``heldout_split``), saved beside the checkpoint (``expost.FILE``) and
+    reloaded, not refitted, while the model's weights are those it was fitted to."""
+    spec = json.loads((run.history.out_dir / RUN_FILE).read_text())
+    path, digest = run.history.out_dir / expost.FILE, state_sha256(run.model)
+    meta = {"model_sha256": digest, "seed": seed}
+    if path.is_file() and expost.ExPostSampler.read_meta(path) == meta:
+        sampler = expost.ExPostSampler.load(path, run.model)
+    else:
+        train = run.cache.split_images(Split.TRAIN, spec["max_images"], spec["seed"])
+        sampler = expost.ExPostSampler.fit(run.model, train, run.cache.split_images(heldout_split(run.cache)),
+                                           seed=seed)
+        sampler.save(path, meta)
+    c = sampler.chosen
+    prov = run.prov.updated(sampler=f"GMM ex post, {c.components} {c.covariance} component(s) in {c.dims} dims")
+    return replace(run, preset=sampler.preset, model=sampler, prov=prov)
+
+
+def gmm_samplers(runs: dict[str, Run], names: Sequence[str], seed: int = 0) -> dict[str, Run]:
+    """``gmm_sampler`` of each run named in ``names``, keyed by its name ("<preset> · GMM sampler")."""
+    missing = [n for n in names if n not in runs]
+    if missing:
+        raise CxrnbError(f"GMM samplers asked for {', '.join(missing)}, which is not among the loaded models: "
+                         f"{', '.join(runs)}")
+    out = [gmm_sampler(runs[n], seed) for n in names]
+    return {r.preset: r for r in out}
+
+
+def blank_frame_table(generated: dict[str, torch.Tensor], real: torch.Tensor) -> pd.DataFrame:
+    """Per model: how many of its samples are blank frames (``metrics.blank_frames``: pixel std under
+    a share of the real test images' median), of how many."""
+    rows = []
+    for name, images in generated.items():
+        n, threshold = blank_frames(images, real)
+        rows.append({"model": name, "blank frames": n, "samples": len(images), "share": round(n / len(images), 3),
+                     "std threshold": round(threshold, 4)})
+    return pd.DataFrame(rows)
 
 
 def conditional_samples(run: Run, labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
