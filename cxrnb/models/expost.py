@@ -148,11 +148,18 @@ def fit_mixture(train: Tensor, val: Tensor, components=COMPONENTS, covariances=C
     rows, fitted = [], {}
     for k in (k for k in components if 2 * k <= len(tr)):
         for cov in covariances:
-            gm = _fit_one(tr, k, cov, seed)
-            fitted[k, cov] = gm
-            rows.append({"components": k, "covariance": cov, "dims": tr.shape[1], "variance kept": kept,
-                         "train log-lik": gm.score(tr), "val log-lik": gm.score(va)})
+            row = {"components": k, "covariance": cov, "dims": tr.shape[1], "variance kept": kept,
+                   "train log-lik": np.nan, "val log-lik": np.nan}
+            try:
+                gm = fitted[k, cov] = _fit_one(tr, k, cov, seed)
+                row.update({"train log-lik": gm.score(tr), "val log-lik": gm.score(va)})
+            except ValueError:          # a component collapsed onto too few points: not a candidate
+                pass
+            rows.append(row)
     table = pd.DataFrame(rows)
+    if table["val log-lik"].isna().all():
+        raise CxrnbError("no Gaussian mixture could be fitted to the training posterior means "
+                         "(every candidate had a collapsed component)")
     best = table["val log-lik"].idxmax()
     table["chosen"] = table.index == best
     gm = fitted[table.components[best], table.covariance[best]]
