@@ -273,9 +273,9 @@ def arithmetic_lines(per_run: pd.DataFrame, pooled: pd.DataFrame, twins: Mapping
             if n < MIN_SEEDS:
                 judged = f"not judged: the spread pools {count(n, 'training seed')}"
             elif abs(gap) <= 2 * spread["std"]:
-                judged = "within the seed spread: its verdicts do not depend on the arithmetic"
+                judged = "within twice the seed spread: its verdicts do not depend on the arithmetic"
             else:
-                judged = "beyond the seed spread: its verdicts may depend on the arithmetic"
+                judged = "beyond twice the seed spread: its verdicts may depend on the arithmetic"
             out.append(f"{a.metric} ({space}) {model}, one seed in {arithmetic.get(model, '?')} and in "
                        f"{arithmetic.get(twin, '?')}: {fmt(a['mean'], a['std'])} vs {fmt(b['mean'], b['std'])}, "
                        f"gap {gap:+.3g} against a seed spread of {spread['std']:.3g} ({n} seeds): {judged}.")
