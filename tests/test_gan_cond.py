@@ -75,8 +75,8 @@ def test_each_step_draws_fakes_for_the_batch_labels_and_trains_only_its_network(
     model = LSGAN(64, conditional=True)
     x, y = batch()
     seen = []
-    decode = model.decode
-    monkeypatch.setattr(model, "decode", lambda z, labels=None: seen.append(labels) or decode(z, labels))
+    decode = model._decode                                               # what loss draws fakes with
+    monkeypatch.setattr(model, "_decode", lambda net, z, labels: seen.append(labels) or decode(net, z, labels))
     model.loss(x, y, "g")["loss"].backward()
     assert all(p.grad is None for p in model.D.parameters())              # D (embedding too) frozen
     assert all(p.grad is not None for p in model.G.parameters())

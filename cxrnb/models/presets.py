@@ -12,6 +12,10 @@ decoder with the ELBO and a conv encoder trained from scratch (no ImageNet weigh
 ``DDPM``: the diffusion model the paper's §6 asks for (models/diffusion.py). ``LSGAN-cond``: the
 paper's LSGAN conditioned on the labels (generator input concat(z, y), projection discriminator; see
 gan.py), so that the augmentation test of notebook 07 uses the family that scores best.
+``LSGAN-DiffAug-EMA``: the paper's LSGAN with the small-data recipe, DiffAugment's translation and
+cutout before every discriminator input and sampling from an average of the generator's weights
+(gan.py), at the LSGAN's settings. ``ACGAN``: LSGAN-cond's generator with an auxiliary-classifier
+discriminator that predicts the labels (gan.py), so that the labels show in the images.
 """
 
 from __future__ import annotations
@@ -95,6 +99,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("LSGAN-cond", Family.GAN, 128, "the LSGAN conditioned on the multi-hot labels: concat(z, y) into the "
            "generator, a projection discriminator (Miyato & Koyama 2018), for the augmentation test; "
            "not in the paper", {"conditional": True}),
+    Preset("LSGAN-DiffAug-EMA", Family.GAN, 128, "the LSGAN with the small-data recipe: DiffAugment (translation + "
+           "cutout, Zhao et al. 2020) on every image the discriminator sees, samples from an EMA of the "
+           "generator's weights (decay 0.999 after a warm-up); not in the paper",
+           {"diffaugment": True, "ema_decay": 0.999}),
+    Preset("ACGAN", Family.GAN, 128, "LSGAN-cond's generator (concat(z, y)) with an auxiliary-classifier "
+           "discriminator (Odena et al. 2017) that predicts the 15 multi-hot labels (BCE) of real images, and "
+           "the generator trained to make its fakes show the labels it was given; not in the paper",
+           {"conditional": True, "label_head": "classifier"}),
     _vae(1.0), _vae(0.1), _vae(0.002),
     *(_vae(beta, reduction) for reduction in ("upstream", "elbo") for beta in (1.0, 0.1, 0.002)),
     #      name           Z     K    transition normalize encoder        decoder
