@@ -240,12 +240,12 @@ class DDPM(GenerativeModel):
         """Sample with another solver, number of steps or guidance scale inside the block (the
         same trained weights), then the model's own settings again."""
         before = self.solver, self.sample_steps, self.guidance_scale
-        solver, steps = Solver(solver or self.solver), steps or self.sample_steps
+        solver, steps = solver or self.solver, steps or self.sample_steps
         check_sampling(solver, steps)
         if guidance_scale is not None and guidance_scale != 1 and not self.label_dropout:
             raise CxrnbError(f"{self.preset or 'this DDPM'} was trained without label dropout: it has no "
                              "unconditional prediction to guide with")
-        self.solver, self.sample_steps = solver, steps
+        self.solver, self.sample_steps = Solver(solver), steps
         self.guidance_scale = before[2] if guidance_scale is None else guidance_scale
         try:
             yield self

@@ -9,7 +9,8 @@ per-image ELBO (losses.py), and ``GMVAE-elbo`` / ``FS-GMVAE-elbo``: GMVAE-V8's l
 decoder with the ELBO and a conv encoder trained from scratch (no ImageNet weights here).
 ``DirVAE-elbo``: the VAE's encoder and decoder with a Dirichlet prior on a 50-component simplex
 (Joo et al. 2019, the paper's §6 future work; see dirvae.py), on the same ELBO as ``VAE-elbo-beta1``.
-``DDPM``: the diffusion model the paper's §6 asks for (models/diffusion.py). ``LSGAN-cond``: the
+``DDPM``: the diffusion model the paper's §6 asks for (models/diffusion.py); ``DDPM-minsnr5`` the same
+with min-SNR-gamma loss weights, ``DDPM-cfg`` label-conditioned with classifier-free guidance. ``LSGAN-cond``: the
 paper's LSGAN conditioned on the labels (generator input concat(z, y), projection discriminator; see
 gan.py), so that the augmentation test of notebook 07 uses the family that scores best.
 ``LSGAN-DiffAug-EMA``: the paper's LSGAN with the small-data recipe, DiffAugment's translation and
@@ -129,6 +130,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "sampled by 50 DDIM steps: the paper's §6 future work; not in the paper"),
     Preset("DDPM-cond", Family.DIFFUSION, 128, "the DDPM with the multi-hot labels added to its time embedding "
            "(class-conditional, no guidance); not in the paper", {"conditional": True}),
+    Preset("DDPM-minsnr5", Family.DIFFUSION, 128, "the DDPM with min-SNR-gamma loss weights, gamma = 5 (Hang et al. "
+           "2023: min(SNR_t, 5) / SNR_t on the eps-MSE); not in the paper", {"snr_gamma": 5.0}),
+    # p = 0.1: Ho & Salimans (2022) found 0.1 and 0.2 alike; w = 2 is their w = 1 (eps = (1 + w') eps_c
+    # - w' eps_u), between their best-FID 0.3 and best-IS 4: labels visible, diversity mostly kept
+    Preset("DDPM-cfg", Family.DIFFUSION, 128, "the DDPM-cond with classifier-free guidance: labels dropped "
+           "with p = 0.1 in training (a learned no-label embedding), guidance scale w = 2 at sampling "
+           "(eps_u + w (eps_c - eps_u)); not in the paper",
+           {"conditional": True, "label_dropout": 0.1, "guidance_scale": 2.0}),
 ]}
 
 
