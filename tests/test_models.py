@@ -321,7 +321,7 @@ def test_vae_and_gan_presets(name, family, beta):
 def test_every_row_of_the_paper_has_a_preset():
     ours = {f"VAE-{r}-beta{b}" for r in ("upstream", "elbo") for b in ("1", "0.1", "0.002")}
     ours |= {"GMVAE-elbo", "FS-GMVAE-elbo", "DirVAE-elbo", "DDPM", "DDPM-cond", "LSGAN-cond",
-             "LSGAN-DiffAug-EMA", "ACGAN"}
+             "LSGAN-DiffAug-EMA", "ACGAN", "DDPM-minsnr5", "DDPM-cfg"}
     assert set(PRESETS) == {"LSGAN", "VAE-beta1", "VAE-beta0.1", "VAE-beta0.002", *TABLE_4, *ours}
     assert all("not in the paper" in PRESETS[n].description for n in ours)
     assert build("LSGAN").input_spec.size == 128 and build("GMVAE-V8", weights=None).input_spec.size == 224
