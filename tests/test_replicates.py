@@ -63,13 +63,18 @@ def test_replicating_again_reloads_instead_of_retraining(run_and_replicate):
         {"VAE-beta0.1 · seed 1"}                                      # the run's own seed is the run
 
 
-def test_the_arithmetic_twin_trains_the_same_seed_in_bf16(run_and_replicate):
+def test_the_arithmetic_twin_trains_the_same_seed_in_the_other_arithmetic(run_and_replicate):
+    """fp32 runs get a bf16 twin and bf16 runs an fp32 one: the run trained in whatever "auto" means
+    for this suite (fp32 on a CPU, bf16 under CXRNB_PRECISION=bf16)."""
     run, _ = run_and_replicate
-    assert replicates.other_precision(run) == Precision.BF16          # the run itself trained in fp32
+    own = resolve_precision("auto", torch.device("cpu"))
+    other = Precision.BF16 if own == Precision.FP32 else Precision.FP32
+    assert replicates.other_precision(run) == other
     ((name, (model, twin)),) = replicates.arithmetic_twins({"V": run}, ["V"], device="cpu",
                                                           progress=False).items()
-    assert (name, model) == ("VAE-beta0.1 · seed 0 · bf16", "V")
-    assert twin.prov.precision == "bf16 autocast + channels_last" and run.prov.precision == "fp32"
+    assert (name, model) == (f"VAE-beta0.1 · seed 0 · {other}", "V")
+    words = {Precision.FP32: "fp32", Precision.BF16: "bf16 autocast + channels_last"}
+    assert twin.prov.precision == words[other] and run.prov.precision == words[own]
     assert replicates.run_spec(twin)["seed"] == 0
 
 
