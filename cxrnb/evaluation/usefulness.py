@@ -59,20 +59,24 @@ class TrainingSet:
         return sum(len(x) for x, _ in self.stages)
 
 
+def _present_counts(labels: Tensor) -> pd.Series:
+    """Positives per finding in ``labels`` (N, 15), the findings with at least one, fewest first."""
+    counts = pd.Series(labels[:, :len(FINDINGS)].sum(0).numpy(), index=list(FINDINGS))
+    return counts[counts > 0].sort_values(kind="stable")
+
+
 def rare_findings(labels: Tensor, k: int = 3) -> list[str]:
     """The ``k`` findings with the fewest (but at least one) positives in ``labels`` (N, 15)."""
-    counts = pd.Series(labels[:, :len(FINDINGS)].sum(0).numpy(), index=list(FINDINGS))
-    return list(counts[counts > 0].sort_values(kind="stable").index[:k])
+    return list(_present_counts(labels).index[:k])
 
 
 def rare_set_size(labels: Tensor, k: int = 3) -> int:
     """How many synthetic images balance the ``k`` rarest findings: enough to bring their positives,
     together, up to ``k`` times the median finding's count (the mean of the middle two for an even
     number of findings; at least ``k`` images)."""
-    counts = labels[:, :len(FINDINGS)].sum(0)
-    present = counts[counts > 0]
-    rare = present.sort(stable=True).values[:k]
-    return max(k, int(round(len(rare) * float(present.quantile(0.5)) - float(rare.sum()))))
+    present = _present_counts(labels)
+    rare = present.iloc[:k]
+    return max(k, int(round(len(rare) * float(present.median()) - float(rare.sum()))))
 
 
 def rare_label_rows(labels: Tensor, n: int, k: int = 3, seed: int = 0) -> Tensor:

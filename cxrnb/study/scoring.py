@@ -4,7 +4,6 @@ and the usefulness of conditional samples for a classifier."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -28,7 +27,8 @@ from cxrnb.report import plots
 from cxrnb.report.numbers import count
 from cxrnb.report.results import FAMILY_NAMES
 from cxrnb.runtime import describe_device
-from cxrnb.study.runs import RUN_FILE, Run, diagnose, heldout_split
+from cxrnb.study.replicates import run_spec
+from cxrnb.study.runs import Run, diagnose, heldout_split
 from cxrnb.study.views import samples, timed_samples
 
 
@@ -90,7 +90,7 @@ def gmm_sampler(run: Run, seed: int = 0) -> Run:
     mixture is fitted to the posterior means of the very training images the run saw and chosen on
     the held-out split (``heldout_split``), saved beside the checkpoint (``expost.FILE``) and
     reloaded, not refitted, while the model's weights are those it was fitted to."""
-    spec = json.loads((run.history.out_dir / RUN_FILE).read_text())
+    spec = run_spec(run)
     path, digest = run.history.out_dir / expost.FILE, state_sha256(run.model)
     meta = {"model_sha256": digest, "seed": seed}
     if path.is_file() and expost.ExPostSampler.read_meta(path) == meta:
