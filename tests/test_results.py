@@ -207,3 +207,37 @@ def test_pretraining_rare_findings_and_per_finding_changes():
     assert table == ["| Effusion | 12 | 0.800 ± 0.020 | +0.000 ± 0.028: no measurable effect | "
                      "+0.100 ± 0.028: it helps | -0.200 ± 0.028: it hurts |"]
     assert not any(line.startswith("| Hernia") for line in lines)
+
+
+def test_spread_note_names_the_models_that_pool_three_seeds():
+    """The study profile seeds only the headline models: the note says which spreads pool seeds and
+    that the others settle nothing, and a gap between a 3-seed and a 1-seed model is not settled."""
+    df = pd.concat([rows({"LSGAN": (10, 1)}, n_seeds=3), rows({"GMVAE-elbo": (50, 1)}, n_seeds=1)])
+    note = results.spread_note(df)
+    assert note.startswith("Spreads (±) of LSGAN pool 3 training seeds each")
+    assert "Those of the other models, with fewer than 3 training seeds" in note
+    (line,) = results.ranking_sentences(df[df.space != "pixel"])
+    assert "not resolved: 1 training seed" in line
+
+
+def test_sampler_lines_compare_prior_and_gmm_rows_and_count_blank_frames():
+    df = rows({"VAE-elbo-beta1": (60, 2), "VAE-elbo-beta1 · GMM sampler": (40, 2), "GMVAE-elbo": (30, 5),
+               "GMVAE-elbo · GMM sampler": (32, 5)})
+    blank = pd.DataFrame([{"model": "VAE-elbo-beta1", "blank frames": 12, "samples": 400},
+                          {"model": "VAE-elbo-beta1 · GMM sampler", "blank frames": 0, "samples": 400}])
+    lines = results.sampler_lines(df, blank, {"VAE-elbo-beta1 · GMM sampler": "VAE-elbo-beta1",
+                                              "GMVAE-elbo · GMM sampler": "GMVAE-elbo"})
+    # 60 vs 40: gap 20 > 2 * hypot(2, 2) = 5.7; 30 vs 32: gap 2 < 2 * hypot(5, 5)
+    assert lines[0] == ("FD (cxr-classifier) VAE-elbo-beta1: prior 60.0 ± 2.0, GMM sampler 40.0 ± 2.0: "
+                        "the GMM sampler is better.")
+    assert lines[1].endswith("own run: 12 of 400 prior samples, 0 of 400 GMM-sampler samples.")
+    assert lines[2].endswith("GMM sampler 32.0 ± 5.0: not resolved within spread.")
+    assert len(lines) == 3                                  # GMVAE-elbo has no blank-frame rows
+
+
+def test_seeds_line_says_which_models_pool_which_seeds():
+    from cxrnb.study.scoring import seeds_line
+    assert seeds_line([0, 1, 2], ["A", "B"], ["A", "B"]) == "0, 1, 2"
+    assert seeds_line([0, 1, 2], ["A"], ["A", "B"]) == "0, 1, 2 for A; its own seed only for the others"
+    assert seeds_line([0], [], ["A"]) == "0"
+    assert seeds_line([0, 1], [], ["A"]) == "each model its own seed only"

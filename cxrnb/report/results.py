@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrnb.evaluation.evaluate import FD_METRICS, LADDER, REAL, Kind
+from cxrnb.evaluation.metrics import BLANK_SHARE
 from cxrnb.models import PRESETS
 from cxrnb.models.base import Family
 from cxrnb.paths import write_text
@@ -206,16 +207,22 @@ def score_table(space: str, part: pd.DataFrame) -> list[str]:
 def spread_note(rows: pd.DataFrame) -> str:
     """What the ± of the model rows pools, computed from their ``n_seeds``."""
     sc = _scored(rows)
-    seeds = sorted({seeds_of(r) for _, r in sc[sc.kind == Kind.MODEL].iterrows()})
-    if seeds and seeds[0] >= MIN_SEEDS:
-        n = f"{seeds[0]}" if seeds[0] == seeds[-1] else f"{seeds[0]}–{seeds[-1]}"
-        return (f"Spreads (±) of the models pool {n} training seeds each: the standard deviation of one "
-                "(training seed, subset) draw, the variance between the seeds' means plus the mean "
-                "variance over resampled subsets within a seed. A gap is settled only beyond "
-                "twice the combined spread of the pair.")
-    return (f"Spreads (±) of the models with fewer than {MIN_SEEDS} training seeds are over resampled "
-            "subsets of their runs only: they do not include the variation between training seeds, so no "
-            "gap involving them is called settled (the `study` profile trains every model with 3 seeds).")
+    seeds = {r.model: seeds_of(r) for _, r in sc[sc.kind == Kind.MODEL].iterrows()}
+    pooled = [m for m, n in seeds.items() if n >= MIN_SEEDS]
+    counts = sorted({seeds[m] for m in pooled})
+    n = "–".join(map(str, dict.fromkeys([counts[0], counts[-1]]))) if counts else ""
+    pooled_text = (f"pool {n} training seeds each: the standard deviation of one (training seed, subset) "
+                   "draw, the variance between the seeds' means plus the mean variance over resampled "
+                   "subsets within a seed. A gap is settled only beyond twice the combined spread of the pair.")
+    single = (f"over resampled subsets of their runs only: they do not include the variation between "
+              "training seeds, so no gap involving them is called settled")
+    if pooled and len(pooled) == len(seeds):
+        return f"Spreads (±) of the models {pooled_text}"
+    if pooled:
+        return (f"Spreads (±) of {', '.join(pooled)} {pooled_text} Those of the other models, with fewer "
+                f"than {MIN_SEEDS} training seeds, are {single}.")
+    return (f"Spreads (±) of the models with fewer than {MIN_SEEDS} training seeds are {single} "
+            "(the `study` profile trains the headline models with 3 seeds).")
 
 
 def score_notes(rows: pd.DataFrame) -> list[str]:
@@ -282,6 +289,29 @@ def arithmetic_lines(per_run: pd.DataFrame, pooled: pd.DataFrame, twins: Mapping
     return out
 
 
+def sampler_lines(rows: pd.DataFrame, blank: pd.DataFrame, samplers: Mapping[str, str]) -> list[str]:
+    """Prior against ex-post GMM sampler, per model and feature space: ``samplers`` maps a sampler's
+    row ("VAE-elbo-beta1 · GMM sampler") to its model's; ``blank`` is ``scoring.blank_frame_table``
+    over the same samples (rows per run; a model's own run is the one under its name)."""
+    fd, out = _fd(rows), []
+    counts = blank.set_index("model")
+    for sampler, model in samplers.items():
+        for space, part in fd.groupby("space", sort=False):
+            t = part.set_index("model")
+            if sampler not in t.index or model not in t.index:
+                continue
+            g, p = t.loc[sampler], t.loc[model]
+            v = {"holds": "the GMM sampler is better", "reversed": "the prior is better"}.get(compare(g, p), compare(g, p))
+            out.append(f"{g.metric} ({space}) {model}: prior {fmt(p['mean'], p['std'])}, GMM sampler "
+                       f"{fmt(g['mean'], g['std'])}: {v}.")
+        if model in counts.index and sampler in counts.index:
+            a, b = counts.loc[model], counts.loc[sampler]
+            out.append(f"Blank frames (pixel std under {BLANK_SHARE:.0%} of the real test images' median) of "
+                       f"{model}'s own run: {int(a['blank frames'])} of {int(a.samples)} prior samples, "
+                       f"{int(b['blank frames'])} of {int(b.samples)} GMM-sampler samples.")
+    return out
+
+
 def usefulness_section(rows: pd.DataFrame, usefulness: pd.DataFrame, source: str | None) -> list[str]:
     """The classifier experiment, with the generator named by ``source`` (its first comma-separated
     part is the model) and that model's Fréchet distances."""
@@ -299,12 +329,12 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
                      families: Mapping[str, str] | None = None, usefulness: pd.DataFrame | None = None,
                      title: str = "Measured sample quality", usefulness_source: str | None = None,
                      data_lines: Sequence[str] = (), ruler_lines: Sequence[str] = (),
-                     precision_lines: Sequence[str] = ()) -> str:
+                     precision_lines: Sequence[str] = (), sampler_lines: Sequence[str] = ()) -> str:
     """One table per feature space (rows: models, calibration ladder, real reference; each metric
     "mean ± std"), the spaces' dimensions, unavailable spaces with their reasons, the ladder
     placement, the ranking only where the spaces agree, the usefulness result with its controls,
     ``data_lines`` (what the data is), ``ruler_lines`` (the shipped feature networks),
-    ``precision_lines`` (``arithmetic_lines``) and provenance — every sentence computed from the
+    ``precision_lines`` (``arithmetic_lines``), ``sampler_lines`` (prior vs ex-post sampler) and provenance — every sentence computed from the
     numbers."""
     lines = [f"# {title}", ""]
     if data_lines:
@@ -316,6 +346,8 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
         lines += score_table(space, part)
     lines += score_notes(rows)
     lines += ranking_section(rows, families)
+    if sampler_lines:
+        lines += ["", "## Sampling the VAE family where the data is (ex-post GMM)", ""] + [f"- {x}" for x in sampler_lines]
     if precision_lines:
         lines += ["", "## Do the verdicts depend on the arithmetic?", ""] + [f"- {p}" for p in precision_lines]
     if usefulness is not None:

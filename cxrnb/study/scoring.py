@@ -115,6 +115,28 @@ def gmm_samplers(runs: dict[str, Run], names: Sequence[str], seed: int = 0) -> d
     return {r.preset: r for r in out}
 
 
+def gmm_replicates(seeded: dict[str, tuple[str, Run]], names: Sequence[str], seed: int = 0
+                   ) -> dict[str, tuple[str, Run]]:
+    """The GMM sampler of every seed replicate (``replicates.seed_replicates``) of a model in
+    ``names``, keyed and paired like the replicates: {"<preset> · GMM sampler · seed 1":
+    ("<preset> · GMM sampler", its run)}, so the sampler's scores pool the same training seeds."""
+    out = {}
+    for name, (model, run) in seeded.items():
+        if model in names:
+            g = gmm_sampler(run, seed)
+            out[f"{g.preset} · seed {run_spec(run)['seed']}"] = (g.preset, g)
+    return out
+
+
+def seeds_line(seeds: Sequence[int], replicated: Sequence[str], models: Sequence[str]) -> str:
+    """'0, 1, 2 for VAE-beta0.002, LSGAN; 0 for the others': which models pool which training seeds."""
+    all_seeds = ", ".join(map(str, seeds))
+    if len(seeds) < 2 or set(models) <= set(replicated):
+        return all_seeds
+    others = "its own seed only" if replicated else "each model its own seed only"
+    return f"{all_seeds} for {', '.join(replicated)}; {others} for the others" if replicated else others
+
+
 def blank_frame_table(generated: dict[str, torch.Tensor], real: torch.Tensor) -> pd.DataFrame:
     """Per model: how many of its samples are blank frames (``metrics.blank_frames``: pixel std under
     a share of the real test images' median), of how many."""
