@@ -214,7 +214,7 @@ def spread_note(rows: pd.DataFrame) -> str:
     pooled_text = (f"pool {n} training seeds each: the standard deviation of one (training seed, subset) "
                    "draw, the variance between the seeds' means plus the mean variance over resampled "
                    "subsets within a seed. A gap is settled only beyond twice the combined spread of the pair.")
-    single = (f"over resampled subsets of their runs only: they do not include the variation between "
+    single = ("over resampled subsets of their runs only: they do not include the variation between "
               "training seeds, so no gap involving them is called settled")
     if pooled and len(pooled) == len(seeds):
         return f"Spreads (±) of the models {pooled_text}"
@@ -301,7 +301,8 @@ def sampler_lines(rows: pd.DataFrame, blank: pd.DataFrame, samplers: Mapping[str
             if sampler not in t.index or model not in t.index:
                 continue
             g, p = t.loc[sampler], t.loc[model]
-            v = {"holds": "the GMM sampler is better", "reversed": "the prior is better"}.get(compare(g, p), compare(g, p))
+            v = compare(g, p)
+            v = {"holds": "the GMM sampler is better", "reversed": "the prior is better"}.get(v, v)
             out.append(f"{g.metric} ({space}) {model}: prior {fmt(p['mean'], p['std'])}, GMM sampler "
                        f"{fmt(g['mean'], g['std'])}: {v}.")
         if model in counts.index and sampler in counts.index:
@@ -329,13 +330,14 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
                      families: Mapping[str, str] | None = None, usefulness: pd.DataFrame | None = None,
                      title: str = "Measured sample quality", usefulness_source: str | None = None,
                      data_lines: Sequence[str] = (), ruler_lines: Sequence[str] = (),
-                     precision_lines: Sequence[str] = (), sampler_lines: Sequence[str] = ()) -> str:
+                     precision_lines: Sequence[str] = (),
+                     sampler_lines: Sequence[str] = ()) -> str:
     """One table per feature space (rows: models, calibration ladder, real reference; each metric
     "mean ± std"), the spaces' dimensions, unavailable spaces with their reasons, the ladder
     placement, the ranking only where the spaces agree, the usefulness result with its controls,
     ``data_lines`` (what the data is), ``ruler_lines`` (the shipped feature networks),
-    ``precision_lines`` (``arithmetic_lines``), ``sampler_lines`` (prior vs ex-post sampler) and provenance — every sentence computed from the
-    numbers."""
+    ``precision_lines`` (``arithmetic_lines``), ``sampler_lines`` (prior vs ex-post sampler) and
+    provenance — every sentence computed from the numbers."""
     lines = [f"# {title}", ""]
     if data_lines:
         lines += ["## The data", ""] + [f"- {d}" for d in data_lines] + [""]
@@ -347,7 +349,8 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
     lines += score_notes(rows)
     lines += ranking_section(rows, families)
     if sampler_lines:
-        lines += ["", "## Sampling the VAE family where the data is (ex-post GMM)", ""] + [f"- {x}" for x in sampler_lines]
+        lines += ["", "## Sampling the VAE family where the data is (ex-post GMM)", ""]
+        lines += [f"- {x}" for x in sampler_lines]
     if precision_lines:
         lines += ["", "## Do the verdicts depend on the arithmetic?", ""] + [f"- {p}" for p in precision_lines]
     if usefulness is not None:

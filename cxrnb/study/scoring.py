@@ -121,7 +121,7 @@ def gmm_replicates(seeded: dict[str, tuple[str, Run]], names: Sequence[str], see
     ``names``, keyed and paired like the replicates: {"<preset> · GMM sampler · seed 1":
     ("<preset> · GMM sampler", its run)}, so the sampler's scores pool the same training seeds."""
     out = {}
-    for name, (model, run) in seeded.items():
+    for model, run in seeded.values():
         if model in names:
             g = gmm_sampler(run, seed)
             out[f"{g.preset} · seed {run_spec(run)['seed']}"] = (g.preset, g)
