@@ -97,7 +97,7 @@ def test_usefulness_section():
     u = pd.DataFrame({"regime": ["real", "real+synthetic", "real+real (duplicated)", "synthetic",
                                  "blank (mean grey + noise)"], "finding": "macro",
                       "mean": [0.70, 0.67, 0.71, 0.55, 0.52], "std": [0.01, 0.03, 0.02, 0.03, 0.02],
-                      "n_seeds": 3, "steps": 200,
+                      "n_seeds": 3, "steps": 200, "n_train": [1326, 2652, 2652, 1326, 1326],
                       "training set": ["1,326 real", "1,326 real + 1,326 synthetic", "1,326 real, each twice",
                                        "1,326 synthetic", "1,326 blank, real labels"]})
     df = rows({"FS-GMVAE-elbo": (50, 2), "LSGAN": (40, 1)})
@@ -194,6 +194,7 @@ def test_pretraining_rare_findings_and_per_finding_changes():
                   {"regime": regime, "finding": "Hernia", "mean": 0.5, "std": 0.1, "test_positives": 2}]
     u = pd.DataFrame(rows_).assign(n_seeds=3, steps=50, n_test=300)
     u["training set"] = u.regime.map(dict(zip(regimes, sets)))
+    u["n_train"] = u.regime.map(dict(zip(regimes, [100, 200, 200, 140])))
     lines = usefulness.usefulness_lines(u, "G", rare=["Hernia", "Pneumonia"])
     text = "\n".join(lines)
     # 0.78 - 0.70 = +0.08 against twice hypot(0.01, 0.01) = 0.028: settled, it helps

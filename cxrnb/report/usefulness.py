@@ -65,6 +65,11 @@ def finding_changes(table: pd.DataFrame, min_positives: int = 10) -> pd.DataFram
     return pd.DataFrame(cells)
 
 
+def _added(macro: pd.DataFrame, regime: Regime) -> int:
+    """How many synthetic images ``regime``'s training set adds to the real one (from the sizes)."""
+    return int(macro.loc[regime, "n_train"] - macro.loc[Regime.REAL, "n_train"])
+
+
 def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
                      generator_fd: Sequence[str] = (), rare: Sequence[str] = (),
                      min_positives: int = 10) -> list[str]:
@@ -80,18 +85,17 @@ def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
     if generator_fd:
         lines += [f"Generator {name}: " + "; ".join(generator_fd) + "."]
     if {Regime.REAL, Regime.MIXED} <= set(macro.index):
-        n = table.loc[table.regime == Regime.MIXED, "training set"].iloc[0]
-        lines += [f"Adding {n.split(' + ')[-1].replace(' synthetic', '')} {name} images to the real "
+        lines += [f"Adding {_added(macro, Regime.MIXED):,} {name} images to the real "
                   f"training set changes macro AUROC by {_change(macro, Regime.MIXED)} (mean ± spread "
                   f"over {int(macro.loc[Regime.REAL, 'n_seeds'])} seeds, equal gradient steps)."]
     if {Regime.REAL, Regime.PRETRAINED} <= set(macro.index):
         lines += [f"Pretraining on the {name} images, then fine-tuning on the real ones (half the steps each, "
                   f"the same steps in all) changes macro AUROC by {_change(macro, Regime.PRETRAINED)}."]
     if {Regime.REAL, Regime.RARE} <= set(macro.index):
-        n = table.loc[table.regime == Regime.RARE, "training set"].iloc[0].split(" + ")[-1].split(" ")[0]
         which = f" ({', '.join(rare)})" if rare else ""
-        lines += [f"Adding {n} {name} images generated only for the rarest findings{which}, to balance the "
-                  f"training set, changes macro AUROC by {_change(macro, Regime.RARE)}."]
+        lines += [f"Adding {_added(macro, Regime.RARE):,} {name} images generated only for the rarest "
+                  f"findings{which}, to balance the training set, changes macro AUROC by "
+                  f"{_change(macro, Regime.RARE)}."]
     if Regime.DUPLICATED in macro.index:
         lines += ["Control, the real images duplicated to the same size: "
                   f"{_change(macro, Regime.DUPLICATED)}."]
