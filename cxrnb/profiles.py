@@ -67,9 +67,9 @@ PROFILES: dict[str, dict] = {
     # pair VAE-beta0.002 / VAE-elbo-beta1, and the LSGAN, the best family) trained with three seeds
     # (seeds 1 and 2 as replicates, in 07), so their spreads include the training seed, and the pair
     # trained again with seed 0 in bf16, to show whether its verdict depends on the arithmetic. The
-    # other models keep one seed: every seed of all nine would take an estimated 2 h 10 min on 2 cores (each
-    # extra seed of all of them ~35 min, from one-epoch timings on a 2-core EPYC), so gaps involving
-    # them stay "not resolved".
+    # other models keep one seed, so gaps involving them stay "not resolved": three seeds of all nine
+    # would take an estimated 2 h 10 min on 2 cores (each extra seed of all of them ~35 min, from
+    # one-epoch timings on a 2-core EPYC).
     "study": {**CPU, "runs_dir": "runs/study",
               "07": {**CPU["07"], "training_seeds": [0, 1, 2],
                      "seeded_models": ["VAE-beta0.002", "VAE-elbo-beta1", "LSGAN"],

@@ -88,3 +88,14 @@ def test_precision_env_decides_what_auto_means(monkeypatch):
     monkeypatch.setenv(PRECISION_ENV, "fp16")
     with pytest.raises(CxrnbError, match="unknown precision 'fp16'"):
         resolve_precision("auto", cpu)
+
+
+def test_a_model_name_not_among_the_loaded_runs_is_a_one_line_error():
+    """A typo in seeded_models / arithmetic_check / gmm_models fails before any training, naming it."""
+    runs = {"VAE-beta0.002": object(), "LSGAN": object()}
+    with pytest.raises(CxrnbError, match=r"^Seed replicates asked for LSGNA, which is not among the loaded "
+                                         r"models: VAE-beta0.002, LSGAN$"):
+        replicates.seed_replicates(runs, [0, 1], names=["LSGNA"])
+    with pytest.raises(CxrnbError, match="^Arithmetic twins asked for VAE-beta1,"):
+        replicates.arithmetic_twins(runs, ["VAE-beta1"])
+    assert list(replicates.named_runs(runs, ["LSGAN", "VAE-beta0.002"], "x")) == ["LSGAN", "VAE-beta0.002"]

@@ -210,7 +210,7 @@ def spread_note(rows: pd.DataFrame) -> str:
     seeds = {r.model: seeds_of(r) for _, r in sc[sc.kind == Kind.MODEL].iterrows()}
     pooled = [m for m, n in seeds.items() if n >= MIN_SEEDS]
     counts = sorted({seeds[m] for m in pooled})
-    n = "–".join(map(str, dict.fromkeys([counts[0], counts[-1]]))) if counts else ""
+    n = "" if not counts else f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
     pooled_text = (f"pool {n} training seeds each: the standard deviation of one (training seed, subset) "
                    "draw, the variance between the seeds' means plus the mean variance over resampled "
                    "subsets within a seed. A gap is settled only beyond twice the combined spread of the pair.")

@@ -50,12 +50,24 @@ def replicate(run: Run, seed: int, precision: str = Precision.AUTO, device: str 
                      out=out, **spec["model_kwargs"])
 
 
+def named_runs(runs: dict[str, Run], names: Iterable[str], what: str) -> dict[str, Run]:
+    """The runs called ``names``, in that order; a name not among ``runs`` (a typo in a notebook
+    parameter) is a one-line error saying ``what`` asked for it."""
+    names = list(names)
+    missing = [n for n in names if n not in runs]
+    if missing:
+        raise CxrnbError(f"{what} asked for {', '.join(missing)}, which is not among the loaded models: "
+                         f"{', '.join(runs)}")
+    return {n: runs[n] for n in names}
+
+
 def seed_replicates(runs: dict[str, Run], seeds: Iterable[int], device: str = "auto",
-                    progress: bool = True) -> dict[str, tuple[str, Run]]:
-    """{replicate name: (model, replicate)} for every run and every seed in ``seeds`` other than the
-    run's own: with the run itself, each model then has one run per seed."""
+                    progress: bool = True, names: Iterable[str] | None = None) -> dict[str, tuple[str, Run]]:
+    """{replicate name: (model, replicate)} for every run (or those in ``names``) and every seed in
+    ``seeds`` other than the run's own: with the run itself, each model then has one run per seed."""
     out = {}
-    for name, run in runs.items():
+    chosen = runs if names is None else named_runs(runs, names, "Seed replicates")
+    for name, run in chosen.items():
         own = run_spec(run)["seed"]
         for s in seeds:
             if s != own:
@@ -74,8 +86,7 @@ def arithmetic_twins(runs: dict[str, Run], names: Iterable[str], device: str = "
     arithmetic (``other_precision``), to tell a verdict that rests on the model from one that rests
     on the machine's arithmetic."""
     out = {}
-    for name in names:
-        run = runs[name]
+    for name, run in named_runs(runs, names, "Arithmetic twins").items():
         seed, p = run_spec(run)["seed"], other_precision(run)
         out[replicate_name(run, seed, p)] = (name, replicate(run, seed, p, device=device, progress=progress))
     return out

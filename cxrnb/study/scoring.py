@@ -27,7 +27,7 @@ from cxrnb.report import plots
 from cxrnb.report.numbers import count
 from cxrnb.report.results import FAMILY_NAMES
 from cxrnb.runtime import describe_device
-from cxrnb.study.replicates import run_spec
+from cxrnb.study.replicates import named_runs, run_spec
 from cxrnb.study.runs import Run, diagnose, heldout_split
 from cxrnb.study.views import samples, timed_samples
 
@@ -107,11 +107,7 @@ def gmm_sampler(run: Run, seed: int = 0) -> Run:
 
 def gmm_samplers(runs: dict[str, Run], names: Sequence[str], seed: int = 0) -> dict[str, Run]:
     """``gmm_sampler`` of each run named in ``names``, keyed by its name ("<preset> · GMM sampler")."""
-    missing = [n for n in names if n not in runs]
-    if missing:
-        raise CxrnbError(f"GMM samplers asked for {', '.join(missing)}, which is not among the loaded models: "
-                         f"{', '.join(runs)}")
-    out = [gmm_sampler(runs[n], seed) for n in names]
+    out = [gmm_sampler(run, seed) for run in named_runs(runs, names, "GMM samplers").values()]
     return {r.preset: r for r in out}
 
 
@@ -129,12 +125,14 @@ def gmm_replicates(seeded: dict[str, tuple[str, Run]], names: Sequence[str], see
 
 
 def seeds_line(seeds: Sequence[int], replicated: Sequence[str], models: Sequence[str]) -> str:
-    """'0, 1, 2 for VAE-beta0.002, LSGAN; 0 for the others': which models pool which training seeds."""
+    """'0, 1, 2 for VAE-beta0.002, LSGAN; its own seed only for the others': which models pool which
+    training seeds."""
     all_seeds = ", ".join(map(str, seeds))
     if len(seeds) < 2 or set(models) <= set(replicated):
         return all_seeds
-    others = "its own seed only" if replicated else "each model its own seed only"
-    return f"{all_seeds} for {', '.join(replicated)}; {others} for the others" if replicated else others
+    if not replicated:
+        return "each model its own seed only"
+    return f"{all_seeds} for {', '.join(replicated)}; its own seed only for the others"
 
 
 def blank_frame_table(generated: dict[str, torch.Tensor], real: torch.Tensor) -> pd.DataFrame:
