@@ -166,8 +166,10 @@ def test_sensitivity_is_the_half_difference_of_the_images_one_std_either_side(to
         plus = _decode_by_hand(toy, mean + std[i] * directions[i])
         minus = _decode_by_hand(toy, mean - std[i] * directions[i])
         assert moves[i].item() == pytest.approx(np.abs(plus - minus).mean() / 2, rel=1e-5)
-    ui = widgets.explorer_widget(toy, mean, directions, std)
-    assert ui.children[0].children[0].children[1].value == f"Δ {moves[0].item():.3f} per unit"
+    ui = widgets.explorer_widget(toy, mean, directions, std, visible=0.008)     # the toy's moves are ~0.9%
+    assert [n.value for n in ui.notes] == [f"Δ {m:.3f} per unit" for m in moves.tolist()]
+    rows = ui.children[0].children[0].children                    # the visible rows, largest move first
+    assert rows[0].children[0] is ui.sliders[int(moves.argmax())]
 
 
 @pytest.mark.slow

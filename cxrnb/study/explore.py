@@ -24,17 +24,23 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from cxrnb.data.cache import Split
 from cxrnb.errors import CxrnbError
+from cxrnb.evaluation.metrics import Space, memorisation, nearest
 from cxrnb.labels import NO_FINDING, one_hot
 from cxrnb.models.base import GenerativeModel, Prior
+from cxrnb.paths import atomic
+from cxrnb.provenance import Provenance
 from cxrnb.report.plots import image_grid, tile
 from cxrnb.study.runs import Run
 
@@ -331,3 +337,83 @@ def walk(run: Run, k: int = 6, seed: int = 0, progress: bool = True) -> Walk:
         axes = random_directions(model.latent_dim, k=k, seed=seed)
         title = f"{name}: traversal of {k} random directions"
     return Walk(run, traverse(model, *axes, y=y), sensitivity_table(model, *axes, y), title, axes, y)
+
+
+# --- what the explorer shows beside the sliders -----------------------------------------------
+
+VISIBLE = 0.01     # a change under 1% of the grey range (mean absolute) is called invisible
+
+
+def slider_order(moves: Tensor, visible: float = VISIBLE) -> tuple[list[int], list[int]]:
+    """The directions worth a visible slider, largest move first, and the ones folded away (moving
+    the image by less than ``visible``), also largest first, so every visible slider does something."""
+    order = [int(i) for i in torch.as_tensor(moves).argsort(descending=True, stable=True)]
+    return [i for i in order if moves[i] >= visible], [i for i in order if moves[i] < visible]
+
+
+def distinct_components(model: GenerativeModel, y: Tensor | None = None, seed: int = 0,
+                        visible: float = VISIBLE) -> list[int]:
+    """The mixture components whose images differ: one draw per component with the same noise (as
+    ``component_spread``), kept greedily in component order when its image differs from every kept
+    one by at least ``visible`` (mean absolute grey level). A menu of 300 components that decode to
+    one image is one entry, not 300."""
+    k = model.n_components
+    if not k:
+        raise CxrnbError(f"{type(model).__name__} has no mixture prior to compare components of")
+    images = decode_latents(model, torch.cat([component_latents(model, c, 1, seed) for c in range(k)]), y)
+    images = images.flatten(1)
+    kept: list[int] = []
+    for c in range(k):
+        if not kept or (images[kept] - images[c]).abs().mean(1).min() >= visible:
+            kept.append(c)
+    return kept
+
+
+@dataclass
+class NearestTraining:
+    """The training images of a run, to find the one nearest a displayed image: the study's
+    memorisation check (``metrics.memorisation``: RMS grey-level distance) made visible, with its
+    baseline, the distance below which ``quantile`` of real unseen test images lie."""
+
+    train: Tensor          # uint8 (N, 1, S, S), the run's training split
+    threshold: float       # ``quantile`` of the test images' distances to their nearest training image
+    quantile: float = 0.05
+
+    @classmethod
+    def from_run(cls, run: Run, quantile: float = 0.05) -> NearestTraining:
+        train, test = run.cache.split_images(Split.TRAIN), run.cache.split_images(Split.TEST)
+        check = memorisation(test[:1], train, test, quantile=quantile, progress=False)[Space.PIXEL]
+        return cls(train, check.threshold, quantile)
+
+    def __call__(self, image: Tensor) -> tuple[int, float]:
+        """The index of the training image nearest ``image`` ((H, W) in [0, 1]) and its RMS distance."""
+        if tuple(image.shape[-2:]) != tuple(self.train.shape[-2:]):
+            raise CxrnbError(f"a {image.shape[-2]}x{image.shape[-1]} image has no nearest among "
+                             f"{self.train.shape[-2]}x{self.train.shape[-1]} training images")
+        d, i = nearest(image.reshape(1, 1, *image.shape[-2:]), self.train)
+        return int(i[0]), float(d[0]) / image.numel() ** 0.5
+
+    def describe(self, index: int, distance: float) -> str:
+        """One line for the explorer: the distance, and whether real test images sit as close."""
+        side = "closer than" if distance < self.threshold else "farther than"
+        return (f"nearest training image #{index}: RMS distance {distance:.3f}, {side} "
+                f"{1 - self.quantile:.0%} of real test images are to theirs ({self.threshold:.3f})")
+
+
+def save_view(image: Tensor, z: Tensor, folder: str | Path, stem: str, prov: Provenance | None = None,
+              **facts) -> tuple[Path, Path]:
+    """Keep what the explorer shows: the image ((H, W) in [0, 1]) as ``<stem>-NNN.png`` and its
+    latent, with ``facts`` (sliders, component, label) and the run's provenance, as the ``.pt`` beside
+    it, under the first free number. Both are written atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while (folder / f"{stem}-{n:03d}.png").exists() or (folder / f"{stem}-{n:03d}.pt").exists():
+        n += 1
+    png, pt = folder / f"{stem}-{n:03d}.png", folder / f"{stem}-{n:03d}.pt"
+    with atomic(pt) as tmp:
+        torch.save({"latent": z.detach().float().cpu(), **facts,
+                    "provenance": prov.to_dict() if prov is not None else None}, tmp)
+    with atomic(png) as tmp:
+        Image.fromarray((image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)).save(tmp, format="png")
+    return png, pt

@@ -2,12 +2,19 @@
 
 Each widget redraws its image from the same functions the static figures use (``decode_latents``,
 ``simplex_point``), and shows beside each slider how far it moves the image (``sensitivity``), so the
-interactive explorer and a headless run's grids never disagree.
+interactive explorer and a headless run's grids never disagree. Sliders are ordered by that move;
+those under 1% of the grey range are folded behind a toggle, so every visible slider does something.
+Right of the controls, every explorer shows the same panel (``ImagePanel``): the image, how far it
+has moved from where it started, its nearest training image (the memorisation check made visible)
+and a button that keeps the image and its latent.
 """
 
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import ipywidgets as w
 import numpy as np
@@ -17,17 +24,28 @@ from torch import Tensor
 
 from cxrnb.labels import LABELS, NO_FINDING
 from cxrnb.models.base import GenerativeModel
+from cxrnb.paths import in_repo
+from cxrnb.provenance import Provenance
 from cxrnb.study.explore import (
+    VISIBLE,
+    NearestTraining,
     Walk,
     component_latents,
     decode_latents,
+    distinct_components,
+    encode_means,
     labels_for,
+    save_view,
     sensitivity,
     simplex_point,
     simplex_sensitivity,
+    slerp,
+    slider_order,
 )
 
 MEAN = -1                          # the explorer's "data mean" base, beside components 0..K-1
+LIVE_BELOW = 0.1                   # redraw while dragging when one redraw takes less (seconds)
+SAVES = "reports/explorer"         # where "save" writes unless another folder is typed in
 
 
 def _png(image: Tensor) -> bytes:
@@ -37,78 +55,238 @@ def _png(image: Tensor) -> bytes:
     return buf.getvalue()
 
 
+class ImagePanel(w.VBox):
+    """The image an explorer shows, its change from the first image shown (``delta``), its nearest
+    training image and distance when ``nearest`` is given, and "save" (``save_view``) into the folder
+    typed in ``folder`` (relative to the checkout). ``show`` draws a new image; ``latency_s`` is how long the last redraw took,
+    from the control's change to the PNG handed to the browser."""
+
+    def __init__(self, name: str, nearest: NearestTraining | None = None, save_dir: str | Path | None = None,
+                 prov: Provenance | None = None, width: int = 256):
+        self.name, self.nearest, self.prov = name, nearest, prov
+        self.image = w.Image(format="png", layout=w.Layout(width=f"{width}px"))
+        self.delta = w.Label()
+        self.nearest_image = w.Image(format="png", layout=w.Layout(width=f"{width // 2}px"))
+        self.nearest_label = w.Label()
+        self.folder = w.Text(value=str(save_dir or SAVES), description="save to")
+        self.save_button = w.Button(description="save PNG + latent", icon="save")
+        self.saved = w.Label()
+        self.save_button.on_click(lambda _: self.save())
+        self.start: Tensor | None = None
+        self.current: tuple[Tensor, Tensor, dict] | None = None
+        self.latency_s = 0.0
+        parts = [self.image, self.delta]
+        parts += [w.HBox([self.nearest_image, self.nearest_label])] if nearest is not None else []
+        super().__init__(parts + [w.HBox([self.folder, self.save_button]), self.saved])
+
+    def show(self, image: Tensor, z: Tensor, began: float, **facts) -> None:
+        """Draw ``image`` ((H, W) in [0, 1]), decoded from latent ``z`` at ``began`` (perf_counter)."""
+        self.start = image if self.start is None else self.start
+        self.current = (image, z, facts)
+        self.image.value = _png(image)
+        self.delta.value = f"Δ {float((image - self.start).abs().mean()):.4f} from the first image"
+        if self.nearest is not None:
+            i, d = self.nearest(image)
+            self.nearest_image.value = _png(self.nearest.train[i, 0].float() / 255)
+            self.nearest_label.value = self.nearest.describe(i, d)
+        self.latency_s = time.perf_counter() - began
+
+    def save(self) -> tuple[Path, Path]:
+        image, z, facts = self.current
+        png, pt = save_view(image, z, in_repo(self.folder.value), self.name, self.prov, preset=self.name, **facts)
+        self.saved.value = f"saved {png.name} and {pt.name} in {png.parent}"
+        return png, pt
+
+
+def _sliders_box(sliders: list[w.FloatSlider], notes: list[str], moves: Tensor, visible: float,
+                 reset: Callable[[], None], unit: str) -> tuple[w.VBox, list[int], list[int], w.ToggleButton]:
+    """Slider rows ordered by how far they move the image, those under ``visible`` folded behind a
+    toggle that says how many, and a reset button. Returns the box, the order, the folded, the toggle."""
+    shown, folded = slider_order(moves, visible)
+    labels = [w.Label(n) for n in notes]
+    rows = {i: w.HBox([sliders[i], labels[i]]) for i in range(len(sliders))}
+    hidden = w.VBox([rows[i] for i in folded], layout=w.Layout(display="none"))
+    toggle = w.ToggleButton(value=False, description=f"{len(folded)} {unit} move it < {visible:.0%}",
+                            disabled=not folded, tooltip="show the sliders that barely change the image")
+    toggle.observe(lambda change: setattr(hidden.layout, "display", "" if change["new"] else "none"),
+                   names="value")
+    button = w.Button(description="reset", icon="undo")
+    button.on_click(lambda _: reset())
+    box = w.VBox([rows[i] for i in shown] + [toggle, hidden, button])
+    box.reset_button, box.notes = button, labels
+    return box, shown, folded, toggle
+
+
+def _go_live(sliders: list[w.FloatSlider], panel: ImagePanel, live: bool | None) -> bool:
+    """Redraw while dragging when asked, or (``live=None``) when the first redraw was fast enough."""
+    live = panel.latency_s < LIVE_BELOW if live is None else live
+    for s in sliders:
+        s.continuous_update = live
+    return live
+
+
 def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, std: Tensor,
-                    y: Tensor | None = None, limit: float = 3.0, seed: int = 0, width: int = 256) -> w.HBox:
+                    y: Tensor | None = None, limit: float = 3.0, seed: int = 0, width: int = 256,
+                    nearest: NearestTraining | None = None, save_dir: str | Path | None = None,
+                    prov: Provenance | None = None, name: str | None = None, live: bool | None = None,
+                    visible: float = VISIBLE) -> w.HBox:
     """Sliders (one per direction, in std units), for a mixture a component menu, and for a
-    conditional model a label menu, over the image.
+    conditional model a label menu, beside an ``ImagePanel``.
 
     The displayed latent is ``base + sum_i slider_i * std[i] * directions[i]``, where the base is
-    ``mean`` or, when a component is chosen, a fixed draw (``seed``) from that component. A
-    conditional model draws the image for one label (one-hot) picked from the menu, or for ``y`` as
-    given (the menu's first entry when ``y`` is passed; else it starts at "No Finding"), so only
-    the label changes between picks. Beside each slider, how much one slider unit changes the image
-    at the mean for the starting label (``sensitivity``). Returns the container;
-    ``container.sliders``, ``container.menu``, ``container.labels`` and ``container.image`` give the parts.
+    ``mean`` or, when a component is chosen, a fixed draw (``seed``) from that component; the menu
+    lists only components that decode to distinct images (``distinct_components``) and says how many
+    it folded. A conditional model draws the image for one label (one-hot) picked from the menu, or
+    for ``y`` as given (the menu's first entry when ``y`` is passed; else it starts at "No Finding"),
+    so only the label changes between picks. Beside each slider, how much one slider unit changes the
+    image at the mean for the starting label (``sensitivity``); the rows are ordered by it.
+
+    Returns the container; ``.sliders`` (by direction, not display order), ``.order`` and ``.folded``
+    (direction indices), ``.fold_toggle``, ``.reset``, ``.menu``, ``.components_note``, ``.labels``,
+    ``.notes`` (the Δ labels, by direction), ``.panel``, ``.image`` and ``.live`` give the parts.
     """
-    sliders = [w.FloatSlider(value=0.0, min=-limit, max=limit, step=0.1, description=f"dir {i + 1}",
-                             continuous_update=False) for i in range(len(directions))]
+    name = name or model.preset or type(model).__name__
+    sliders = [w.FloatSlider(value=0.0, min=-limit, max=limit, step=0.1, description=f"dir {i + 1}")
+               for i in range(len(directions))]
     k = model.n_components
-    menu = w.Dropdown(options=[("data mean", MEAN)] + [(f"component {c}", c) for c in range(k)],
-                      value=MEAN, description="base")   # (a None value would show as a blank menu)
     given = "labels given"
     labels = w.Dropdown(options=([given] if y is not None else []) + list(LABELS),
                         value=given if y is not None else NO_FINDING, description="label")
-    image = w.Image(format="png", layout=w.Layout(width=f"{width}px"))
 
     def label() -> Tensor | None:
         return y if not model.conditional or labels.value == given else labels_for(model, labels.value)
+
+    kept = distinct_components(model, label(), seed, visible) if k else []
+    menu = w.Dropdown(options=[("data mean", MEAN)] + [(f"component {c}", c) for c in kept],
+                      value=MEAN, description="base")   # (a None value would show as a blank menu)
+    note = w.Label(f"{k - len(kept)} of {k} components folded: each decodes within {visible:.0%} of a listed one"
+                   if k else "")
+    panel = ImagePanel(name, nearest, save_dir, prov, width)
+    holding = [False]
 
     def base() -> Tensor:
         return mean if menu.value == MEAN else component_latents(model, menu.value, 1, seed)[0].float().cpu()
 
     def redraw(_=None) -> None:
-        offsets = torch.tensor([s.value for s in sliders]) * std
-        z = base() + offsets @ directions
-        image.value = _png(decode_latents(model, z[None], label())[0, 0])
+        if holding[0]:
+            return
+        began = time.perf_counter()
+        values = [s.value for s in sliders]
+        z = base() + (torch.tensor(values) * std) @ directions
+        panel.show(decode_latents(model, z[None], label())[0, 0], z, began, sliders=values,
+                   component=None if menu.value == MEAN else menu.value,
+                   label=labels.value if model.conditional else None)
+
+    def reset() -> None:
+        holding[0] = True
+        for s in sliders:
+            s.value = 0.0
+        menu.value = MEAN
+        labels.value = labels.options[0] if y is not None else NO_FINDING
+        holding[0] = False
+        redraw()
 
     for control in sliders + [menu, labels]:
         control.observe(redraw, names="value")
     redraw()
     moves = sensitivity(model, mean, directions, std, label())
-    rows = [w.HBox([s, w.Label(f"Δ {float(m):.3f} per unit")]) for s, m in zip(sliders, moves)]
-    controls = rows + ([menu] if k else []) + ([labels] if model.conditional else [])
-    container = w.HBox([w.VBox(controls), image])
-    container.sliders, container.menu, container.image = sliders, (menu if k else None), image
+    notes = [f"Δ {float(m):.3f} per unit" for m in moves]
+    box, order, folded, toggle = _sliders_box(sliders, notes, moves, visible, reset, "directions")
+    controls = [box] + ([menu, note] if k else []) + ([labels] if model.conditional else [])
+    container = w.HBox([w.VBox(controls), panel])
+    container.sliders, container.order, container.folded, container.fold_toggle = sliders, order, folded, toggle
+    container.reset, container.notes = box.reset_button, box.notes
+    container.menu, container.components_note = (menu if k else None), note
     container.labels = labels if model.conditional else None
+    container.panel, container.image = panel, panel.image
+    container.live = _go_live(sliders, panel, live)
     return container
 
 
-def simplex_widget(model: GenerativeModel, base: Tensor, components: Tensor, width: int = 256) -> w.HBox:
+def simplex_widget(model: GenerativeModel, base: Tensor, components: Tensor, width: int = 256,
+                   nearest: NearestTraining | None = None, save_dir: str | Path | None = None,
+                   prov: Provenance | None = None, name: str | None = None, live: bool | None = None,
+                   visible: float = VISIBLE) -> w.HBox:
     """One slider per component weight (raw weight 0..1, starting at the data-mean point's), the rest
     held; the weights are renormalised to sum to 1 (``simplex_point``) and decoded. Beside each
-    slider, how much its full travel changes the image (``simplex_sensitivity``).
-    Returns the container; ``container.sliders`` and ``container.image`` give the parts."""
-    sliders = [w.FloatSlider(value=float(base[c]), min=0.0, max=1.0, step=0.005,
-                             description=f"comp {int(c)}", continuous_update=False) for c in components]
-    image = w.Image(format="png", layout=w.Layout(width=f"{width}px"))
+    slider, how much its full travel changes the image (``simplex_sensitivity``); rows ordered by it.
+    Returns the container, with the parts named as ``explorer_widget``'s."""
+    name = name or model.preset or type(model).__name__
+    start = [float(base[c]) for c in components]
+    sliders = [w.FloatSlider(value=v, min=0.0, max=1.0, step=0.005, description=f"comp {int(c)}")
+               for v, c in zip(start, components)]
+    panel = ImagePanel(name, nearest, save_dir, prov, width)
+    holding = [False]
 
     def redraw(_=None) -> None:
-        z = simplex_point(base, components, torch.tensor([s.value for s in sliders]))
-        image.value = _png(decode_latents(model, z[None])[0, 0])
+        if holding[0]:
+            return
+        began = time.perf_counter()
+        weights = [s.value for s in sliders]
+        z = simplex_point(base, components, torch.tensor(weights))
+        panel.show(decode_latents(model, z[None])[0, 0], z, began, weights=dict(zip(components.tolist(), weights)))
+
+    def reset() -> None:
+        holding[0] = True
+        for s, v in zip(sliders, start):
+            s.value = v
+        holding[0] = False
+        redraw()
 
     for s in sliders:
         s.observe(redraw, names="value")
     redraw()
     moves = simplex_sensitivity(model, base, components)
-    rows = [w.HBox([s, w.Label(f"Δ {float(m):.3f} over 0→1")]) for s, m in zip(sliders, moves)]
-    container = w.HBox([w.VBox(rows), image])
-    container.sliders, container.image = sliders, image
+    notes = [f"Δ {float(m):.3f} over 0→1" for m in moves]
+    box, order, folded, toggle = _sliders_box(sliders, notes, moves, visible, reset, "components")
+    container = w.HBox([box, panel])
+    container.sliders, container.order, container.folded, container.fold_toggle = sliders, order, folded, toggle
+    container.reset, container.notes, container.panel, container.image = box.reset_button, box.notes, panel, panel.image
+    container.live = _go_live(sliders, panel, live)
     return container
 
 
-def walk_widget(walk: Walk, width: int = 256) -> w.HBox:
+def interpolation_widget(model: GenerativeModel, images: Tensor, n_choices: int = 24, width: int = 256,
+                         nearest: NearestTraining | None = None, save_dir: str | Path | None = None,
+                         prov: Provenance | None = None, name: str | None = None,
+                         live: bool | None = None) -> w.HBox:
+    """Pick two real images (uint8 (N, 1, S, S), e.g. the test split; the first ``n_choices``) and a
+    fraction t: the decoded great-circle point between their posterior means (``slerp``), beside
+    the two real images. Returns the container; ``.a``, ``.b``, ``.t``, ``.panel``, ``.image``."""
+    name = name or model.preset or type(model).__name__
+    images = images[:n_choices]
+    means = encode_means(model, images, progress=False)
+    choices = [(f"image {i}", i) for i in range(len(images))]
+    a = w.Dropdown(options=choices, value=0, description="from")
+    b = w.Dropdown(options=choices, value=min(1, len(images) - 1), description="to")
+    t = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="t")
+    ends = [w.Image(format="png", layout=w.Layout(width=f"{width // 2}px")) for _ in range(2)]
+    panel = ImagePanel(name, nearest, save_dir, prov, width)
+
+    def redraw(_=None) -> None:
+        began = time.perf_counter()
+        for end, pick in zip(ends, (a, b)):
+            end.value = _png(images[pick.value, 0].float() / 255)
+        z = slerp(means[a.value], means[b.value], torch.tensor([t.value]))[0]
+        panel.show(decode_latents(model, z[None])[0, 0], z, began, between=(a.value, b.value), t=t.value)
+
+    for control in (a, b, t):
+        control.observe(redraw, names="value")
+    redraw()
+    container = w.HBox([w.VBox([a, b, t, w.HBox(ends)]), panel])
+    container.a, container.b, container.t, container.panel, container.image = a, b, t, panel, panel.image
+    container.live = _go_live([t], panel, live)
+    return container
+
+
+def walk_widget(walk: Walk, width: int = 256, save_dir: str | Path | None = None,
+                nearest: bool = True) -> w.HBox:
     """The sliders of a ``Walk`` (explore.walk): one per component weight on the simplex, else one
-    per direction, with the label the walk was drawn with."""
+    per direction, with the label the walk was drawn with; beside the image its nearest training
+    image among the run's own (``nearest``), and "save" into ``save_dir``, with the run's provenance."""
+    run = walk.run
+    keep = dict(nearest=NearestTraining.from_run(run) if nearest else None, save_dir=save_dir,
+                prov=run.prov, name=run.preset, width=width)
     if walk.on_simplex:
-        return simplex_widget(walk.run.model, *walk.axes, width=width)
-    return explorer_widget(walk.run.model, *walk.axes, y=walk.y, width=width)
+        return simplex_widget(run.model, *walk.axes, **keep)
+    return explorer_widget(run.model, *walk.axes, y=walk.y, **keep)
