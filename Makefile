@@ -23,7 +23,7 @@ reproduce: $(VENV)/.installed        ## run every notebook headless, figures int
 	$(PY) -m cxrnb reproduce --profile $(PROFILE)
 
 test: $(VENV)/.installed             ## the test suite (real-data tests need CXR14_ROOT)
-	$(PY) -m pytest -q -n 2 --timeout 600 tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --timeout 600 tests
 
 lint: $(VENV)/.installed             ## ruff, configured in pyproject.toml
 	$(VENV)/bin/ruff check cxrnb tests docs

@@ -33,3 +33,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """What the browser test saw (explorers, interactions, latencies), recorded with ``record_property``
+    ("browser") so it reaches this summary from any xdist worker and shows in a passing run too."""
+    lines = [text for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+             if report.when == "call" for key, text in report.user_properties if key == "browser"]
+    if lines:
+        terminalreporter.section("latent explorer in the browser")
+        for text in lines:
+            terminalreporter.write_line(text)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_explore import S, Toy, _decode_by_hand
 
 from cxrnb.provenance import Provenance
 from cxrnb.study import explore, widgets
-from test_explore import S, Toy, _decode_by_hand
 
 
 @pytest.fixture(scope="module")

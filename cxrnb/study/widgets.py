@@ -46,6 +46,8 @@ from cxrnb.study.explore import (
 MEAN = -1                          # the explorer's "data mean" base, beside components 0..K-1
 LIVE_BELOW = 0.1                   # redraw while dragging when one redraw takes less (seconds)
 SAVES = "reports/explorer"         # where "save" writes unless another folder is typed in
+# CSS classes a browser test finds the parts by (cxrnb.report.browser)
+EXPLORER_CLASS, IMAGE_CLASS, DELTA_CLASS, TIMING_CLASS = "cxrnb-explorer", "cxrnb-image", "cxrnb-delta", "cxrnb-timing"
 
 
 def _png(image: Tensor) -> bytes:
@@ -58,14 +60,18 @@ def _png(image: Tensor) -> bytes:
 class ImagePanel(w.VBox):
     """The image an explorer shows, its change from the first image shown (``delta``), its nearest
     training image and distance when ``nearest`` is given, and "save" (``save_view``) into the folder
-    typed in ``folder`` (relative to the checkout). ``show`` draws a new image; ``latency_s`` is how long the last redraw took,
-    from the control's change to the PNG handed to the browser."""
+    typed in ``folder`` (relative to the checkout). ``show`` draws a new image; ``latency_s`` is how
+    long the last redraw took in the kernel, from the control's change to the PNG handed to the
+    browser, and ``timing`` shows it with a redraw count (so every redraw shows on the page, even one
+    of a collapsed model whose image does not change)."""
 
     def __init__(self, name: str, nearest: NearestTraining | None = None, save_dir: str | Path | None = None,
                  prov: Provenance | None = None, width: int = 256):
         self.name, self.nearest, self.prov = name, nearest, prov
-        self.image = w.Image(format="png", layout=w.Layout(width=f"{width}px"))
-        self.delta = w.Label()
+        self.image = w.Image(format="png", layout=w.Layout(width=f"{width}px")).add_class(IMAGE_CLASS)
+        self.delta = w.Label().add_class(DELTA_CLASS)
+        self.timing = w.Label().add_class(TIMING_CLASS)
+        self.redraws = 0
         self.nearest_image = w.Image(format="png", layout=w.Layout(width=f"{width // 2}px"))
         self.nearest_label = w.Label()
         self.folder = w.Text(value=str(save_dir or SAVES), description="save to")
@@ -75,7 +81,7 @@ class ImagePanel(w.VBox):
         self.start: Tensor | None = None
         self.current: tuple[Tensor, Tensor, dict] | None = None
         self.latency_s = 0.0
-        parts = [self.image, self.delta]
+        parts = [self.image, w.HBox([self.delta, self.timing])]
         parts += [w.HBox([self.nearest_image, self.nearest_label])] if nearest is not None else []
         super().__init__(parts + [w.HBox([self.folder, self.save_button]), self.saved])
 
@@ -90,6 +96,8 @@ class ImagePanel(w.VBox):
             self.nearest_image.value = _png(self.nearest.train[i, 0].float() / 255)
             self.nearest_label.value = self.nearest.describe(i, d)
         self.latency_s = time.perf_counter() - began
+        self.redraws += 1
+        self.timing.value = f"· redraw {self.redraws}: {1000 * self.latency_s:.0f} ms"
 
     def save(self) -> tuple[Path, Path]:
         image, z, facts = self.current
@@ -193,7 +201,7 @@ def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, st
     notes = [f"Δ {float(m):.3f} per unit" for m in moves]
     box, order, folded, toggle = _sliders_box(sliders, notes, moves, visible, reset, "directions")
     controls = [box] + ([menu, note] if k else []) + ([labels] if model.conditional else [])
-    container = w.HBox([w.VBox(controls), panel])
+    container = w.HBox([w.VBox(controls), panel]).add_class(EXPLORER_CLASS)
     container.sliders, container.order, container.folded, container.fold_toggle = sliders, order, folded, toggle
     container.reset, container.notes = box.reset_button, box.notes
     container.menu, container.components_note = (menu if k else None), note
@@ -239,7 +247,7 @@ def simplex_widget(model: GenerativeModel, base: Tensor, components: Tensor, wid
     moves = simplex_sensitivity(model, base, components)
     notes = [f"Δ {float(m):.3f} over 0→1" for m in moves]
     box, order, folded, toggle = _sliders_box(sliders, notes, moves, visible, reset, "components")
-    container = w.HBox([box, panel])
+    container = w.HBox([box, panel]).add_class(EXPLORER_CLASS)
     container.sliders, container.order, container.folded, container.fold_toggle = sliders, order, folded, toggle
     container.reset, container.notes, container.panel, container.image = box.reset_button, box.notes, panel, panel.image
     container.live = _go_live(sliders, panel, live)
@@ -252,7 +260,8 @@ def interpolation_widget(model: GenerativeModel, images: Tensor, n_choices: int 
                          live: bool | None = None) -> w.HBox:
     """Pick two real images (uint8 (N, 1, S, S), e.g. the test split; the first ``n_choices``) and a
     fraction t: the decoded great-circle point between their posterior means (``slerp``), beside
-    the two real images. Returns the container; ``.a``, ``.b``, ``.t``, ``.panel``, ``.image``."""
+    the two real images; beside t, how different the decodes at its two ends are. Returns the
+    container; ``.a``, ``.b``, ``.t``, ``.note``, ``.panel``, ``.image``."""
     name = name or model.preset or type(model).__name__
     images = images[:n_choices]
     means = encode_means(model, images, progress=False)
@@ -263,18 +272,23 @@ def interpolation_widget(model: GenerativeModel, images: Tensor, n_choices: int 
     ends = [w.Image(format="png", layout=w.Layout(width=f"{width // 2}px")) for _ in range(2)]
     panel = ImagePanel(name, nearest, save_dir, prov, width)
 
+    note = w.Label()
+
     def redraw(_=None) -> None:
         began = time.perf_counter()
         for end, pick in zip(ends, (a, b)):
             end.value = _png(images[pick.value, 0].float() / 255)
-        z = slerp(means[a.value], means[b.value], torch.tensor([t.value]))[0]
-        panel.show(decode_latents(model, z[None])[0, 0], z, began, between=(a.value, b.value), t=t.value)
+        path = slerp(means[a.value], means[b.value], torch.tensor([0.0, t.value, 1.0]))
+        decoded = decode_latents(model, path)[:, 0]
+        note.value = f"Δ {float((decoded[2] - decoded[0]).abs().mean()):.3f} over 0→1"
+        panel.show(decoded[1], path[1], began, between=(a.value, b.value), t=t.value)
 
     for control in (a, b, t):
         control.observe(redraw, names="value")
     redraw()
-    container = w.HBox([w.VBox([a, b, t, w.HBox(ends)]), panel])
-    container.a, container.b, container.t, container.panel, container.image = a, b, t, panel, panel.image
+    container = w.HBox([w.VBox([a, b, w.HBox([t, note]), w.HBox(ends)]), panel]).add_class(EXPLORER_CLASS)
+    container.a, container.b, container.t, container.note = a, b, t, note
+    container.panel, container.image = panel, panel.image
     container.live = _go_live([t], panel, live)
     return container
 

@@ -1,0 +1,350 @@
+"""Notebook 05 in a real browser, driven as a researcher drives it: JupyterLab started on a port of
+its own, a notebook opened in headless Chromium (Playwright), all cells run, and every explorer
+(``widgets.EXPLORER_CLASS``) worked with the mouse: its first visible slider dragged, its first menu
+given another entry. What each interaction changed, and how long the image took to follow the slider
+(from the mouse event to the new image in the page), comes back as an ``Interaction``; the test suite
+asserts on them (tests/test_browser.py) and the README's screenshots are taken by the same calls.
+
+Needs ``pip install playwright`` (the Python package only: no browser download) and a Chromium
+binary, e.g. Debian's (``apt-get install chromium``: /usr/bin/chromium). Screenshots of trained runs::
+
+    python -m cxrnb.report.browser --runs-dir runs/study --data-root $CXR14_ROOT --out docs/screenshots
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+
+from cxrnb.errors import CxrnbError
+from cxrnb.study.explore import VISIBLE
+from cxrnb.study.widgets import DELTA_CLASS, EXPLORER_CLASS, IMAGE_CLASS, TIMING_CLASS
+
+CHROMIUM = "/usr/bin/chromium"
+TOKEN = "cxrnb"
+# Chromium as this project's machines allow it: no sandbox as root, no network beyond localhost
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DRAG_STEPS = 6          # mouse moves while a slider is held, each timed
+STEP_PX = 6             # how far each move goes
+
+
+def missing() -> str | None:
+    """Why a browser run cannot happen here, or None when it can."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install playwright; no browser download needed)"
+    if chromium() is None:
+        return f"no Chromium at {CHROMIUM} or on PATH (apt-get install chromium)"
+    return None
+
+
+def chromium() -> str | None:
+    return CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def jupyterlab(root: Path, timeout: float = 120.0) -> Iterator[str]:
+    """JupyterLab serving ``root`` on a free localhost port, for as long as the block runs: its URL."""
+    port = _free_port()
+    log = open(Path(root) / "jupyterlab.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+                             "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}",
+                             f"--ServerApp.root_dir={root}",
+                             "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+                            + (["--allow-root"] if os.geteuid() == 0 else []),   # CI containers run as root
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JUPYTER_PLATFORM_DIRS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise CxrnbError(f"JupyterLab did not start: see {log.name}") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@contextmanager
+def browser_page(width: int = 1400, height: int = 1000) -> Iterator:
+    """A fresh headless Chromium page."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=FLAGS)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
+def _prompts(page) -> list[str]:
+    """Every code cell's prompt: ``[ ]:`` not run, ``[*]:`` running, ``[3]:`` done."""
+    return page.eval_on_selector_all(".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.trim())")
+
+
+def _accept_dialogs(page) -> None:
+    """Accept any dialog JupyterLab opened (e.g. "Select Kernel" while the first kernel starts),
+    saying what it asked."""
+    for dialog in page.locator(".jp-Dialog").all():
+        if dialog.is_visible():
+            print(f"JupyterLab asked: {' '.join(dialog.inner_text().split())[:200]!r}; accepted")
+            dialog.locator(".jp-Dialog-button.jp-mod-accept").first.click()
+            dialog.wait_for(state="hidden", timeout=10_000)
+
+
+def run_notebook(page, url: str, notebook: str, timeout: float = 600.0) -> None:
+    """Open ``notebook`` (relative to the server's root), Run > Run All Cells, wait until every cell
+    has run, and save it (so its outputs can be read from disk: ``cell_errors``)."""
+    page.set_default_timeout(60_000)
+    page.goto(f"{url}/lab/tree/{notebook}?reset&token={TOKEN}")    # reset: no tabs of an earlier page
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell")
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout * 1000)
+    for _ in range(10):            # on a fresh server the first Run All can land before the kernel is up
+        _accept_dialogs(page)
+        try:
+            page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=5000)
+            page.click(".lm-Menu-itemLabel:text-is('Run All Cells')", timeout=5000)
+        except Exception:          # playwright's TimeoutError: a dialog was in the way; accept it, retry
+            page.keyboard.press("Escape")
+            continue
+        page.wait_for_timeout(3000)
+        if any(p != "[ ]:" for p in _prompts(page)):
+            break
+    deadline, quiet = time.time() + timeout, 0
+    while not ((prompts := _prompts(page)) and all(p not in ("[ ]:", "[*]:", "") for p in prompts)):
+        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
+        quiet = quiet + 1 if idle and "[*]:" not in prompts else 0
+        if quiet >= 5:             # nothing running for 5 s with cells left: a cell failed, Run All stopped
+            break
+        if time.time() > deadline:
+            raise TimeoutError(f"cells still running after {timeout:.0f}s: {prompts}")
+        page.wait_for_timeout(1000)
+    page.keyboard.press("Control+s")
+    page.wait_for_timeout(1500)
+
+
+def cell_errors(path: Path) -> list[str]:
+    """The errors a saved notebook's cells raised, as 'ename: evalue'."""
+    cells = json.loads(Path(path).read_text())["cells"]
+    return [f"{o['ename']}: {o['evalue']}" for c in cells for o in c.get("outputs", [])
+            if o.get("output_type") == "error"]
+
+
+@dataclass
+class Interaction:
+    """What dragging one explorer's slider and picking from its menu did."""
+
+    index: int                          # the explorer's place in the notebook
+    sliders: int                        # visible sliders (0: all folded, and the fold was opened to drag one)
+    moves: float                        # the dragged slider's "Δ ... per unit" note: how far it should move the image
+    image_changed: bool                 # after the drag
+    readout: tuple[str, str]            # the dragged slider's readout, before and after
+    delta: tuple[str, str]              # the "Δ ... from the first image" label, before and after
+    latencies_ms: list[float] = field(default_factory=list)   # mouse move -> redraw shown, per step
+    menu: str | None = None             # the entry picked, when the explorer has a menu
+    menu_redrawn: bool | None = None    # whether that redrew the image
+
+    @property
+    def latency_ms(self) -> float:
+        return median(self.latencies_ms) if self.latencies_ms else float("nan")
+
+    @property
+    def should_change(self) -> bool:
+        """Whether the dragged slider moves the image visibly (its note says 1% or more per unit)."""
+        return self.moves >= VISIBLE
+
+    def problems(self) -> list[str]:
+        out = [] if self.latencies_ms else ["no redraw reached the page while the slider was dragged"]
+        out += [] if self.readout[0] != self.readout[1] else [f"the readout stayed at {self.readout[0]!r}"]
+        if self.should_change:
+            out += [] if self.image_changed else ["dragging the slider did not change the image"]
+            out += [] if self.delta[0] != self.delta[1] else [f"the Δ label stayed at {self.delta[0]!r}"]
+        out += [] if self.menu_redrawn is not False else [f"picking {self.menu!r} did not redraw the image"]
+        return [f"explorer {self.index}: {p}" for p in out]
+
+    def line(self) -> str:
+        menu = f", menu → {self.menu!r} {'redrew' if self.menu_redrawn else 'did NOT redraw'} it" if self.menu else ""
+        shown = f"{self.sliders} visible sliders" if self.sliders else "all sliders folded (< 1%), fold opened"
+        return (f"explorer {self.index}: {shown}; drag {self.readout[0]} → {self.readout[1]} (Δ {self.moves:.3f} per "
+                f"unit), image {'changed' if self.image_changed else 'unchanged'}, {self.delta[1]}{menu}; "
+                f"slider-to-image {self.latency_ms:.0f} ms (median of {len(self.latencies_ms)} moves)")
+
+
+# every redraw rewrites the panel's timing label ("redraw N: .. ms"); the page clock of each rewrite
+_WATCH = """el => { el.__changes = []; new MutationObserver(() => el.__changes.push(performance.now()))
+                    .observe(el, {subtree: true, childList: true, characterData: true}); }"""
+
+
+def _changes(label) -> int:
+    return label.evaluate("el => el.__changes.length")
+
+
+def _wait_redraw(page, label, seen: int, timeout_ms: float) -> float | None:
+    """When the panel was redrawn after ``seen`` redraws (page clock, ms), or None on timeout."""
+    try:
+        page.wait_for_function("([el, n]) => el.__changes.length > n", arg=[label.element_handle(), seen],
+                               timeout=timeout_ms)
+    except Exception:           # playwright's TimeoutError: no redraw reached the page
+        return None
+    return label.evaluate("el => el.__changes[el.__changes.length - 1]")
+
+
+def explorers(page):
+    """Every explorer on the page, in notebook order."""
+    return page.locator(f".{EXPLORER_CLASS}")
+
+
+def _moves(note: str) -> float:
+    """The number in a slider's note, "Δ 0.150 per unit" -> 0.15."""
+    match = re.search(r"Δ\s*([0-9.]+)", note)
+    return float(match.group(1)) if match else float("nan")
+
+
+def exercise(page, explorer, index: int, timeout_ms: float = 10_000) -> Interaction:
+    """Drag the explorer's first visible slider (opening the fold when every slider is folded)
+    right by ``DRAG_STEPS`` mouse moves, timing each from the move to the redraw on the page; release
+    it; then pick the last entry of its first menu."""
+    explorer.scroll_into_view_if_needed()
+    image = explorer.locator(f"img.{IMAGE_CLASS}").first
+    delta = explorer.locator(f".{DELTA_CLASS}").first
+    timing = explorer.locator(f".{TIMING_CLASS}").first
+    timing.evaluate(_WATCH)
+    rows = explorer.locator(".widget-hbox:has(> .widget-slider):visible")
+    n_visible = rows.count()
+    if not n_visible:
+        explorer.locator(".widget-toggle-button").first.click()
+        page.wait_for_timeout(300)
+    row = explorer.locator(".widget-hbox:has(> .widget-slider):visible").first
+    slider = row.locator(".widget-slider")
+    notes = row.locator(".widget-label", has_text="Δ").all_inner_texts()
+    before_src, before_delta = image.get_attribute("src"), delta.inner_text()
+    readout = slider.locator(".widget-readout")
+    readout_before = readout.inner_text()
+    box = slider.locator(".noUi-handle").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    latencies = []
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, DRAG_STEPS + 1):
+        seen = _changes(timing)
+        began = page.evaluate("performance.now()")
+        page.mouse.move(x + step * STEP_PX, y)
+        done = _wait_redraw(page, timing, seen, timeout_ms)
+        latencies += [done - began] if done is not None else []
+    seen = _changes(timing)
+    began = page.evaluate("performance.now()")
+    page.mouse.up()
+    if not latencies:                       # not live: the image follows on release
+        done = _wait_redraw(page, timing, seen, timeout_ms)
+        latencies += [done - began] if done is not None else []
+    page.wait_for_timeout(300)
+    interaction = Interaction(index, n_visible, _moves(notes[0]) if notes else float("nan"),
+                              image.get_attribute("src") != before_src, (readout_before, readout.inner_text()),
+                              (before_delta, delta.inner_text()), latencies)
+    menus = explorer.locator("select:visible")
+    if menus.count():
+        menu = menus.first
+        options = menu.locator("option").all_inner_texts()
+        if len(options) > 1:
+            seen = _changes(timing)
+            menu.select_option(index=len(options) - 1)
+            interaction.menu = options[-1].replace("\xa0", " ")
+            interaction.menu_redrawn = _wait_redraw(page, timing, seen, timeout_ms) is not None
+    return interaction
+
+
+def exercise_all(page) -> list[Interaction]:
+    found = explorers(page)
+    return [exercise(page, found.nth(i), i) for i in range(found.count())]
+
+
+def screenshot(page, explorer, path: Path) -> Path:
+    """The explorer as it is on the page, as a PNG."""
+    explorer.scroll_into_view_if_needed()
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(500)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    explorer.screenshot(path=str(path))
+    return path
+
+
+def parameterised(notebook: Path, out: Path, **parameters) -> Path:
+    """A copy of ``notebook`` with ``parameters`` injected after its ``parameters`` cell (papermill's
+    own injection, so the copy runs exactly as ``cxrnb reproduce`` would run it)."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = parameterize_notebook(load_notebook_node(str(notebook)), parameters)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out)
+    return out
+
+
+NAMES = ("vae", "vae_interpolation", "gmvae", "gan", "dirvae")   # notebook 05's explorers, in order
+
+
+def main(argv: list[str] | None = None) -> None:
+    from cxrnb.paths import in_repo
+
+    parser = argparse.ArgumentParser(description="Screenshot notebook 05's explorers in JupyterLab (headless "
+                                                 "Chromium), after dragging each one's first slider.")
+    parser.add_argument("--runs-dir", required=True)
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--out", type=Path, default=in_repo("docs/screenshots"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="further notebook 05 parameters (JSON values), e.g. vae_preset='\"VAE-elbo-beta1\"'")
+    args = parser.parse_args(argv)
+    if (why := missing()) is not None:
+        raise SystemExit(why)
+    params = {"runs_dir": str(in_repo(args.runs_dir)), "data_root": args.data_root}
+    params |= {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    root = in_repo("reports/.staging/browser")
+    shutil.rmtree(root, ignore_errors=True)
+    params["reports_dir"], params["saves_dir"] = str(root / "figures"), str(root / "saved")
+    nb = parameterised(in_repo("notebooks/05_latent_explorer.ipynb"), root / "05.ipynb", **params)
+    with jupyterlab(root) as url, browser_page() as page:
+        run_notebook(page, url, nb.name, timeout=1800)
+        if errors := cell_errors(nb):
+            raise SystemExit("notebook 05 failed: " + "; ".join(errors))
+        found = explorers(page)
+        for i in range(found.count()):
+            name = NAMES[i] if i < len(NAMES) else f"explorer{i}"
+            screenshot(page, found.nth(i), args.out / f"latent_explorer_{name}.png")
+            print(exercise(page, found.nth(i), i).line())
+            screenshot(page, found.nth(i), args.out / f"latent_explorer_{name}_slider_moved.png")
+
+
+if __name__ == "__main__":
+    main()
