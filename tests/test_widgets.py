@@ -5,11 +5,13 @@ import io
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 from test_explore import S, Toy, _decode_by_hand
 
+from cxrnb.models import expost
 from cxrnb.provenance import Provenance
 from cxrnb.study import explore, widgets
 
@@ -141,3 +143,28 @@ def test_interpolation_decodes_the_great_circle_between_two_chosen_images(toy, i
     z = explore.slerp(mu[3], mu[4], torch.tensor([0.25]))[0]
     np.testing.assert_allclose(_shown(ui.image), _decode_by_hand(toy, z).reshape(S, S) * 255, atol=0.51)
     assert len(ui.a.options) == 5
+
+
+class Plain(Toy):
+    """The toy without a mixture prior, as a Gaussian VAE."""
+
+    n_components = 0
+
+
+def test_an_ex_post_mixture_fills_the_menu_of_a_model_without_one(axes):
+    model = Plain()
+    d = model.latent_dim
+    directions = torch.eye(d, dtype=torch.float64)[:2]            # the mixture lives in 2 of the 8 dims
+    means = torch.tensor([[4.0, 0.0], [0.0, -4.0], [4.0, 1e-4]], dtype=torch.float64)   # the third ≈ the first
+    mixture = expost.Mixture(torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), means,
+                             torch.eye(2, dtype=torch.float64).expand(3, 2, 2), torch.zeros(d, dtype=torch.float64),
+                             directions)
+    sampler = expost.ExPostSampler(model, mixture, expost.Coordinates.MEAN, pd.DataFrame())
+    z, w = explore.mixture_latents(sampler)
+    torch.testing.assert_close(z[1], torch.tensor([0.0, -4.0] + [0.0] * (d - 2)))
+    ui = widgets.explorer_widget(model, *axes, mixture=sampler)
+    assert ui.menu.options == (("data mean", widgets.MEAN), ("GMM component 0 (50%)", 0), ("GMM component 1 (30%)", 1))
+    assert ui.components_note.value.startswith("1 of 3 GMM components folded")
+    ui.menu.value = 1
+    np.testing.assert_allclose(_shown(ui.image), _decode_by_hand(model, z[1]).reshape(S, S) * 255, atol=0.51)
+    assert widgets.explorer_widget(model, *axes).menu is None      # no mixture, no menu

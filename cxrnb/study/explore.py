@@ -39,6 +39,7 @@ from cxrnb.errors import CxrnbError
 from cxrnb.evaluation.metrics import Space, memorisation, nearest
 from cxrnb.labels import NO_FINDING, one_hot
 from cxrnb.models.base import GenerativeModel, Prior
+from cxrnb.models.expost import Coordinates, ExPostSampler, alr_inverse
 from cxrnb.paths import atomic
 from cxrnb.provenance import Provenance
 from cxrnb.report.plots import image_grid, tile
@@ -360,13 +361,27 @@ def distinct_components(model: GenerativeModel, y: Tensor | None = None, seed: i
     k = model.n_components
     if not k:
         raise CxrnbError(f"{type(model).__name__} has no mixture prior to compare components of")
-    images = decode_latents(model, torch.cat([component_latents(model, c, 1, seed) for c in range(k)]), y)
-    images = images.flatten(1)
+    return distinct_latents(model, torch.cat([component_latents(model, c, 1, seed) for c in range(k)]), y, visible)
+
+
+def distinct_latents(model: GenerativeModel, z: Tensor, y: Tensor | None = None,
+                     visible: float = VISIBLE) -> list[int]:
+    """The rows of ``z`` (n, D) whose decoded images differ: kept greedily in order when an image
+    differs from every kept one by at least ``visible`` (mean absolute grey level)."""
+    images = decode_latents(model, z, y).flatten(1)
     kept: list[int] = []
-    for c in range(k):
+    for c in range(len(z)):
         if not kept or (images[kept] - images[c]).abs().mean(1).min() >= visible:
             kept.append(c)
     return kept
+
+
+def mixture_latents(sampler: ExPostSampler) -> tuple[Tensor, Tensor]:
+    """An ex-post sampler's components as latents the decoder reads: their means (k, D), mapped back
+    from the coordinates the mixture lives in, and their weights (k,)."""
+    weights, means, _ = sampler.mixture.in_coordinates()
+    z = alr_inverse(means) if sampler.coordinates == Coordinates.ALR else means
+    return z.float(), weights.float()
 
 
 @dataclass

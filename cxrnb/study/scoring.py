@@ -85,21 +85,27 @@ def memorisation_figure(mem: dict[str, dict[str, Memorisation]], generated: dict
                                             "(bottom), pixel distance")
 
 
+def saved_gmm_sampler(run: Run, seed: int = 0) -> expost.ExPostSampler | None:
+    """The mixture ``gmm_sampler`` saved beside ``run``'s checkpoint, when it was fitted to these
+    very weights with ``seed``; else None (not fitted yet, or the run was retrained since)."""
+    path = run.history.out_dir / expost.FILE
+    meta = {"model_sha256": state_sha256(run.model), "seed": seed}
+    return expost.ExPostSampler.load(path, run.model) if path.is_file() and \
+        expost.ExPostSampler.read_meta(path) == meta else None
+
+
 def gmm_sampler(run: Run, seed: int = 0) -> Run:
     """``run`` sampled ex post (``models.expost``), as a Run named "<preset> · GMM sampler": the
     mixture is fitted to the posterior means of the very training images the run saw and chosen on
     the held-out split (``heldout_split``), saved beside the checkpoint (``expost.FILE``) and
     reloaded, not refitted, while the model's weights are those it was fitted to."""
-    spec = run_spec(run)
-    path, digest = run.history.out_dir / expost.FILE, state_sha256(run.model)
-    meta = {"model_sha256": digest, "seed": seed}
-    if path.is_file() and expost.ExPostSampler.read_meta(path) == meta:
-        sampler = expost.ExPostSampler.load(path, run.model)
-    else:
+    sampler = saved_gmm_sampler(run, seed)
+    if sampler is None:
+        spec = run_spec(run)
         train = run.cache.split_images(Split.TRAIN, spec["max_images"], spec["seed"])
         sampler = expost.ExPostSampler.fit(run.model, train, run.cache.split_images(heldout_split(run.cache)),
                                            seed=seed)
-        sampler.save(path, meta)
+        sampler.save(run.history.out_dir / expost.FILE, {"model_sha256": state_sha256(run.model), "seed": seed})
     c = sampler.chosen
     prov = run.prov.updated(sampler=f"GMM ex post, {c.components} {c.covariance} component(s) in {c.dims} dims")
     return replace(run, preset=sampler.preset, model=sampler, prov=prov)

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from cxrnb.labels import LABELS, NO_FINDING
 from cxrnb.models.base import GenerativeModel
+from cxrnb.models.expost import ExPostSampler
 from cxrnb.paths import in_repo
 from cxrnb.provenance import Provenance
 from cxrnb.study.explore import (
@@ -32,9 +33,10 @@ from cxrnb.study.explore import (
     Walk,
     component_latents,
     decode_latents,
-    distinct_components,
+    distinct_latents,
     encode_means,
     labels_for,
+    mixture_latents,
     save_view,
     sensitivity,
     simplex_point,
@@ -137,15 +139,16 @@ def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, st
                     y: Tensor | None = None, limit: float = 3.0, seed: int = 0, width: int = 256,
                     nearest: NearestTraining | None = None, save_dir: str | Path | None = None,
                     prov: Provenance | None = None, name: str | None = None, live: bool | None = None,
-                    visible: float = VISIBLE) -> w.HBox:
+                    visible: float = VISIBLE, mixture: ExPostSampler | None = None) -> w.HBox:
     """Sliders (one per direction, in std units), for a mixture a component menu, and for a
     conditional model a label menu, beside an ``ImagePanel``.
 
     The displayed latent is ``base + sum_i slider_i * std[i] * directions[i]``, where the base is
     ``mean`` or, when a component is chosen, a fixed draw (``seed``) from that component; the menu
-    lists only components that decode to distinct images (``distinct_components``) and says how many
-    it folded. A conditional model draws the image for one label (one-hot) picked from the menu, or
-    for ``y`` as given (the menu's first entry when ``y`` is passed; else it starts at "No Finding"),
+    lists only components that decode to distinct images (``distinct_latents``) and says how many
+    it folded. A model without a mixture prior gets the same menu over the components of its ex-post
+    mixture sampler (``mixture``, notebook 07's GMM sampler), based at their means. A conditional
+    model draws the image for one label (one-hot) picked from the menu, or for ``y`` as given (the menu's first entry when ``y`` is passed; else it starts at "No Finding"),
     so only the label changes between picks. Beside each slider, how much one slider unit changes the
     image at the mean for the starting label (``sensitivity``); the rows are ordered by it.
 
@@ -164,16 +167,24 @@ def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, st
     def label() -> Tensor | None:
         return y if not model.conditional or labels.value == given else labels_for(model, labels.value)
 
-    kept = distinct_components(model, label(), seed, visible) if k else []
-    menu = w.Dropdown(options=[("data mean", MEAN)] + [(f"component {c}", c) for c in kept],
+    if k:                                   # the prior's components: a fixed draw of each
+        bases = torch.cat([component_latents(model, c, 1, seed) for c in range(k)]).float().cpu()
+        names, what = [f"component {c}" for c in range(k)], "components"
+    elif mixture is not None:               # the ex-post mixture's components: their means
+        bases, weights = mixture_latents(mixture)
+        names, what = [f"GMM component {c} ({float(p):.0%})" for c, p in enumerate(weights)], "GMM components"
+    else:
+        bases, names, what = None, [], ""
+    kept = distinct_latents(model, bases, label(), visible) if bases is not None else []
+    menu = w.Dropdown(options=[("data mean", MEAN)] + [(names[c], c) for c in kept],
                       value=MEAN, description="base")   # (a None value would show as a blank menu)
-    note = w.Label(f"{k - len(kept)} of {k} components folded: each decodes within {visible:.0%} of a listed one"
-                   if k else "")
+    note = w.Label(f"{len(names) - len(kept)} of {len(names)} {what} folded: each decodes within {visible:.0%} "
+                   f"of a listed one" if names else "")
     panel = ImagePanel(name, nearest, save_dir, prov, width)
     holding = [False]
 
     def base() -> Tensor:
-        return mean if menu.value == MEAN else component_latents(model, menu.value, 1, seed)[0].float().cpu()
+        return mean if menu.value == MEAN else bases[menu.value]
 
     def redraw(_=None) -> None:
         if holding[0]:
@@ -200,11 +211,11 @@ def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, st
     moves = sensitivity(model, mean, directions, std, label())
     notes = [f"Δ {float(m):.3f} per unit" for m in moves]
     box, order, folded, toggle = _sliders_box(sliders, notes, moves, visible, reset, "directions")
-    controls = [box] + ([menu, note] if k else []) + ([labels] if model.conditional else [])
+    controls = [box] + ([menu, note] if names else []) + ([labels] if model.conditional else [])
     container = w.HBox([w.VBox(controls), panel]).add_class(EXPLORER_CLASS)
     container.sliders, container.order, container.folded, container.fold_toggle = sliders, order, folded, toggle
     container.reset, container.notes = box.reset_button, box.notes
-    container.menu, container.components_note = (menu if k else None), note
+    container.menu, container.components_note = (menu if names else None), note
     container.labels = labels if model.conditional else None
     container.panel, container.image = panel, panel.image
     container.live = _go_live(sliders, panel, live)
@@ -294,13 +305,14 @@ def interpolation_widget(model: GenerativeModel, images: Tensor, n_choices: int 
 
 
 def walk_widget(walk: Walk, width: int = 256, save_dir: str | Path | None = None,
-                nearest: bool = True) -> w.HBox:
+                nearest: bool = True, mixture: ExPostSampler | None = None) -> w.HBox:
     """The sliders of a ``Walk`` (explore.walk): one per component weight on the simplex, else one
     per direction, with the label the walk was drawn with; beside the image its nearest training
-    image among the run's own (``nearest``), and "save" into ``save_dir``, with the run's provenance."""
+    image among the run's own (``nearest``), and "save" into ``save_dir``, with the run's provenance;
+    ``mixture``: the run's ex-post sampler, whose components then fill the base menu."""
     run = walk.run
     keep = dict(nearest=NearestTraining.from_run(run) if nearest else None, save_dir=save_dir,
                 prov=run.prov, name=run.preset, width=width)
     if walk.on_simplex:
         return simplex_widget(run.model, *walk.axes, **keep)
-    return explorer_widget(run.model, *walk.axes, y=walk.y, **keep)
+    return explorer_widget(run.model, *walk.axes, y=walk.y, mixture=mixture, **keep)
