@@ -148,8 +148,9 @@ def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, st
     lists only components that decode to distinct images (``distinct_latents``) and says how many
     it folded. A model without a mixture prior gets the same menu over the components of its ex-post
     mixture sampler (``mixture``, notebook 07's GMM sampler), based at their means. A conditional
-    model draws the image for one label (one-hot) picked from the menu, or for ``y`` as given (the menu's first entry when ``y`` is passed; else it starts at "No Finding"),
-    so only the label changes between picks. Beside each slider, how much one slider unit changes the
+    model draws the image for one label (one-hot) picked from the menu, or for ``y`` as given (the
+    menu's first entry when ``y`` is passed; else it starts at "No Finding"), so only the label
+    changes between picks. Beside each slider, how much one slider unit changes the
     image at the mean for the starting label (``sensitivity``); the rows are ordered by it.
 
     Returns the container; ``.sliders`` (by direction, not display order), ``.order`` and ``.folded``
