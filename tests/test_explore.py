@@ -208,8 +208,11 @@ def test_component_spread_is_zero_for_identical_components_and_grows_with_their_
     eps = torch.randn(1, D, generator=torch.Generator().manual_seed(0))
     images = np.stack([_decode_by_hand(toy, toy.means[c] + eps[0]) for c in range(3)])
     assert apart == pytest.approx(np.abs(images - images.mean(0)).mean(), rel=1e-5)
-    text = explore.sensitivity_sentences({}, spreads={"same": 0.0001, "apart": apart})
+    text = explore.sensitivity_sentences({}, spreads={"same": 0.0001, "apart": apart}, distinct={"same": (1, 3)})
     assert "have not separated" in text.splitlines()[0] and "have not separated" not in text.splitlines()[1]
+    assert text.splitlines()[2] == ("- **same**'s component menu lists 1 of its 3 components; the other 2 decode "
+                                    "within 1% of a listed one.")
+    assert explore.distinct_components(same) == [0]
     with pytest.raises(CxrnbError, match="no mixture prior"):
         explore.component_spread(NoEncoder())
 

@@ -154,22 +154,29 @@ def sensitivity_table(model: GenerativeModel, base: Tensor, directions: Tensor, 
 
 
 def sensitivity_sentences(tables: dict[str, pd.DataFrame], visible: float = 0.01,
-                          spreads: dict[str, float] | None = None) -> str:
+                          spreads: dict[str, float] | None = None,
+                          distinct: dict[str, tuple[int, int]] | None = None) -> str:
     """One sentence per explored model: how far its sliders move the image, from ``sensitivity_table``;
-    a change under ``visible`` (1% of the grey range per slider unit) is called invisible. ``spreads``
-    (``component_spread`` per mixture model) adds whether its component picker changes the image."""
+    a change under ``visible`` (1% of the grey range per slider unit) is called invisible, and its
+    slider is folded away in the explorer. ``spreads`` (``component_spread`` per mixture model) adds
+    whether its component picker changes the image; ``distinct`` ((listed, all) per model, from
+    ``distinct_components``) how many components its menu lists."""
     lines = []
     for name, t in tables.items():
         moves = t["pixel change per slider unit"]
         seen = int((moves >= visible).sum())
+        folded = f" (the other {len(t) - seen} are folded behind a toggle)" if 0 < seen < len(t) else ""
         lines.append(f"- **{name}**: one slider unit changes the image by {moves.min():.4f} to {moves.max():.4f} "
                      f"of the grey range (mean absolute change); {seen} of {len(t)} sliders move it by "
-                     f"{visible:.0%} or more" + (" — nothing visible to explore." if not seen else "."))
+                     f"{visible:.0%} or more{folded}" + (" — nothing visible to explore." if not seen else "."))
     for name, spread in (spreads or {}).items():
         lines.append(f"- **{name}**'s mixture components decode to images that differ from their average by "
                      f"{spread:.4f} of the grey range" + (
                          ": the components have not separated, so the component picker changes almost "
                          "nothing." if spread < visible else "."))
+    for name, (listed, k) in (distinct or {}).items():
+        lines.append(f"- **{name}**'s component menu lists {listed} of its {k} components; the other {k - listed} "
+                     f"decode within {visible:.0%} of a listed one.")
     return "\n".join(lines)
 
 
