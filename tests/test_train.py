@@ -219,7 +219,7 @@ def test_checkpoints_also_come_on_a_timer(tmp_path, monkeypatch):
     monkeypatch.setattr("cxrnb.training.loop.time.perf_counter", lambda: float(next(clock)))
     saved = []
     monkeypatch.setattr("cxrnb.training.loop.save_checkpoint",
-                        lambda path, model, optimizers, step, *a: saved.append(step))
+                        lambda path, model, optimizers, step, *a, **kw: saved.append(step))
     train(toy(), ToyLoader(), cfg(tmp_path, max_steps=4, checkpoint_every=None, checkpoint_minutes=3))
     assert saved[:2] == [2, 4] and saved[-1] == 4              # ~200 s per iteration here: every second one
     with pytest.raises(CxrnbError, match="checkpoint_minutes must be > 0"):
@@ -525,3 +525,27 @@ def test_resuming_an_unfused_checkpoint_keeps_the_fused_kernel(tmp_path):
     load_checkpoint(path, step.model, step.optimizers)
     assert all(g["fused"] for o in step.optimizers.values() for g in o.param_groups)
     assert all(int(s["step"]) > 0 for o in step.optimizers.values() for s in o.state.values())
+
+
+def test_snapshots_keep_the_weights_of_their_iteration_with_the_seconds_spent(tmp_path):
+    from cxrnb.training.checkpoint import load_snapshot, snapshot_path
+
+    loader = ToyLoader()
+    full = train(toy(), loader, cfg(tmp_path, "full", max_steps=6, snapshot_at=(0, 2, 4)))
+    assert sorted(p.name for p in (tmp_path / "full" / "snapshots").iterdir()) == [
+        "iter_000000.pt", "iter_000002.pt", "iter_000004.pt"]
+    short = toy()
+    train(short, loader, cfg(tmp_path, "short", max_steps=4))          # the same run, stopped at 4
+    at4 = toy()
+    meta = load_snapshot(snapshot_path(tmp_path / "full", 4), at4)
+    for k, v in params(short).items():
+        assert torch.equal(v, params(at4)[k]), k
+    assert meta["iteration"] == 4 and meta["epoch"] == pytest.approx(4 / len(loader))
+    seconds = [load_snapshot(snapshot_path(tmp_path / "full", i), toy())["seconds"] for i in (0, 2, 4)]
+    final = torch.load(full.checkpoint, weights_only=True)["seconds"]
+    assert seconds[0] == 0.0 and seconds[0] < seconds[1] < seconds[2] < final
+    # a resumed run counts its seconds on from the checkpoint's
+    before = torch.load(tmp_path / "short" / "checkpoint.pt", weights_only=True)["seconds"]
+    assert before > 0
+    train(toy(), loader, cfg(tmp_path, "short", max_steps=6, snapshot_at=(5,)))
+    assert load_snapshot(snapshot_path(tmp_path / "short", 5), toy())["seconds"] > before

@@ -63,11 +63,13 @@ def restore_rng(ckpt: dict) -> None:
 
 
 def save_checkpoint(path: Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer],
-                    step: int, batches_per_epoch: int, fixed: FixedInputs, config: dict) -> None:
+                    step: int, batches_per_epoch: int, fixed: FixedInputs, config: dict,
+                    seconds: float = 0.0) -> None:
     """Write the whole training state to ``path`` atomically (a crash never leaves half a file).
 
     ``optimizers`` is keyed by the model's schedule parts, ``config`` is the run's settings as a dict
-    (``asdict`` of its TrainConfig). Every rank calls it (their RNG states are gathered); rank 0 writes.
+    (``asdict`` of its TrainConfig), ``seconds`` the training wall time so far (resumes count on from it).
+    Every rank calls it (their RNG states are gathered); rank 0 writes.
     """
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
@@ -80,9 +82,41 @@ def save_checkpoint(path: Path, model: GenerativeModel, optimizers: dict[str, to
              "model": model.state_dict(),
              "optimizers": {str(p): o.state_dict() for p, o in optimizers.items()},
              "rng": rng[0], "z_fixed": fixed[0], "y_fixed": fixed[1], "config": config,
-             "world_size": len(rng), **({"rng_ranks": rng} if len(rng) > 1 else {})}
+             "world_size": len(rng), "seconds": seconds, **({"rng_ranks": rng} if len(rng) > 1 else {})}
     with atomic(path) as tmp:                       # a failed write (full disk) leaves no half file
         torch.save(state, tmp)
+
+
+SNAPSHOTS = "snapshots"     # snapshots/iter_000400.pt: the weights at TrainConfig.snapshot_at
+
+
+def snapshot_path(out: Path, iteration: int) -> Path:
+    return Path(out) / SNAPSHOTS / f"iter_{iteration:06d}.pt"
+
+
+def save_snapshot(out: Path, model: GenerativeModel, iteration: int, epoch: float, seconds: float) -> Path:
+    """The model's weights at ``iteration`` (no optimiser, no RNG: nothing to resume from), with the
+    training it took to get there (``epoch``, wall-clock ``seconds``), so quality can be scored
+    against compute after training. Written atomically."""
+    path = snapshot_path(out, iteration)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {**_model_id(model), "model": model.state_dict(), "iteration": iteration, "epoch": epoch,
+             "seconds": seconds}
+    with atomic(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_snapshot(path: str | Path, model: GenerativeModel) -> dict:
+    """Load a snapshot's weights into ``model`` (refused, as by ``load_checkpoint``, when it is of
+    another model); returns {iteration, epoch, seconds}."""
+    path = Path(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key, want in _model_id(model).items():
+        if state[key] != want:
+            raise CxrnbError(f"{path} holds {key} {state[key]!r}, but the model has {want!r}")
+    model.load_state_dict(state["model"])
+    return {k: state[k] for k in ("iteration", "epoch", "seconds")}
 
 
 def _unreadable(path: Path, what: str) -> CxrnbError:

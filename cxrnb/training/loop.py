@@ -16,6 +16,7 @@ A run directory holds::
     history.csv          iteration, epoch, part, name, value  (one row per logged scalar; an optional
                          monitor, e.g. collapse diagnostics on held-out images, logs as part "heldout")
     samples/iter_000400.png  grids of model.generate(z_fixed) at cfg.sample_at and at the end
+    snapshots/iter_000400.pt  the weights at cfg.snapshot_at, with the epochs and seconds they took
 """
 
 from __future__ import annotations
@@ -50,7 +51,15 @@ from cxrnb.runtime import (
     synchronize,
 )
 from cxrnb.training import distributed
-from cxrnb.training.checkpoint import CHECKPOINT, FixedInputs, load_checkpoint, restore_rng, save_checkpoint
+from cxrnb.training.checkpoint import (
+    CHECKPOINT,
+    SNAPSHOTS,
+    FixedInputs,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+    save_snapshot,
+)
 from cxrnb.training.history import HISTORY, History, HistoryLog, start_history
 
 
@@ -66,6 +75,7 @@ class TrainConfig:
     precision: str = "auto"             # runtime.Precision: auto = bf16 autocast on CUDA, fp32 on CPUs
     channels_last: bool | None = None   # None: with bf16 (cuDNN and oneDNN's bf16 kernels prefer NHWC)
     sample_at: tuple[int, ...] = (0,)   # iterations with a sample grid; the final one is always saved
+    snapshot_at: tuple[int, ...] = ()   # iterations whose weights are kept (snapshots/), to score against compute
     n_samples: int = 64
     checkpoint_every: int | None = 500  # iterations; a checkpoint is always written at the end
     checkpoint_minutes: float | None = 5.0   # also after this much wall time since the last one
@@ -94,6 +104,7 @@ class TrainConfig:
             raise CxrnbError(f"epochs must be finite (got {self.epochs})")
         self.out_dir = str(self.out_dir)
         self.sample_at = tuple(int(i) for i in self.sample_at)
+        self.snapshot_at = tuple(int(i) for i in self.snapshot_at)
 
 
 def seed_everything(seed: int) -> None:
@@ -268,8 +279,9 @@ def _setup(model: GenerativeModel, loader: ArrayLoader,
 
 
 def _resume(out: Path, cfg: TrainConfig, stepper: Stepper, n_batches: int, total: int,
-            fixed: FixedInputs) -> tuple[int, FixedInputs]:
-    """The iteration this run starts after, and its fixed inputs on the stepper's device.
+            fixed: FixedInputs) -> tuple[int, FixedInputs, float]:
+    """The iteration this run starts after, its fixed inputs on the stepper's device, and the
+    training seconds already spent (0 for a fresh run; a checkpoint of an older version: 0 too).
 
     Resumed (a checkpoint in ``out`` and ``cfg.resume``): the checkpoint's iteration, with its model,
     optimisers, fixed inputs and RNG states restored and history.csv cut there. Fresh: 0, with an
@@ -282,12 +294,12 @@ def _resume(out: Path, cfg: TrainConfig, stepper: Stepper, n_batches: int, total
         restore_rng(ckpt)
         if main:
             start_history(out / HISTORY, upto=ckpt["step"])
-        return ckpt["step"], _on(stepper.device, (ckpt["z_fixed"], ckpt["y_fixed"]))
-    if main:
-        for old in (out / "samples").glob("iter_*.png"):   # a fresh run: no grids of an older one
+        return ckpt["step"], _on(stepper.device, (ckpt["z_fixed"], ckpt["y_fixed"])), ckpt.get("seconds", 0.0)
+    if main:                   # a fresh run: no grids or snapshots of an older one
+        for old in [*(out / "samples").glob("iter_*.png"), *(out / SNAPSHOTS).glob("iter_*.pt")]:
             old.unlink()
         start_history(out / HISTORY, upto=None)
-    return 0, _on(stepper.device, fixed)
+    return 0, _on(stepper.device, fixed), 0.0
 
 
 def _checkpoint_now(it: int, total: int, cfg: TrainConfig, stop: _StopRequest,
@@ -318,7 +330,7 @@ def train(model: GenerativeModel, loader: ArrayLoader, cfg: TrainConfig | None =
     out = Path(cfg.out_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     loader, stepper, fixed = _setup(model, loader, cfg)
-    start, fixed = _resume(out, cfg, stepper, n_batches, total, fixed)
+    start, fixed, spent = _resume(out, cfg, stepper, n_batches, total, fixed)
     log = HistoryLog(out / HISTORY, n_batches, write=main)
     model.train()
     if start == 0 and main:                         # a fresh run: the untrained model, monitored and drawn
@@ -326,6 +338,8 @@ def train(model: GenerativeModel, loader: ArrayLoader, cfg: TrainConfig | None =
             log.add(0, _heldout(monitor(stepper.model)))
         if 0 in cfg.sample_at:
             _save_grid(stepper.model, fixed, out, 0)
+        if 0 in cfg.snapshot_at:
+            save_snapshot(out, stepper.model, 0, 0.0, 0.0)
     it, images, t0 = start, 0, time.perf_counter()
     last_save = t0
     bar = tqdm(total=total, initial=start, unit="it", disable=not (cfg.progress and main),
@@ -348,13 +362,17 @@ def train(model: GenerativeModel, loader: ArrayLoader, cfg: TrainConfig | None =
                 # grid: the fixed inputs decoded, at the asked iterations and the last
                 if main and (it in cfg.sample_at or it == total):
                     _save_grid(stepper.model, fixed, out, it)
+                # snapshot: the weights at the asked iterations, with the seconds they took
+                if main and it in cfg.snapshot_at:
+                    save_snapshot(out, stepper.model, it, it / n_batches, spent + time.perf_counter() - t0)
                 # checkpoint: at the end, on the iteration count or the timer, before a stop
                 stopping, due = _checkpoint_now(it, total, cfg, stop, last_save)
                 if due:
                     log.flush()                     # raises on a non-finite loss: old file kept
+                    now = time.perf_counter()
                     save_checkpoint(out / CHECKPOINT, stepper.model, stepper.optimizers, it, n_batches,
-                                    fixed, asdict(cfg))
-                    last_save = time.perf_counter()
+                                    fixed, asdict(cfg), seconds=spent + now - t0)
+                    last_save = now
                 # stop: a signal asked for it, and the checkpoint of this iteration is written
                 if stopping and it < total:
                     raise KeyboardInterrupt(stop.message(it, total, out / CHECKPOINT))
