@@ -104,8 +104,10 @@ def test_nearest_training_image_and_its_threshold_match_a_brute_force_search(ima
     i, d = near(query)
     assert i == 7 == rms(query.double().flatten()[None], x).argmin()
     assert d == pytest.approx(rms(query.double().flatten()[None], x).min(), abs=1e-5)   # cdist in float32
-    assert near.describe(i, d).startswith("nearest training image #7: RMS distance") and "closer than" in \
-        near.describe(i, d)
+    assert near.describe(i, d) == (f"nearest training image #7: RMS distance {d:.3f}, among the closest 5% "
+                                   f"(real test images: 5% lie within {near.threshold:.3f} of theirs)")
+    far = near.describe(3, near.threshold + 0.1)                  # as far as a typical new image: no copy
+    assert "not among the closest 5%" in far
 
 
 def test_the_panel_shows_the_nearest_training_image(toy, axes, images):
@@ -168,3 +170,24 @@ def test_an_ex_post_mixture_fills_the_menu_of_a_model_without_one(axes):
     ui.menu.value = 1
     np.testing.assert_allclose(_shown(ui.image), _decode_by_hand(model, z[1]).reshape(S, S) * 255, atol=0.51)
     assert widgets.explorer_widget(model, *axes).menu is None      # no mixture, no menu
+
+
+def test_save_without_a_folder_or_into_an_unwritable_one_says_so(toy, axes, tmp_path):
+    ui = widgets.explorer_widget(toy, *axes)
+    ui.panel.folder.value = "  "
+    assert ui.panel.save() is None and ui.panel.saved.value == "type a folder to save into"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    ui.panel.folder.value = str(blocker / "sub")
+    assert ui.panel.save() is None and ui.panel.saved.value.startswith("not saved:")
+
+
+def test_saves_are_numbered_after_the_last_one(toy, tmp_path):
+    image, z = torch.zeros(S, S), torch.zeros(8)
+    (tmp_path / "toy-007.png").write_bytes(b"")
+    assert explore.save_view(image, z, tmp_path, "toy")[0].name == "toy-008.png"
+
+
+def test_a_nan_move_is_folded_not_lost():
+    shown, folded = explore.slider_order(torch.tensor([0.05, float("nan"), 0.001]))
+    assert shown == [0] and sorted(folded) == [1, 2]

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -34,7 +35,6 @@ from cxrnb.study.explore import VISIBLE
 from cxrnb.study.widgets import DELTA_CLASS, EXPLORER_CLASS, IMAGE_CLASS, TIMING_CLASS
 
 CHROMIUM = "/usr/bin/chromium"
-TOKEN = "cxrnb"
 # Chromium as this project's machines allow it: no sandbox as root, no network beyond localhost
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -63,36 +63,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running JupyterLab: where it listens and the token it wants."""
+
+    url: str
+    token: str
+
+
 @contextmanager
-def jupyterlab(root: Path, timeout: float = 120.0) -> Iterator[str]:
-    """JupyterLab serving ``root`` on a free localhost port, for as long as the block runs: its URL."""
-    port = _free_port()
-    log = open(Path(root) / "jupyterlab.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
-                             "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}",
-                             f"--ServerApp.root_dir={root}",
-                             "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-                            + (["--allow-root"] if os.geteuid() == 0 else []),   # CI containers run as root
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JUPYTER_PLATFORM_DIRS": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise CxrnbError(f"JupyterLab did not start: see {log.name}") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
+def jupyterlab(root: Path, timeout: float = 120.0) -> Iterator[Server]:
+    """JupyterLab serving ``root`` on a free localhost port with a token of its own, for as long as
+    the block runs. Its settings, workspaces and kernelspecs are its own too (folders under ``root``),
+    so a user's ~/.jupyter changes nothing; its log is ``root/jupyterlab.log``."""
+    root, port, token = Path(root), _free_port(), secrets.token_urlsafe(16)
+    home = {f"JUPYTER{k}": str(root / ".jupyter" / v) for k, v in
+            (("_CONFIG_DIR", "config"), ("_DATA_DIR", "data"), ("LAB_SETTINGS_DIR", "settings"),
+             ("LAB_WORKSPACES_DIR", "workspaces"))}
+    url, proc = f"http://127.0.0.1:{port}", None
+    with open(root / "jupyterlab.log", "w") as log:
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.port_retries=0",
+                 "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+                 "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+                + (["--allow-root"] if os.geteuid() == 0 else []),      # CI containers run as root
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **home, "JUPYTER_PLATFORM_DIRS": "1"})
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.time() > deadline:
+                        raise CxrnbError(f"JupyterLab did not start: see {log.name}") from None
+                    time.sleep(0.5)
+            yield Server(url, token)
+        finally:
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 @contextmanager
@@ -123,11 +136,12 @@ def _accept_dialogs(page) -> None:
             dialog.wait_for(state="hidden", timeout=10_000)
 
 
-def run_notebook(page, url: str, notebook: str, timeout: float = 600.0) -> None:
-    """Open ``notebook`` (relative to the server's root), Run > Run All Cells, wait until every cell
-    has run, and save it (so its outputs can be read from disk: ``cell_errors``)."""
+def run_notebook(page, server: Server, notebook: str, timeout: float = 600.0) -> None:
+    """Open ``notebook`` (relative to the server's root), Run > Run All Cells, wait until no cell is
+    left running, and save it, waiting until the save has landed (so ``cell_errors`` reads this run's
+    outputs from disk). A Run All that never starts raises."""
     page.set_default_timeout(60_000)
-    page.goto(f"{url}/lab/tree/{notebook}?reset&token={TOKEN}")    # reset: no tabs of an earlier page
+    page.goto(f"{server.url}/lab/tree/{notebook}?reset&token={server.token}")   # reset: no earlier tabs
     page.wait_for_selector(".jp-Notebook .jp-CodeCell")
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout * 1000)
     for _ in range(10):            # on a fresh server the first Run All can land before the kernel is up
@@ -141,6 +155,8 @@ def run_notebook(page, url: str, notebook: str, timeout: float = 600.0) -> None:
         page.wait_for_timeout(3000)
         if any(p != "[ ]:" for p in _prompts(page)):
             break
+    else:
+        raise CxrnbError(f"Run All Cells never started in {notebook}: prompts {_prompts(page)}")
     deadline, quiet = time.time() + timeout, 0
     while not ((prompts := _prompts(page)) and all(p not in ("[ ]:", "[*]:", "") for p in prompts)):
         idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
@@ -151,14 +167,17 @@ def run_notebook(page, url: str, notebook: str, timeout: float = 600.0) -> None:
             raise TimeoutError(f"cells still running after {timeout:.0f}s: {prompts}")
         page.wait_for_timeout(1000)
     page.keyboard.press("Control+s")
-    page.wait_for_timeout(1500)
+    page.wait_for_selector(".lm-TabBar-tab.jp-mod-current:not(.jp-mod-dirty)", timeout=30_000)
+    page.wait_for_timeout(500)
 
 
 def cell_errors(path: Path) -> list[str]:
-    """The errors a saved notebook's cells raised, as 'ename: evalue'."""
-    cells = json.loads(Path(path).read_text())["cells"]
-    return [f"{o['ename']}: {o['evalue']}" for c in cells for o in c.get("outputs", [])
-            if o.get("output_type") == "error"]
+    """The errors a saved notebook's cells raised, as 'ename: evalue', and every code cell that did
+    not run (Run All stops at the first error; a cell never run raised nothing)."""
+    cells = [c for c in json.loads(Path(path).read_text())["cells"] if c["cell_type"] == "code"]
+    errors = [f"{o['ename']}: {o['evalue']}" for c in cells for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    return errors + [f"code cell {i + 1} did not run" for i, c in enumerate(cells) if c.get("execution_count") is None]
 
 
 @dataclass
@@ -261,7 +280,10 @@ def exercise(page, explorer, index: int, timeout_ms: float = 10_000) -> Interact
         began = page.evaluate("performance.now()")
         page.mouse.move(x + step * STEP_PX, y)
         done = _wait_redraw(page, timing, seen, timeout_ms)
-        latencies += [done - began] if done is not None else []
+        if done is None:                    # not live (or broken): the rest of the drag would wait as long
+            page.mouse.move(x + DRAG_STEPS * STEP_PX, y)
+            break
+        latencies.append(done - began)
     seen = _changes(timing)
     began = page.evaluate("performance.now()")
     page.mouse.up()
@@ -334,8 +356,8 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(root, ignore_errors=True)
     params["reports_dir"], params["saves_dir"] = str(root / "figures"), str(root / "saved")
     nb = parameterised(in_repo("notebooks/05_latent_explorer.ipynb"), root / "05.ipynb", **params)
-    with jupyterlab(root) as url, browser_page() as page:
-        run_notebook(page, url, nb.name, timeout=1800)
+    with jupyterlab(root) as server, browser_page() as page:
+        run_notebook(page, server, nb.name, timeout=1800)
         if errors := cell_errors(nb):
             raise SystemExit("notebook 05 failed: " + "; ".join(errors))
         found = explorers(page)

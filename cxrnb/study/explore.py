@@ -22,6 +22,7 @@ that component's vertex, so the static figure walks exactly those lines, by the 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -356,7 +357,8 @@ def slider_order(moves: Tensor, visible: float = VISIBLE) -> tuple[list[int], li
     """The directions worth a visible slider, largest move first, and the ones folded away (moving
     the image by less than ``visible``), also largest first, so every visible slider does something."""
     order = [int(i) for i in torch.as_tensor(moves).argsort(descending=True, stable=True)]
-    return [i for i in order if moves[i] >= visible], [i for i in order if moves[i] < visible]
+    shown = [i for i in order if moves[i] >= visible]
+    return shown, [i for i in order if i not in shown]          # (a NaN move is folded, not lost)
 
 
 def distinct_components(model: GenerativeModel, y: Tensor | None = None, seed: int = 0,
@@ -416,22 +418,24 @@ class NearestTraining:
         return int(i[0]), float(d[0]) / image.numel() ** 0.5
 
     def describe(self, index: int, distance: float) -> str:
-        """One line for the explorer: the distance, and whether real test images sit as close."""
-        side = "closer than" if distance < self.threshold else "farther than"
-        return (f"nearest training image #{index}: RMS distance {distance:.3f}, {side} "
-                f"{1 - self.quantile:.0%} of real test images are to theirs ({self.threshold:.3f})")
+        """One line for the explorer: the distance, and whether it is as close to a training image as
+        only the closest ``quantile`` of real test images are to theirs (a possible copy)."""
+        among = "among" if distance < self.threshold else "not among"
+        q = f"{self.quantile:.0%}"
+        return (f"nearest training image #{index}: RMS distance {distance:.3f}, {among} the closest {q} "
+                f"(real test images: {q} lie within {self.threshold:.3f} of theirs)")
 
 
 def save_view(image: Tensor, z: Tensor, folder: str | Path, stem: str, prov: Provenance | None = None,
               **facts) -> tuple[Path, Path]:
     """Keep what the explorer shows: the image ((H, W) in [0, 1]) as ``<stem>-NNN.png`` and its
     latent, with ``facts`` (sliders, component, label) and the run's provenance, as the ``.pt`` beside
-    it, under the first free number. Both are written atomically."""
+    it, numbered after the last save there. Both are written atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    n = 0
-    while (folder / f"{stem}-{n:03d}.png").exists() or (folder / f"{stem}-{n:03d}.pt").exists():
-        n += 1
+    taken = [int(m.group(1)) for p in folder.glob(f"{stem}-*.*")
+             if (m := re.fullmatch(rf"{re.escape(stem)}-(\d+)\.(png|pt)", p.name))]
+    n = max(taken, default=-1) + 1                 # after the last, so numbers follow the saves
     png, pt = folder / f"{stem}-{n:03d}.png", folder / f"{stem}-{n:03d}.pt"
     with atomic(pt) as tmp:
         torch.save({"latent": z.detach().float().cpu(), **facts,

@@ -281,7 +281,7 @@ def _setup(model: GenerativeModel, loader: ArrayLoader,
 def _resume(out: Path, cfg: TrainConfig, stepper: Stepper, n_batches: int, total: int,
             fixed: FixedInputs) -> tuple[int, FixedInputs, float]:
     """The iteration this run starts after, its fixed inputs on the stepper's device, and the
-    training seconds already spent (0 for a fresh run; a checkpoint of an older version: 0 too).
+    training seconds already spent (0 for a fresh run; NaN from a checkpoint of an older version).
 
     Resumed (a checkpoint in ``out`` and ``cfg.resume``): the checkpoint's iteration, with its model,
     optimisers, fixed inputs and RNG states restored and history.csv cut there. Fresh: 0, with an
@@ -294,7 +294,11 @@ def _resume(out: Path, cfg: TrainConfig, stepper: Stepper, n_batches: int, total
         restore_rng(ckpt)
         if main:
             start_history(out / HISTORY, upto=ckpt["step"])
-        return ckpt["step"], _on(stepper.device, (ckpt["z_fixed"], ckpt["y_fixed"])), ckpt.get("seconds", 0.0)
+            for later in (out / SNAPSHOTS).glob("iter_*.pt"):     # written after the checkpoint, then lost
+                if int(later.stem.removeprefix("iter_")) > ckpt["step"]:
+                    later.unlink()
+        # a checkpoint from before seconds were kept: unknown, not a plausible wrong number
+        return ckpt["step"], _on(stepper.device, (ckpt["z_fixed"], ckpt["y_fixed"])), ckpt.get("seconds", math.nan)
     if main:                   # a fresh run: no grids or snapshots of an older one
         for old in [*(out / "samples").glob("iter_*.png"), *(out / SNAPSHOTS).glob("iter_*.pt")]:
             old.unlink()
@@ -364,6 +368,7 @@ def train(model: GenerativeModel, loader: ArrayLoader, cfg: TrainConfig | None =
                     _save_grid(stepper.model, fixed, out, it)
                 # snapshot: the weights at the asked iterations, with the seconds they took
                 if main and it in cfg.snapshot_at:
+                    synchronize(stepper.device)     # the seconds of work done, not of work queued
                     save_snapshot(out, stepper.model, it, it / n_batches, spent + time.perf_counter() - t0)
                 # checkpoint: at the end, on the iteration count or the timer, before a stop
                 stopping, due = _checkpoint_now(it, total, cfg, stop, last_save)
