@@ -75,7 +75,7 @@ class ImagePanel(w.VBox):
         self.timing = w.Label().add_class(TIMING_CLASS)
         self.redraws = 0
         self.nearest_image = w.Image(format="png", layout=w.Layout(width=f"{width // 2}px"))
-        self.nearest_label = w.Label()
+        self.nearest_label = w.HTML(layout=w.Layout(width=f"{width}px"))       # wraps, unlike a Label
         self.folder = w.Text(value=str(save_dir or SAVES), description="save to")
         self.save_button = w.Button(description="save PNG + latent", icon="save")
         self.saved = w.Label()
@@ -121,7 +121,7 @@ def _sliders_box(sliders: list[w.FloatSlider], notes: list[str], moves: Tensor, 
     """Slider rows ordered by how far they move the image, those under ``visible`` folded behind a
     toggle that says how many, and a reset button. Returns the box, the order, the folded, the toggle."""
     shown, folded = slider_order(moves, visible)
-    labels = [w.Label(n) for n in notes]
+    labels = [w.Label(n, layout=w.Layout(width="auto")) for n in notes]
     rows = {i: w.HBox([sliders[i], labels[i]]) for i in range(len(sliders))}
     hidden = w.VBox([rows[i] for i in folded], layout=w.Layout(display="none"))
     toggle = w.ToggleButton(value=False, description=f"{len(folded)} {unit} move it < {visible:.0%} (at the start)",
@@ -195,8 +195,8 @@ def explorer_widget(model: GenerativeModel, mean: Tensor, directions: Tensor, st
     kept = distinct_latents(model, bases, label(), visible) if bases is not None else []
     menu = w.Dropdown(options=[("data mean", MEAN)] + [(names[c], c) for c in kept],
                       value=MEAN, description="base")   # (a None value would show as a blank menu)
-    note = w.Label(f"{len(names) - len(kept)} of {len(names)} {what} folded: each decodes within {visible:.0%} "
-                   f"of a listed one" if names else "")
+    note = w.HTML(f"{len(names) - len(kept)} of {len(names)} {what} folded: each decodes within {visible:.0%} "
+                  f"of a listed one" if names else "", layout=w.Layout(width="300px"))
     panel = ImagePanel(name, nearest, save_dir, prov, width)
     holding = [False]
 
@@ -304,7 +304,7 @@ def interpolation_widget(model: GenerativeModel, images: Tensor, n_choices: int 
     ends = [w.Image(format="png", layout=w.Layout(width=f"{width // 2}px")) for _ in range(2)]
     panel = ImagePanel(name, nearest, save_dir, prov, width)
 
-    note = w.Label()
+    note = w.Label(layout=w.Layout(width="auto"))
 
     def redraw(_=None) -> None:
         began = time.perf_counter()
