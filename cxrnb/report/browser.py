@@ -80,6 +80,11 @@ def jupyterlab(root: Path, timeout: float = 120.0) -> Iterator[Server]:
     home = {f"JUPYTER{k}": str(root / ".jupyter" / v) for k, v in
             (("_CONFIG_DIR", "config"), ("_DATA_DIR", "data"), ("LAB_SETTINGS_DIR", "settings"),
              ("LAB_WORKSPACES_DIR", "workspaces"))}
+    # start the notebook's own kernel without asking ("Select Kernel" otherwise pops up while the
+    # kernelspecs load), and keep every cell in the page (no virtual scrolling)
+    tracker = root / ".jupyter" / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True, exist_ok=True)
+    tracker.write_text(json.dumps({"autoStartDefaultKernel": True, "windowingMode": "none"}))
     url, proc = f"http://127.0.0.1:{port}", None
     with open(root / "jupyterlab.log", "w") as log:
         try:
@@ -133,7 +138,10 @@ def _accept_dialogs(page) -> None:
         if dialog.is_visible():
             print(f"JupyterLab asked: {' '.join(dialog.inner_text().split())[:200]!r}; accepted")
             dialog.locator(".jp-Dialog-button.jp-mod-accept").first.click()
-            dialog.wait_for(state="hidden", timeout=10_000)
+            try:
+                dialog.wait_for(state="hidden", timeout=10_000)
+            except Exception:      # playwright's TimeoutError: the button did not take; Enter accepts too
+                page.keyboard.press("Enter")
 
 
 def run_notebook(page, server: Server, notebook: str, timeout: float = 600.0) -> None:
