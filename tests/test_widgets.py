@@ -145,6 +145,8 @@ def test_interpolation_decodes_the_great_circle_between_two_chosen_images(toy, i
     z = explore.slerp(mu[3], mu[4], torch.tensor([0.25]))[0]
     np.testing.assert_allclose(_shown(ui.image), _decode_by_hand(toy, z).reshape(S, S) * 255, atol=0.51)
     assert len(ui.a.options) == 5
+    ends = np.abs(_decode_by_hand(toy, mu[4]) - _decode_by_hand(toy, mu[3])).mean()
+    assert ui.note.value == f"Δ {ends:.3f} over 0→1"
 
 
 class Plain(Toy):
@@ -191,3 +193,21 @@ def test_saves_are_numbered_after_the_last_one(toy, tmp_path):
 def test_a_nan_move_is_folded_not_lost():
     shown, folded = explore.slider_order(torch.tensor([0.05, float("nan"), 0.001]))
     assert shown == [0] and sorted(folded) == [1, 2]
+
+
+def test_the_simplex_explorer_resets_to_the_data_mean_weights(toy):
+    base, comps = torch.full((8,), 1 / 8), torch.arange(3)
+    ui = widgets.simplex_widget(toy, base, comps)
+    start = ui.image.value
+    ui.sliders[0].value = 0.9
+    assert ui.image.value != start
+    ui.reset.click()
+    assert [s.value for s in ui.sliders] == pytest.approx([1 / 8] * 3) and ui.image.value == start
+
+
+def test_every_redraw_shows_on_the_timing_label(toy, axes):
+    ui = widgets.explorer_widget(toy, *axes, live=False)         # live=False: no measuring redraws
+    assert ui.panel.redraws == 1 and ui.panel.timing.value.startswith("· redraw 1: ")
+    ui.sliders[0].value = 0.5
+    ui.sliders[0].value = 0.5                                     # no change, no redraw
+    assert ui.panel.redraws == 2 and ui.panel.timing.value.startswith("· redraw 2: ")
