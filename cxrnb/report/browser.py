@@ -80,11 +80,6 @@ def jupyterlab(root: Path, timeout: float = 120.0) -> Iterator[Server]:
     home = {f"JUPYTER{k}": str(root / ".jupyter" / v) for k, v in
             (("_CONFIG_DIR", "config"), ("_DATA_DIR", "data"), ("LAB_SETTINGS_DIR", "settings"),
              ("LAB_WORKSPACES_DIR", "workspaces"))}
-    # start the notebook's own kernel without asking ("Select Kernel" otherwise pops up while the
-    # kernelspecs load), and keep every cell in the page (no virtual scrolling)
-    tracker = root / ".jupyter" / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
-    tracker.parent.mkdir(parents=True, exist_ok=True)
-    tracker.write_text(json.dumps({"autoStartDefaultKernel": True, "windowingMode": "none"}))
     url, proc = f"http://127.0.0.1:{port}", None
     with open(root / "jupyterlab.log", "w") as log:
         try:
@@ -131,6 +126,16 @@ def _prompts(page) -> list[str]:
     return page.eval_on_selector_all(".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.trim())")
 
 
+def _start_kernel(server: Server, notebook: str, kernel: str = "python3") -> None:
+    """A session with its kernel for ``notebook``, made through the server's REST API before the page
+    opens it: the page then joins it instead of asking which kernel to start ("Select Kernel")."""
+    request = urllib.request.Request(
+        f"{server.url}/api/sessions", method="POST",
+        data=json.dumps({"path": notebook, "type": "notebook", "name": "", "kernel": {"name": kernel}}).encode(),
+        headers={"Authorization": f"token {server.token}", "Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=60).close()
+
+
 def _accept_dialogs(page) -> None:
     """Accept any dialog JupyterLab opened (e.g. "Select Kernel" while the first kernel starts),
     saying what it asked."""
@@ -149,6 +154,7 @@ def run_notebook(page, server: Server, notebook: str, timeout: float = 600.0) ->
     left running, and save it, waiting until the save has landed (so ``cell_errors`` reads this run's
     outputs from disk). A Run All that never starts raises."""
     page.set_default_timeout(60_000)
+    _start_kernel(server, notebook)
     page.goto(f"{server.url}/lab/tree/{notebook}?reset&token={server.token}")   # reset: no earlier tabs
     page.wait_for_selector(".jp-Notebook .jp-CodeCell")
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout * 1000)
