@@ -35,6 +35,22 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="module")
+def toy():
+    """The latent explorer's toy linear model (tests/latent_toy.py); a module with its own ``toy`` overrides it."""
+    from latent_toy import Toy
+
+    return Toy()
+
+
+@pytest.fixture(scope="module")
+def images():
+    """40 random 16x16 uint8 "training images" for the toy; a module with its own ``images`` overrides it."""
+    from latent_toy import S
+
+    return torch.randint(0, 256, (40, 1, S, S), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+
 def pytest_terminal_summary(terminalreporter):
     """What the browser test saw (explorers, interactions, latencies), recorded with ``record_property``
     ("browser") so it reaches this summary from any xdist worker and shows in a passing run too."""

@@ -5,75 +5,13 @@ import io
 import numpy as np
 import pytest
 import torch
+from latent_toy import D, NoEncoder, S, Toy, decode_by_hand
 from PIL import Image
-from torch import nn
 
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
-from cxrnb.models.base import GenerativeModel, InputSpec
 from cxrnb.models.presets import build
 from cxrnb.study import explore, widgets
-
-D, S = 8, 16
-
-
-class Toy(GenerativeModel):
-    """A linear encoder/decoder (z=8 <-> 16x16) with a 3-component mixture prior."""
-
-    family = "gmvae"
-    input_spec = InputSpec(size=S, channels=1, value_range="unit")
-    latent_dim = D
-    n_components = 3
-    has_encoder = True
-
-    def __init__(self, latent_shape=(D,)):
-        super().__init__()
-        torch.manual_seed(0)
-        self.enc, self.dec = nn.Linear(S * S, D), nn.Linear(D, S * S)
-        self.register_buffer("means", 3 * torch.randn(3, D))
-        self.latent_shape = latent_shape
-
-    def encode(self, x):
-        return self.enc(x.flatten(1)), torch.zeros(len(x), D)
-
-    def sample_latent(self, n, generator=None, component=None):
-        k = torch.randint(3, (n,), generator=generator) if component is None else torch.full((n,), component)
-        return (self.means[k] + torch.randn(n, D, generator=generator)).view(n, *self.latent_shape)
-
-    def decode(self, z, y=None):
-        assert z.shape[1:] == self.latent_shape          # the explorer restores the model's latent shape
-        return torch.sigmoid(self.dec(z.flatten(1))).view(-1, 1, S, S)
-
-
-class NoEncoder(GenerativeModel):
-    """A GAN-like toy: prior latents shaped (n, D, 1, 1), no encoder, no mixture."""
-
-    latent_dim = D
-
-    def __init__(self):
-        super().__init__()
-        self.toy = Toy(latent_shape=(D, 1, 1))
-
-    def sample_latent(self, n, generator=None):
-        return torch.randn(n, D, 1, 1, generator=generator)
-
-    def decode(self, z, y=None):
-        return self.toy.decode(z) * 2 - 1                 # tanh range, as the LSGAN
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return Toy()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return torch.randint(0, 256, (40, 1, S, S), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-
-
-def _decode_by_hand(model, z):
-    w, b = model.dec.weight.detach().numpy(), model.dec.bias.detach().numpy()
-    return 1 / (1 + np.exp(-(np.asarray(z, dtype=np.float64) @ w.T + b)))
 
 
 def test_principal_directions_equal_numpy_svd(toy, images):
@@ -100,10 +38,10 @@ def test_interpolation_endpoints_decode_the_encoded_means(toy, images):
     for method in ("linear", "slerp"):
         out = explore.interpolate(toy, a, b, n=5, method=method)
         assert out.shape == (5, 1, S, S)
-        np.testing.assert_allclose(out[0, 0].flatten(), _decode_by_hand(toy, mu[0]), atol=1e-5)
-        np.testing.assert_allclose(out[-1, 0].flatten(), _decode_by_hand(toy, mu[1]), atol=1e-5)
+        np.testing.assert_allclose(out[0, 0].flatten(), decode_by_hand(toy, mu[0]), atol=1e-5)
+        np.testing.assert_allclose(out[-1, 0].flatten(), decode_by_hand(toy, mu[1]), atol=1e-5)
     mid = explore.interpolate(toy, a, b, n=3)[1, 0].flatten()
-    np.testing.assert_allclose(mid, _decode_by_hand(toy, (mu[0] + mu[1]) / 2), atol=1e-5)
+    np.testing.assert_allclose(mid, decode_by_hand(toy, (mu[0] + mu[1]) / 2), atol=1e-5)
 
 
 def test_slerp_midpoint_of_orthogonal_unit_vectors():
@@ -123,14 +61,14 @@ def test_traverse_rows_walk_each_direction_and_centre_column_is_the_base():
         for col, step in enumerate((-2, 0, 2)):
             top, left = pad + row * (S + pad), pad + col * (S + pad)
             z = mean + step * directions[row]
-            expected = _decode_by_hand(gan.toy, z).reshape(S, S)               # tanh output mapped to [0, 1]
+            expected = decode_by_hand(gan.toy, z).reshape(S, S)               # tanh output mapped to [0, 1]
             np.testing.assert_allclose(grid[top:top + S, left:left + S], expected, atol=1e-5)
 
 
 def test_component_samples_decode_that_components_draws(toy):
     out = explore.component_samples(toy, component=2, n=4, seed=7)
     z = toy.sample_latent(4, torch.Generator().manual_seed(7), component=2)
-    np.testing.assert_allclose(out.flatten(1), _decode_by_hand(toy, z), atol=1e-5)
+    np.testing.assert_allclose(out.flatten(1), decode_by_hand(toy, z), atol=1e-5)
 
 
 def _shown(widget) -> np.ndarray:
@@ -144,16 +82,16 @@ def test_widget_slider_and_component_menu_redraw_the_image(toy, images):
                                                                     ("component 2", 2)]
     assert ui.menu.label == "data mean"                                          # shown, not blank
     at_mean = ui.image.value
-    np.testing.assert_allclose(_shown(ui), _decode_by_hand(toy, mean).reshape(S, S) * 255, atol=0.51)
+    np.testing.assert_allclose(_shown(ui), decode_by_hand(toy, mean).reshape(S, S) * 255, atol=0.51)
 
     ui.sliders[1].value = 1.5
     assert ui.image.value != at_mean
     z = mean + 1.5 * std[1] * directions[1]
-    np.testing.assert_allclose(_shown(ui), _decode_by_hand(toy, z).reshape(S, S) * 255, atol=0.51)
+    np.testing.assert_allclose(_shown(ui), decode_by_hand(toy, z).reshape(S, S) * 255, atol=0.51)
 
     ui.menu.value = 2
     base = toy.sample_latent(1, torch.Generator().manual_seed(0), component=2)[0]
-    np.testing.assert_allclose(_shown(ui), _decode_by_hand(toy, base + 1.5 * std[1] * directions[1])
+    np.testing.assert_allclose(_shown(ui), decode_by_hand(toy, base + 1.5 * std[1] * directions[1])
                                .reshape(S, S) * 255, atol=0.51)
     ui.sliders[1].value, ui.menu.value = 0.0, widgets.MEAN
     assert ui.image.value == at_mean
@@ -163,8 +101,8 @@ def test_sensitivity_is_the_half_difference_of_the_images_one_std_either_side(to
     mean, directions, std = explore.principal_directions(toy, images, k=3, progress=False)
     moves = explore.sensitivity(toy, mean, directions, std)
     for i in range(3):
-        plus = _decode_by_hand(toy, mean + std[i] * directions[i])
-        minus = _decode_by_hand(toy, mean - std[i] * directions[i])
+        plus = decode_by_hand(toy, mean + std[i] * directions[i])
+        minus = decode_by_hand(toy, mean - std[i] * directions[i])
         assert moves[i].item() == pytest.approx(np.abs(plus - minus).mean() / 2, rel=1e-5)
     ui = widgets.explorer_widget(toy, mean, directions, std, visible=0.008)     # the toy's moves are ~0.9%
     assert [n.value for n in ui.notes] == [f"Δ {m:.3f} per unit" for m in moves.tolist()]
@@ -206,7 +144,7 @@ def test_component_spread_is_zero_for_identical_components_and_grows_with_their_
     apart = explore.component_spread(toy)                      # means 3 * N(0, I) apart
     assert apart > 0.05
     eps = torch.randn(1, D, generator=torch.Generator().manual_seed(0))
-    images = np.stack([_decode_by_hand(toy, toy.means[c] + eps[0]) for c in range(3)])
+    images = np.stack([decode_by_hand(toy, toy.means[c] + eps[0]) for c in range(3)])
     assert apart == pytest.approx(np.abs(images - images.mean(0)).mean(), rel=1e-5)
     text = explore.sensitivity_sentences({}, spreads={"same": 0.0001, "apart": apart}, distinct={"same": (1, 3)})
     assert "have not separated" in text.splitlines()[0] and "have not separated" not in text.splitlines()[1]

@@ -8,22 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from latent_toy import S, Toy, decode_by_hand
 from PIL import Image
-from test_explore import S, Toy, _decode_by_hand
 
 from cxrnb.models import expost
 from cxrnb.provenance import Provenance
 from cxrnb.study import explore, widgets
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return Toy()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return torch.randint(0, 256, (40, 1, S, S), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +56,7 @@ def test_delta_is_the_mean_absolute_change_from_the_first_image(toy, axes):
     mean, directions, std = axes
     ui = widgets.explorer_widget(toy, *axes)
     ui.sliders[1].value = 2.0
-    change = np.abs(_decode_by_hand(toy, mean + 2.0 * std[1] * directions[1]) - _decode_by_hand(toy, mean)).mean()
+    change = np.abs(decode_by_hand(toy, mean + 2.0 * std[1] * directions[1]) - decode_by_hand(toy, mean)).mean()
     assert float(ui.panel.delta.value.split()[1]) == pytest.approx(change, abs=1e-4)
 
 
@@ -132,7 +122,7 @@ def test_save_writes_the_shown_image_and_its_latent_with_provenance(toy, axes, t
     assert kept["sliders"] == [1.0, 0.0, 0.0] and kept["preset"] == "toy"
     assert kept["provenance"]["source"] == phantom_prov.source
     np.testing.assert_allclose(np.asarray(Image.open(tmp_path / "kept" / "toy-000.png")),
-                               _decode_by_hand(toy, kept["latent"]).reshape(S, S) * 255, atol=0.51)
+                               decode_by_hand(toy, kept["latent"]).reshape(S, S) * 255, atol=0.51)
     assert ui.panel.saved.value.startswith("saved toy-001.png and toy-001.pt")
 
 
@@ -140,12 +130,12 @@ def test_interpolation_decodes_the_great_circle_between_two_chosen_images(toy, i
     ui = widgets.interpolation_widget(toy, images, n_choices=5)
     mu = explore.encode_means(toy, images[:5], progress=False)
     ui.a.value, ui.b.value, ui.t.value = 3, 4, 0.0
-    np.testing.assert_allclose(_shown(ui.image), _decode_by_hand(toy, mu[3]).reshape(S, S) * 255, atol=0.51)
+    np.testing.assert_allclose(_shown(ui.image), decode_by_hand(toy, mu[3]).reshape(S, S) * 255, atol=0.51)
     ui.t.value = 0.25
     z = explore.slerp(mu[3], mu[4], torch.tensor([0.25]))[0]
-    np.testing.assert_allclose(_shown(ui.image), _decode_by_hand(toy, z).reshape(S, S) * 255, atol=0.51)
+    np.testing.assert_allclose(_shown(ui.image), decode_by_hand(toy, z).reshape(S, S) * 255, atol=0.51)
     assert len(ui.a.options) == 5
-    ends = np.abs(_decode_by_hand(toy, mu[4]) - _decode_by_hand(toy, mu[3])).mean()
+    ends = np.abs(decode_by_hand(toy, mu[4]) - decode_by_hand(toy, mu[3])).mean()
     assert ui.note.value == f"Δ {ends:.3f} over 0→1"
 
 
@@ -170,7 +160,7 @@ def test_an_ex_post_mixture_fills_the_menu_of_a_model_without_one(axes):
     assert ui.menu.options == (("data mean", widgets.MEAN), ("GMM component 0 (50%)", 0), ("GMM component 1 (30%)", 1))
     assert ui.components_note.value.startswith("1 of 3 GMM components folded")
     ui.menu.value = 1
-    np.testing.assert_allclose(_shown(ui.image), _decode_by_hand(model, z[1]).reshape(S, S) * 255, atol=0.51)
+    np.testing.assert_allclose(_shown(ui.image), decode_by_hand(model, z[1]).reshape(S, S) * 255, atol=0.51)
     assert widgets.explorer_widget(model, *axes).menu is None      # no mixture, no menu
 
 
