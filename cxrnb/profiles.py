@@ -32,6 +32,9 @@ from cxrnb.errors import CxrnbError
 CPU: dict = {
     "data_root": "$CXR14_ROOT", "image_size": 64, "epochs": 2, "max_images": None,
     "batch_size": 64, "seed": 0, "device": "cpu", "smoke": False, "runs_dir": "runs/cpu",
+    # five weight snapshots per run (iterations 0, T/5, ..., 4T/5, then the final checkpoint): 07 scores
+    # the families' best models at each, against the seconds they took
+    "snapshots": 5,
     "02": {"epochs": 1, "epochs_for": {"VAE-beta0.002": 10, "VAE-elbo-beta1": 10, "DirVAE-elbo": 10},
            "sample_at": [0, 20, 100]},
     "03": {"epochs": 0.5, "epochs_for": {"GMVAE-elbo": 12.5, "FS-GMVAE-elbo": 12.5}},
@@ -45,12 +48,14 @@ CPU: dict = {
     "06": {"epochs": 8, "channels": [16, 32, 64, 64], "sample_at": [0, 40], "n_grid": 16,
            "n_timed": 16, "lr": 1e-3},
     "07": {"n_generated": 200, "n_repeats": 5, "classifier_epochs": 10,
-           "usefulness_seeds": [0, 1, 2], "conditional_model": "LSGAN-cond"}}
+           "usefulness_seeds": [0, 1, 2], "conditional_model": "LSGAN-cond",
+           "curve_models": ["VAE-elbo-beta1", "DirVAE-elbo", "GMVAE-elbo", "LSGAN", "DDPM"]}}
 
 PROFILES: dict[str, dict] = {
     # The synthetic phantom at toy sizes: does every notebook run end to end?
     "smoke": {"data_root": "phantom", "image_size": 64, "epochs": 1, "max_images": 64,
               "batch_size": 16, "seed": 0, "device": "cpu", "smoke": True, "runs_dir": "runs/smoke",
+              "snapshots": 2,
               "02": {"sample_at": [0, 2]}, "04": {"sample_at": [0, 2], "train_conditional": True},
               "06": {"sample_at": [0, 2], "channels": [16, 32, 32], "sample_steps": 4, "n_grid": 16,
                      "n_timed": 4},
@@ -61,7 +66,8 @@ PROFILES: dict[str, dict] = {
                      # two training seeds (so the pooling runs) for four models, within the notebook
                      # test's time; the bf16 twins are tested in tests/test_replicates.py
                      "models": ["VAE-beta0.002", "GMVAE-elbo", "LSGAN", "LSGAN-cond"],
-                     "training_seeds": [0, 1], "gmm_models": ["VAE-beta0.002", "GMVAE-elbo"]}},
+                     "training_seeds": [0, 1], "gmm_models": ["VAE-beta0.002", "GMVAE-elbo"],
+                     "curve_models": ["GMVAE-elbo", "LSGAN"]}},
     "cpu": CPU,
     # The committed study: the cpu profile with the models of the headline verdicts (the loss-scaling
     # pair VAE-beta0.002 / VAE-elbo-beta1, and the LSGAN, the best family) trained with three seeds

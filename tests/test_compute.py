@@ -36,3 +36,29 @@ def test_a_run_without_snapshots_has_no_curve(tmp_path):
     history = train(model, ToyLoader(), cfg(tmp_path, "run", max_steps=2))
     with pytest.raises(CxrnbError, match="no weight snapshots"):
         compute.quality_curve(SimpleNamespace(preset="toy", model=model, history=history, batch_size=8), lambda m: {})
+
+
+def test_compute_sentences_name_the_leader_at_each_budget_and_the_first_budget_below_each_rung():
+    """results.compute_lines on hand-made curves: A reaches FD 50 at 100 s, B 20 at 300 s; rungs at 60
+    and 30. By hand: within 100 s A leads (50 vs B's 80 at 90 s); within 300 s B leads (20 vs 50);
+    A passes the 60 rung at 100 s and never the 30 one; B passes 60 at 300 s and 30 at 300 s."""
+    import pandas as pd
+
+    from cxrnb.evaluation.evaluate import LADDER, Kind
+    from cxrnb.report.results import compute_lines
+
+    curves = pd.DataFrame({"model": ["A", "A", "B", "B", "B"], "seconds": [0.0, 100.0, 0.0, 90.0, 300.0],
+                           "images": [0, 640, 0, 576, 1920], "iteration": [0, 10, 0, 9, 30],
+                           "FD": [900.0, 50.0, 900.0, 80.0, 20.0], "FD sd": [10.0, 2.0, 10.0, 3.0, 1.0]})
+    rows = pd.DataFrame({"model": [LADDER + "blur", LADDER + "noise", "A"],
+                         "kind": [Kind.LADDER, Kind.LADDER, Kind.MODEL],
+                         "space": ["cxr-classifier"] * 3, "metric": ["FD"] * 3, "mean": [60.0, 30.0, 50.0],
+                         "std": [1.0, 1.0, 2.0]})
+    lines = compute_lines(curves, rows, "cxr-classifier")
+    assert lines[0].startswith("Within 100 s of training: A leads with FD 50.0 ± 2.0 (at 100 s) before B 80.0 ± 3.0")
+    assert lines[1].startswith("Within 300 s of training: B leads with FD 20.0 ± 1.0 (at 300 s) before A 50.0 ± 2.0")
+    assert "not resolved: 1 training seed" in lines[1]
+    assert lines[2] == ('A first scores below "blur" (60.0 ± 1.0) at 100 s (640 images, iteration 10); '
+                        'not within the measured range (up to 100 s) for "noise".')
+    assert lines[3].startswith('B first scores below "blur" (60.0 ± 1.0) at 300 s (1,920 images, iteration 30); '
+                               '"noise" (30.0 ± 1.0) at 300 s')

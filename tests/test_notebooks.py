@@ -27,7 +27,8 @@ EXPECTED = {
     "05_latent_explorer": ["vae_traversal", "vae_interpolation", "gmvae_components", "gmvae_traversal",
                            "gan_traversal", "dirvae_simplex"],
     "06_diffusion": ["samples_over_training", "denoising_trajectory", "loss"],
-    "07_evaluation": ["samples_per_model", "calibration_ladder", "memorisation_closest_pairs"],
+    "07_evaluation": ["samples_per_model", "calibration_ladder", "memorisation_closest_pairs",
+                      "quality_vs_compute"],
 }
 
 
@@ -58,6 +59,10 @@ def _run_all(tmp_path, source: str, overrides: list[str]) -> None:
     # the smoke profile scores every model over 2 training seeds: spreads pooled, no gap settled
     assert "× 2, 2 seeds |" in results and "not resolved: 2 training seeds (settling needs 3)" in results
     assert "## The rulers" in results and "SHA-256" in results
+    # quality against compute: the smoke profile's 2 snapshots + the final checkpoint per curve model
+    curves = pd.read_csv(reports / "figures" / "07_evaluation" / "quality_vs_compute.csv")
+    assert curves.groupby("model").size().to_dict() == {"GMVAE-elbo": 3, "LSGAN": 3}
+    assert "## Quality against training compute" in results and "first scores below" in results
 
 
 def test_all_notebooks(tmp_path):

@@ -549,3 +549,17 @@ def test_snapshots_keep_the_weights_of_their_iteration_with_the_seconds_spent(tm
     assert before > 0
     train(toy(), loader, cfg(tmp_path, "short", max_steps=6, snapshot_at=(5,)))
     assert load_snapshot(snapshot_path(tmp_path / "short", 5), toy())["seconds"] > before
+
+
+def test_a_snapshot_count_spaces_them_evenly_from_the_start(tmp_path):
+    from cxrnb.training.loop import snapshot_iterations
+
+    # by hand: 5 snapshots over 10 iterations at 0, 2, 4, 6, 8; over 7 at round(k * 7 / 3) = 0, 2, 5
+    assert snapshot_iterations(TrainConfig(snapshots=5), 10) == {0, 2, 4, 6, 8}
+    assert snapshot_iterations(TrainConfig(snapshots=3, snapshot_at=(6,)), 7) == {0, 2, 5, 6}
+    assert snapshot_iterations(TrainConfig(), 7) == set()
+    train(toy(), ToyLoader(), cfg(tmp_path, "run", max_steps=6, snapshots=3))
+    assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == [
+        "iter_000000.pt", "iter_000002.pt", "iter_000004.pt"]
+    with pytest.raises(CxrnbError, match="snapshots must be >= 0"):
+        TrainConfig(snapshots=-1)

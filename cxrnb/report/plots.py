@@ -278,3 +278,29 @@ def ladder_plot(rows: pd.DataFrame, metric_names: tuple[str, ...] = FD_METRICS,
     if title:
         fig.suptitle(title)
     return fig
+
+
+def quality_vs_compute(curves: pd.DataFrame, rungs: pd.DataFrame, title: str | None = None) -> Figure:
+    """FD against measured training seconds, one line per model (mean ± std over subsets at each
+    snapshot), the calibration ladder's rungs as grey horizontal lines: where a curve crosses a rung
+    is the compute that bought that quality. ``curves``: ``scoring.quality_curves``; ``rungs``: the
+    evaluation's ladder rows (model, mean) in the same space."""
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    for i, (model, part) in enumerate(curves.groupby("model", sort=False)):
+        part = part.sort_values("seconds")
+        ax.errorbar(part.seconds, part.FD, yerr=part["FD sd"].fillna(0), marker="o", ms=4, capsize=2,
+                    color=f"C{i}", label=model)
+    right = max(curves.seconds.max(), 1.0)
+    for _, rung in rungs.iterrows():
+        ax.axhline(rung["mean"], color="0.6", lw=0.8, ls=":")
+        ax.text(right, rung["mean"], " " + rung.model.removeprefix(LADDER), fontsize=7, color="0.4", va="center")
+    ax.set_xscale("symlog", linthresh=1.0)       # the first snapshot is the untrained model, at 0 s
+    ax.set_xlim(0, right)
+    ax.set_yscale("log")
+    ax.set_xlabel("training seconds (measured; symlog)")
+    ax.set_ylabel("FD, lower is better")
+    ax.legend(fontsize=8, loc="upper right")
+    if title:
+        ax.set_title(title)
+    return fig

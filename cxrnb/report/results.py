@@ -331,13 +331,13 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
                      title: str = "Measured sample quality", usefulness_source: str | None = None,
                      data_lines: Sequence[str] = (), ruler_lines: Sequence[str] = (),
                      precision_lines: Sequence[str] = (),
-                     sampler_lines: Sequence[str] = ()) -> str:
+                     sampler_lines: Sequence[str] = (), compute_lines: Sequence[str] = ()) -> str:
     """One table per feature space (rows: models, calibration ladder, real reference; each metric
     "mean ± std"), the spaces' dimensions, unavailable spaces with their reasons, the ladder
     placement, the ranking only where the spaces agree, the usefulness result with its controls,
     ``data_lines`` (what the data is), ``ruler_lines`` (the shipped feature networks),
-    ``precision_lines`` (``arithmetic_lines``), ``sampler_lines`` (prior vs ex-post sampler) and
-    provenance — every sentence computed from the numbers."""
+    ``precision_lines`` (``arithmetic_lines``), ``sampler_lines`` (prior vs ex-post sampler),
+    ``compute_lines`` (quality against compute) and provenance — every sentence computed from the numbers."""
     lines = [f"# {title}", ""]
     if data_lines:
         lines += ["## The data", ""] + [f"- {d}" for d in data_lines] + [""]
@@ -351,6 +351,11 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
     if sampler_lines:
         lines += ["", "## Sampling the VAE family where the data is (ex-post GMM)", ""]
         lines += [f"- {x}" for x in sampler_lines]
+    if compute_lines:
+        lines += ["", "## Quality against training compute", "",
+                  "FD (cxr-classifier) at evenly spaced weight snapshots of one training run per model "
+                  "(figure: figures/07_evaluation/quality_vs_compute.png).", ""]
+        lines += [f"- {x}" for x in compute_lines]
     if precision_lines:
         lines += ["", "## Do the verdicts depend on the arithmetic?", ""] + [f"- {p}" for p in precision_lines]
     if usefulness is not None:
@@ -363,3 +368,47 @@ def write_results(path: str | Path, rows: pd.DataFrame, provenance_lines: Sequen
                   **kwargs) -> Path:
     """Render ``results_markdown`` to ``path`` (atomically)."""
     return write_text(path, results_markdown(rows, provenance_lines, **kwargs))
+
+
+def _at_budget(curves: pd.DataFrame, budget: float) -> pd.DataFrame:
+    """Each model's latest point within ``budget`` training seconds (models with none left out)."""
+    within = curves[curves.seconds <= budget]
+    return within.sort_values("seconds").groupby("model", sort=False).tail(1).sort_values("FD")
+
+
+def compute_lines(curves: pd.DataFrame, rows: pd.DataFrame, space: str) -> list[str]:
+    """What the quality-against-compute curves say (``curves``: ``scoring.quality_curves``, columns
+    model, seconds, images, FD, FD sd; ``rows``: the evaluation's rows, for the ladder's rungs in
+    ``space``): which model leads at each budget where a run ended, and the budget at which each
+    model first scores below each rung. The curves come from one training seed per model, so no lead
+    is called settled (``verdict``)."""
+    lines = []
+    budgets = sorted(curves.groupby("model").seconds.max())
+    for budget in budgets:
+        at = _at_budget(curves, budget)
+        if len(at) < 2:
+            continue
+        a, b = at.iloc[0], at.iloc[1]
+        gap = verdict(a.FD, a["FD sd"], b.FD, b["FD sd"], seeds=1)
+        lines.append(f"Within {budget:.0f} s of training: {a.model} leads with FD {fmt(a.FD, a['FD sd'])} "
+                     f"(at {a.seconds:.0f} s) before {b.model} {fmt(b.FD, b['FD sd'])} (at {b.seconds:.0f} s): {gap}.")
+    fd = rows[(rows.space == space) & rows.metric.isin(FD_METRICS) & (rows.kind == Kind.LADDER)]
+    rungs = fd.sort_values("mean", ascending=False)
+    for model, part in curves.groupby("model", sort=False):
+        part = part.sort_values("seconds")
+        passed, missed = [], []
+        for _, rung in rungs.iterrows():
+            below = part[part.FD < rung["mean"]]
+            name = rung.model.removeprefix(LADDER)
+            if below.empty:
+                missed.append(name)
+            else:
+                b = below.iloc[0]
+                passed.append(f"\"{name}\" ({fmt(rung['mean'], rung['std'])}) at {b.seconds:.0f} s "
+                              f"({b.images:,} images, iteration {b.iteration:,})")
+        text = f"{model} first scores below " + ("; ".join(passed) if passed else "no rung")
+        if missed:
+            text += (f"; not within the measured range (up to {part.seconds.max():.0f} s) for "
+                     + ", ".join(f"\"{m}\"" for m in missed))
+        lines.append(text + ".")
+    return lines

@@ -16,7 +16,9 @@ from cxrnb.data import eda
 from cxrnb.data.cache import Split, prepare
 from cxrnb.data.index import load_index, read_labels, read_sources, resolve_root
 from cxrnb.errors import CxrnbError
+from cxrnb.evaluation import evaluate
 from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding
+from cxrnb.evaluation.features import FeatureExtractor
 from cxrnb.evaluation.metrics import Memorisation, blank_frames, ms_ssim_diversity
 from cxrnb.evaluation.ruler import ruler_facts, state_sha256
 from cxrnb.evaluation.usefulness import rare_findings, rare_label_rows, rare_set_size, usefulness
@@ -27,6 +29,7 @@ from cxrnb.report import plots
 from cxrnb.report.numbers import count
 from cxrnb.report.results import FAMILY_NAMES
 from cxrnb.runtime import describe_device
+from cxrnb.study import compute
 from cxrnb.study.replicates import named_runs, run_spec
 from cxrnb.study.runs import Run, diagnose, heldout_split
 from cxrnb.study.views import samples, timed_samples
@@ -263,3 +266,26 @@ def ruler_lines() -> list[str]:
                    f"checked at load); images of every size scored at {f['resolution']} px; {f['dim']} "
                    f"features, effective dimension {f['effective_dimension']:.1f} on the real test images.")
     return out
+
+
+def fd_score(run: Run, data: EvalData, extractor: FeatureExtractor, n: int, n_repeats: int, seed: int = 0,
+             size: int | None = None):
+    """A score for ``compute.quality_curve``: FD in ``extractor``'s space of ``n`` samples of ``run``
+    with the given weights against the real test images, mean ± std over ``n_repeats`` subsets,
+    drawn as the evaluation draws them, so a curve's points and the ladder's rungs share one scale."""
+    metric = evaluate.fd_metric(extractor)
+
+    def score(model) -> dict[str, float]:
+        images = samples(replace(run, model=model), n, seed, size=size)
+        rows = evaluate.evaluate(data.test, {run.preset: images}, [extractor], n_repeats=n_repeats, seed=seed,
+                                 progress=False)
+        fd = rows[(rows.model == run.preset) & (rows.metric == metric)].iloc[0]
+        return {"FD": float(fd["mean"]), "FD sd": float(fd["std"])}
+    return score
+
+
+def quality_curves(runs: dict[str, Run], data: EvalData, extractor: FeatureExtractor, n: int, n_repeats: int,
+                   seed: int = 0, size: int | None = None) -> pd.DataFrame:
+    """Every run's ``compute.quality_curve`` scored with ``fd_score``, one frame (column ``model``)."""
+    return pd.concat([compute.quality_curve(run, fd_score(run, data, extractor, n, n_repeats, seed, size))
+                      for run in runs.values()], ignore_index=True)

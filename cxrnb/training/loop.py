@@ -76,6 +76,7 @@ class TrainConfig:
     channels_last: bool | None = None   # None: with bf16 (cuDNN and oneDNN's bf16 kernels prefer NHWC)
     sample_at: tuple[int, ...] = (0,)   # iterations with a sample grid; the final one is always saved
     snapshot_at: tuple[int, ...] = ()   # iterations whose weights are kept (snapshots/), to score against compute
+    snapshots: int = 0                  # and this many more, evenly spaced from iteration 0 (snapshot_iterations)
     n_samples: int = 64
     checkpoint_every: int | None = 500  # iterations; a checkpoint is always written at the end
     checkpoint_minutes: float | None = 5.0   # also after this much wall time since the last one
@@ -93,6 +94,8 @@ class TrainConfig:
             raise CxrnbError(f"epochs must be > 0 (got {self.epochs}); or set max_steps")
         if self.max_steps is not None and self.max_steps < 1:
             raise CxrnbError(f"max_steps must be >= 1 (got {self.max_steps})")
+        if self.snapshots < 0:
+            raise CxrnbError(f"snapshots must be >= 0 (got {self.snapshots})")
         for name in ("batch_size", "n_samples", "log_every", "monitor_every"):
             if getattr(self, name) < 1:
                 raise CxrnbError(f"{name} must be >= 1 (got {getattr(self, name)})")
@@ -247,6 +250,13 @@ def _iterations(cfg: TrainConfig, n_batches: int) -> int:
     return cfg.max_steps or math.ceil(cfg.epochs * n_batches)
 
 
+def snapshot_iterations(cfg: TrainConfig, total: int) -> set[int]:
+    """``cfg.snapshot_at`` and ``cfg.snapshots`` iterations spaced evenly over ``[0, total)``: with the
+    final checkpoint, ``snapshots + 1`` points along a run for a quality-against-compute curve."""
+    n = cfg.snapshots
+    return set(cfg.snapshot_at) | {round(k * total / n) for k in range(n)} if n else set(cfg.snapshot_at)
+
+
 def _check_resumable(ckpt: dict, path: Path, cfg: TrainConfig, n_batches: int, total: int) -> None:
     """A run resumes only as it was started: same processes, seed and data, not past its end."""
     world = runtime.world_size()
@@ -331,6 +341,7 @@ def train(model: GenerativeModel, loader: ArrayLoader, cfg: TrainConfig | None =
     cfg = cfg or TrainConfig()
     n_batches, world, main = len(loader), runtime.world_size(), runtime.is_main()
     total = _iterations(cfg, n_batches)
+    snapshot_at = snapshot_iterations(cfg, total)
     out = Path(cfg.out_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     loader, stepper, fixed = _setup(model, loader, cfg)
@@ -342,7 +353,7 @@ def train(model: GenerativeModel, loader: ArrayLoader, cfg: TrainConfig | None =
             log.add(0, _heldout(monitor(stepper.model)))
         if 0 in cfg.sample_at:
             _save_grid(stepper.model, fixed, out, 0)
-        if 0 in cfg.snapshot_at:
+        if 0 in snapshot_at:
             save_snapshot(out, stepper.model, 0, 0.0, 0.0)
     it, images, t0 = start, 0, time.perf_counter()
     last_save = t0
@@ -367,7 +378,7 @@ def train(model: GenerativeModel, loader: ArrayLoader, cfg: TrainConfig | None =
                 if main and (it in cfg.sample_at or it == total):
                     _save_grid(stepper.model, fixed, out, it)
                 # snapshot: the weights at the asked iterations, with the seconds they took
-                if main and it in cfg.snapshot_at:
+                if main and it in snapshot_at:
                     synchronize(stepper.device)     # the seconds of work done, not of work queued
                     save_snapshot(out, stepper.model, it, it / n_batches, spent + time.perf_counter() - t0)
                 # checkpoint: at the end, on the iteration count or the timer, before a stop
