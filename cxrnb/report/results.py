@@ -370,6 +370,10 @@ def write_results(path: str | Path, rows: pd.DataFrame, provenance_lines: Sequen
     return write_text(path, results_markdown(rows, provenance_lines, **kwargs))
 
 
+def _seconds(x: float) -> str:
+    return f"{x:.1f} s" if x < 10 else f"{x:,.0f} s"
+
+
 def _at_budget(curves: pd.DataFrame, budget: float) -> pd.DataFrame:
     """Each model's latest point within ``budget`` training seconds (models with none left out)."""
     within = curves[curves.seconds <= budget]
@@ -390,8 +394,9 @@ def compute_lines(curves: pd.DataFrame, rows: pd.DataFrame, space: str) -> list[
             continue
         a, b = at.iloc[0], at.iloc[1]
         gap = verdict(a.FD, a["FD sd"], b.FD, b["FD sd"], seeds=1)
-        lines.append(f"Within {budget:.0f} s of training: {a.model} leads with FD {fmt(a.FD, a['FD sd'])} "
-                     f"(at {a.seconds:.0f} s) before {b.model} {fmt(b.FD, b['FD sd'])} (at {b.seconds:.0f} s): {gap}.")
+        lines.append(f"Within {_seconds(budget)} of training: {a.model} leads with FD {fmt(a.FD, a['FD sd'])} "
+                     f"(at {_seconds(a.seconds)}) before {b.model} {fmt(b.FD, b['FD sd'])} (at {_seconds(b.seconds)}): "
+                     f"{gap}.")
     fd = rows[(rows.space == space) & rows.metric.isin(FD_METRICS) & (rows.kind == Kind.LADDER)]
     rungs = fd.sort_values("mean", ascending=False)
     for model, part in curves.groupby("model", sort=False):
@@ -404,11 +409,11 @@ def compute_lines(curves: pd.DataFrame, rows: pd.DataFrame, space: str) -> list[
                 missed.append(name)
             else:
                 b = below.iloc[0]
-                passed.append(f"\"{name}\" ({fmt(rung['mean'], rung['std'])}) at {b.seconds:.0f} s "
+                passed.append(f"\"{name}\" ({fmt(rung['mean'], rung['std'])}) at {_seconds(b.seconds)} "
                               f"({b.images:,} images, iteration {b.iteration:,})")
         text = f"{model} first scores below " + ("; ".join(passed) if passed else "no rung")
         if missed:
-            text += (f"; not within the measured range (up to {part.seconds.max():.0f} s) for "
+            text += (f"; not within the measured range (up to {_seconds(part.seconds.max())}) for "
                      + ", ".join(f"\"{m}\"" for m in missed))
         lines.append(text + ".")
     return lines
