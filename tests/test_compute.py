@@ -60,5 +60,35 @@ def test_compute_sentences_name_the_leader_at_each_budget_and_the_first_budget_b
     assert "not resolved: 1 training seed" in lines[1]
     assert lines[2] == ('A first scores below "blur" (60.0 ± 1.0) at 100 s (640 images, iteration 10); '
                         'not within the measured range (up to 100 s) for "noise".')
+    assert lines[4].startswith("Extrapolated, not measured") and "A: too few points to draw a line" in lines[4]
     assert lines[3].startswith('B first scores below "blur" (60.0 ± 1.0) at 300 s (1,920 images, iteration 30); '
                                '"noise" (30.0 ± 1.0) at 300 s')
+
+
+def test_the_extrapolation_is_the_power_law_through_each_tail_and_says_where_lines_cross():
+    """Exact power laws, measured at 10, 30 and 100 s: A = 100 t^-0.5, B = 10 t^-0.1, C = 50 t^-0.05.
+    By hand: B leads at 100 s (6.31 against A's 10.0 and C's 39.7); A's line meets B's where
+    100 t^-0.5 = 10 t^-0.1, i.e. t^0.4 = 10, t = 10^2.5 = 316 s (3.2x the 100 s run); C falls
+    more slowly than B (-0.05 against -0.10), so it never passes."""
+    import math
+
+    import pandas as pd
+
+    from cxrnb.report.numbers import crossing, trend
+    from cxrnb.report.results import crossing_line
+
+    t = [0.0, 10.0, 30.0, 100.0]
+    law = {"A": (100, -0.5), "B": (10, -0.1), "C": (50, -0.05)}
+    curves = pd.DataFrame([{"model": m, "seconds": s, "FD": a * s ** b if s else 900.0}
+                           for m, (a, b) in law.items() for s in t])
+    a = trend(curves[curves.model == "A"].seconds, curves[curves.model == "A"].FD)
+    assert a.slope == pytest.approx(-0.5) and math.exp(a.level) == pytest.approx(100) and a.last == 100
+    b = trend(curves[curves.model == "B"].seconds, curves[curves.model == "B"].FD)
+    assert crossing(a, b) == pytest.approx(10 ** 2.5)
+    assert crossing(b, a) is None                                 # B's line falls more slowly than A's
+    assert trend([0.0, 5.0], [900.0, 40.0]) is None               # one point with seconds > 0: no line
+    line = crossing_line(curves, "B")
+    assert line.startswith("Extrapolated, not measured")
+    assert "A would pass B after about 316 s of training (3.2× the longest measured run; slope -0.50 " \
+           "against -0.10)" in line
+    assert "C would not pass B: its line falls no faster (slope -0.05 against -0.10)" in line

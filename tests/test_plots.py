@@ -92,3 +92,18 @@ def test_publish_shows_the_saved_file(tmp_path):
 def test_sample_rows_refuses_an_empty_set_of_panels():
     with pytest.raises(CxrnbError, match="no panels"):
         plots.sample_rows({})
+
+
+def test_the_compute_figure_extends_each_tail_as_its_power_law():
+    """quality_vs_compute on an exact power law FD = 100 t^-0.5 measured to 100 s: the dashed
+    extension runs from the last point (FD 10) to 10x the run, where by hand FD = 100 * 1000^-0.5."""
+    from cxrnb.evaluation.evaluate import LADDER
+
+    curves = pd.DataFrame({"model": ["A"] * 4, "seconds": [0.0, 10.0, 30.0, 100.0],
+                           "FD": [900.0, 100 * 10 ** -0.5, 100 * 30 ** -0.5, 10.0], "FD sd": [1.0] * 4})
+    fig = plots.quality_vs_compute(curves, pd.DataFrame({"model": [LADDER + "blur"], "mean": [20.0]}))
+    dashed = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1
+    x, y = dashed[0].get_data()
+    assert x[0] == pytest.approx(100) and y[0] == pytest.approx(10)
+    assert x[-1] == pytest.approx(1000) and y[-1] == pytest.approx(100 / 1000 ** 0.5)

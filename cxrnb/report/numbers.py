@@ -1,4 +1,5 @@
-"""Numbers as the reports print them, and the one rule by which a difference counts as settled.
+"""Numbers as the reports print them, the one rule by which a difference counts as settled, and the
+one extrapolation the reports allow themselves (a curve's tail extended as a power law, labelled so).
 
 Every mean in reports/ carries its spread; a gap between two means is called settled only when it
 exceeds twice the spread of the difference, and only when that spread includes training seeds
@@ -10,6 +11,9 @@ more than a rerun would confirm.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+import numpy as np
 
 MIN_SEEDS = 3              # training seeds a spread must pool before a gap can be settled
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -46,3 +50,34 @@ def verdict(a_mean: float, a_std: float, b_mean: float, b_std: float, seeds: int
     if math.isnan(spread) or abs(a_mean - b_mean) <= 2 * spread:
         return "not resolved within spread"
     return "holds" if a_mean < b_mean else "reversed"
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A curve's tail as a straight line in log FD against log seconds: FD ~ exp(level) * seconds^slope.
+
+    An extrapolation, not a measurement: a power law is the simplest shape that keeps falling more and
+    more slowly, as training curves do, and it says nothing of a plateau the run has not reached."""
+
+    level: float
+    slope: float
+    last: float          # the longest measured budget (seconds) of the points it was fitted to
+
+
+def trend(seconds, fd, tail: int = 3) -> Trend | None:
+    """The line through a curve's last ``tail`` points with seconds > 0 (None with fewer than two)."""
+    pairs = [(s, f) for s, f in sorted(zip(seconds, fd)) if s > 0 and f > 0][-tail:]
+    if len(pairs) < 2:
+        return None
+    x, y = np.log([p[0] for p in pairs]), np.log([p[1] for p in pairs])
+    slope, level = np.polyfit(x, y, 1)
+    return Trend(float(level), float(slope), float(pairs[-1][0]))
+
+
+def crossing(chaser: Trend, leader: Trend) -> float | None:
+    """Seconds at which ``chaser``'s line passes below ``leader``'s, beyond both measured ranges, or
+    None when it never does there (its line falls no faster, or they crossed inside the range)."""
+    if chaser.slope >= leader.slope:
+        return None
+    at = math.exp((leader.level - chaser.level) / (chaser.slope - leader.slope))
+    return at if at > max(chaser.last, leader.last) else None

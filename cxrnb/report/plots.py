@@ -24,6 +24,7 @@ from cxrnb.errors import CxrnbError
 from cxrnb.evaluation.evaluate import FD_METRICS, LADDER, Kind
 from cxrnb.paths import atomic
 from cxrnb.provenance import Provenance
+from cxrnb.report.numbers import trend
 
 DPI = 100             # small PNGs: the figures are for reading, not printing
 FOOTER_FONTSIZE = 7
@@ -280,18 +281,29 @@ def ladder_plot(rows: pd.DataFrame, metric_names: tuple[str, ...] = FD_METRICS,
     return fig
 
 
-def quality_vs_compute(curves: pd.DataFrame, rungs: pd.DataFrame, title: str | None = None) -> Figure:
+def quality_vs_compute(curves: pd.DataFrame, rungs: pd.DataFrame, title: str | None = None,
+                       extend: float = 10.0) -> Figure:
     """FD against measured training seconds, one line per model (mean ± std over subsets at each
     snapshot), the calibration ladder's rungs as grey horizontal lines: where a curve crosses a rung
-    is the compute that bought that quality. ``curves``: ``scoring.quality_curves``; ``rungs``: the
-    evaluation's ladder rows (model, mean) in the same space."""
+    is the compute that bought that quality. Beyond the longest run, up to ``extend`` times it and on
+    a grey background, each curve's tail extended as ``numbers.trend`` draws it (dashed): the
+    extrapolation of results.md's crossing sentence. ``curves``: ``scoring.quality_curves``;
+    ``rungs``: the evaluation's ladder rows (model, mean) in the same space."""
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
+    measured = max(curves.seconds.max(), 1.0)
+    right = measured * extend
     for i, (model, part) in enumerate(curves.groupby("model", sort=False)):
         part = part.sort_values("seconds")
         ax.errorbar(part.seconds, part.FD, yerr=part["FD sd"].fillna(0), marker="o", ms=4, capsize=2,
                     color=f"C{i}", label=model)
-    right = max(curves.seconds.max(), 1.0)
+        tail = trend(part.seconds, part.FD)
+        if tail is not None and extend > 1:
+            x = np.geomspace(tail.last, right, 20)
+            ax.plot(x, np.exp(tail.level) * x ** tail.slope, color=f"C{i}", lw=1, ls="--")
+    if extend > 1:
+        ax.axvspan(measured, right, color="0.93", zorder=0)
+        ax.text(measured, 0.99, " extrapolated", fontsize=7, color="0.4", va="top", transform=ax.get_xaxis_transform())
     for _, rung in rungs.iterrows():
         ax.axhline(rung["mean"], color="0.6", lw=0.8, ls=":")
         ax.text(right, rung["mean"], " " + rung.model.removeprefix(LADDER), fontsize=7, color="0.4", va="center")
@@ -300,7 +312,7 @@ def quality_vs_compute(curves: pd.DataFrame, rungs: pd.DataFrame, title: str | N
     ax.set_yscale("log")
     ax.set_xlabel("training seconds (measured; symlog)")
     ax.set_ylabel("FD, lower is better")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="lower left")
     if title:
         ax.set_title(title)
     return fig

@@ -18,7 +18,7 @@ from cxrnb.evaluation.metrics import BLANK_SHARE
 from cxrnb.models import PRESETS
 from cxrnb.models.base import Family
 from cxrnb.paths import write_text
-from cxrnb.report.numbers import MIN_SEEDS, count, fmt, verdict
+from cxrnb.report.numbers import MIN_SEEDS, count, crossing, fmt, trend, verdict
 from cxrnb.report.tables import markdown_table
 from cxrnb.report.usefulness import usefulness_lines
 
@@ -371,6 +371,8 @@ def write_results(path: str | Path, rows: pd.DataFrame, provenance_lines: Sequen
 
 
 def _seconds(x: float) -> str:
+    if x >= 3 * 3600:
+        return f"{x / 3600:,.1f} h"
     return f"{x:.1f} s" if x < 10 else f"{x:,.0f} s"
 
 
@@ -416,4 +418,40 @@ def compute_lines(curves: pd.DataFrame, rows: pd.DataFrame, space: str) -> list[
             text += (f"; not within the measured range (up to {_seconds(part.seconds.max())}) for "
                      + ", ".join(f"\"{m}\"" for m in missed))
         lines.append(text + ".")
+    if budgets:
+        lines.append(crossing_line(curves, _at_budget(curves, budgets[-1]).iloc[0].model))
     return lines
+
+
+HORIZON = 100.0     # how far beyond the longest measured run a crossing sentence extrapolates
+
+
+def crossing_line(curves: pd.DataFrame, leader: str) -> str:
+    """Whether each model's curve would pass ``leader``'s with more training: straight lines through
+    each curve's last three points in log FD against log seconds, extended beyond the measured range
+    and labelled as the extrapolation they are."""
+    tails = {m: trend(part.seconds, part.FD) for m, part in curves.groupby("model", sort=False)}
+    lead = tails[leader]
+    said = []
+    for model, tail in tails.items():
+        if model == leader:
+            continue
+        if tail is None or lead is None:
+            said.append(f"{model}: too few points to draw a line")
+            continue
+        at = crossing(tail, lead)
+        slopes = f"slope {tail.slope:.2f} against {lead.slope:.2f}"
+        if at is not None and at > HORIZON * max(tail.last, lead.last):
+            said.append(f"{model} would pass {leader} only beyond {HORIZON:g}× the longest measured run, "
+                        f"too far for these lines to say ({slopes})")
+        elif at is not None:
+            said.append(f"{model} would pass {leader} after about {_seconds(at)} of training "
+                        f"({at / max(tail.last, lead.last):,.1f}× the longest measured run; {slopes})")
+        elif tail.slope >= lead.slope:
+            said.append(f"{model} would not pass {leader}: its line falls no faster ({slopes})")
+        else:
+            said.append(f"{model}'s line meets {leader}'s inside the measured range, where the points themselves "
+                        f"decide ({slopes})")
+    return ("Extrapolated, not measured (a straight line through each curve's last three points in log FD "
+            "against log training seconds, FD ~ seconds^slope; a plateau the runs have not reached would "
+            "break it): " + "; ".join(said) + ".")
