@@ -92,3 +92,34 @@ def test_the_extrapolation_is_the_power_law_through_each_tail_and_says_where_lin
     assert "A would pass B after about 316 s of training (3.2× the longest measured run; slope -0.50 " \
            "against -0.10)" in line
     assert "C would not pass B: its line falls no faster (slope -0.05 against -0.10)" in line
+
+
+def test_the_targets_say_met_missed_or_not_resolved_by_the_verdict_rule():
+    """results.targets on hand-made rows (FD, cxr-classifier): VAE-elbo-beta1 100 ± 5 (3 seeds) against
+    "16 px and back" 150 ± 5: gap 50 > 2·hypot(5, 5) = 14.1, met; LSGAN 90 ± 10 (3 seeds) against
+    "blur σ=1 px" 60 ± 2: above by 30 > 2·hypot(10, 2) = 20.4, missed, 1.5x; its recall 0.55 is below
+    0.8; DDPM 400 ± 5 is 4.4x the LSGAN's 90: missed by a factor 2.2; at equal seconds (the VAE's 40 s run, the shorter) the
+    DDPM's latest point within it, 300 at 20 s, is behind the VAE's 120, with one seed: not resolved."""
+    import pandas as pd
+
+    from cxrnb.evaluation.evaluate import LADDER, Kind
+    from cxrnb.report.results import targets
+
+    def row(model, kind, mean, std, metric="FD", seeds=3):
+        return {"model": model, "kind": kind, "space": "cxr-classifier", "metric": metric, "mean": mean,
+                "std": std, "n_seeds": seeds}
+
+    rows = pd.DataFrame([row("VAE-elbo-beta1", Kind.MODEL, 100.0, 5.0), row("LSGAN", Kind.MODEL, 90.0, 10.0),
+                         row("LSGAN", Kind.MODEL, 0.55, 0.02, metric="recall"),
+                         row("DDPM", Kind.MODEL, 400.0, 5.0, seeds=1),
+                         row(LADDER + "16 px and back", Kind.LADDER, 150.0, 5.0, seeds=None),
+                         row(LADDER + "blur σ=1 px", Kind.LADDER, 60.0, 2.0, seeds=None)])
+    curves = pd.DataFrame({"model": ["VAE-elbo-beta1"] * 2 + ["DDPM"] * 3, "seconds": [0.0, 40.0, 0.0, 20.0, 50.0],
+                           "FD": [900.0, 120.0, 900.0, 300.0, 200.0], "FD sd": [1.0] * 5})
+    vae, gan, diffusion, equal = targets(rows, "cxr-classifier", curves=curves)
+    assert vae.endswith('VAE-elbo-beta1 100.0 ± 5.0 against "16 px and back" 150.0 ± 5.0: below it by 50; met.')
+    assert 'LSGAN 90 ± 10 against "blur σ=1 px" 60.0 ± 2.0: above it by 30 (1.5×); missed; ' \
+           "recall 0.550 ± 0.020, below 0.8." in gan
+    assert diffusion.endswith("DDPM 400.0 ± 5.0 is 4.4× LSGAN's 90 ± 10: missed by a factor 2.2.")
+    assert ("within 40 s, DDPM 300.0 ± 1.0 (at 20 s) against VAE-elbo-beta1 120.0 ± 1.0 (at 40 s): not resolved: "
+            "1 training seed") in equal

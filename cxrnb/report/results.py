@@ -331,13 +331,14 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
                      title: str = "Measured sample quality", usefulness_source: str | None = None,
                      data_lines: Sequence[str] = (), ruler_lines: Sequence[str] = (),
                      precision_lines: Sequence[str] = (),
-                     sampler_lines: Sequence[str] = (), compute_lines: Sequence[str] = ()) -> str:
+                     sampler_lines: Sequence[str] = (), compute_lines: Sequence[str] = (),
+                     target_lines: Sequence[str] = ()) -> str:
     """One table per feature space (rows: models, calibration ladder, real reference; each metric
     "mean ± std"), the spaces' dimensions, unavailable spaces with their reasons, the ladder
     placement, the ranking only where the spaces agree, the usefulness result with its controls,
     ``data_lines`` (what the data is), ``ruler_lines`` (the shipped feature networks),
     ``precision_lines`` (``arithmetic_lines``), ``sampler_lines`` (prior vs ex-post sampler),
-    ``compute_lines`` (quality against compute) and provenance — every sentence computed from the numbers."""
+    ``compute_lines`` (quality against compute), ``target_lines`` (``targets``) and provenance — every sentence computed from the numbers."""
     lines = [f"# {title}", ""]
     if data_lines:
         lines += ["## The data", ""] + [f"- {d}" for d in data_lines] + [""]
@@ -356,6 +357,8 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
                   "FD (cxr-classifier) at evenly spaced weight snapshots of one training run per model "
                   "(figure: figures/07_evaluation/quality_vs_compute.png).", ""]
         lines += [f"- {x}" for x in compute_lines]
+    if target_lines:
+        lines += ["", "## The study's quality targets", ""] + [f"- {x}" for x in target_lines]
     if precision_lines:
         lines += ["", "## Do the verdicts depend on the arithmetic?", ""] + [f"- {p}" for p in precision_lines]
     if usefulness is not None:
@@ -455,3 +458,78 @@ def crossing_line(curves: pd.DataFrame, leader: str) -> str:
     return ("Extrapolated, not measured (a straight line through each curve's last three points in log FD "
             "against log training seconds, FD ~ seconds^slope; a plateau the runs have not reached would "
             "break it): " + "; ".join(said) + ".")
+
+
+VAE_FAMILIES = (Family.VAE, Family.GMVAE, Family.DIRVAE)
+TARGET_RUNGS = {"vae": "16 px and back", "gan": "blur σ=1 px"}   # rungs each family's best should pass
+MIN_RECALL = 0.8                                                # what the best GAN should keep
+
+
+def _against(row: pd.Series, rung: pd.Series | None, name: str) -> str:
+    """'LSGAN 50.0 ± 2.0 against "blur σ=1 px" 60.0 ± 1.0: met (by 10)' with the verdict's rule."""
+    if rung is None:
+        return f"no ladder rung \"{name}\" in this run"
+    v = verdict(row["mean"], row["std"], rung["mean"], rung["std"], seeds=seeds_of(row))   # a rung trains nothing
+    word = {"holds": "met", "reversed": "missed"}.get(v, v)
+    gap = rung["mean"] - row["mean"]
+    by = (f"below it by {gap:.3g}" if gap > 0 else f"above it by {-gap:.3g} ({row['mean'] / rung['mean']:.2g}×)")
+    return (f"{row.model} {fmt(row['mean'], row['std'])} against \"{name}\" {fmt(rung['mean'], rung['std'])}: "
+            f"{by}; {word}")
+
+
+def targets(rows: pd.DataFrame, space: str, families: Mapping[str, str] | None = None,
+            curves: pd.DataFrame | None = None) -> list[str]:
+    """The study's quality targets on the ruler ``space``, each met, missed (and by how much) or not
+    resolved under ``verdict``'s rule: the best VAE-family model (any sampler) below the rung "16 px
+    and back"; the best GAN below "blur σ=1 px" with recall >= 0.8; the best diffusion model ahead of
+    the best VAE-family model at equal training seconds (``curves``) and within 2x the best GAN's FD."""
+    fd = _fd(rows)
+    fd = fd[fd.space == space]
+    sc = _scored(rows)
+    ladder = sc[(sc.space == space) & sc.metric.isin(FD_METRICS) & (sc.kind == Kind.LADDER)]
+    rung = {n: (part.iloc[0] if len(part) else None)
+            for n in TARGET_RUNGS.values() for part in [ladder[ladder.model == LADDER + n]]}
+    best = {}
+    for _, r in fd.sort_values("mean").iterrows():
+        fam = family_of(r.model, families)
+        key = "vae" if fam in VAE_FAMILIES else fam
+        best.setdefault(key, r)
+    out = []
+    if "vae" in best:
+        out.append("Best VAE-family model (any sampler) below \"16 px and back\": "
+                   + _against(best["vae"], rung[TARGET_RUNGS["vae"]], TARGET_RUNGS["vae"]) + ".")
+    gan = best.get(Family.GAN)
+    if gan is not None:
+        recall = sc[(sc.space == space) & (sc.model == gan.model) & (sc.metric == "recall")]
+        kept = ("no recall row" if recall.empty else
+                f"recall {fmt(recall['mean'].iloc[0], recall['std'].iloc[0])}, "
+                + ("at least" if recall["mean"].iloc[0] >= MIN_RECALL else "below") + f" {MIN_RECALL}")
+        out.append("Best GAN below \"blur σ=1 px\" with recall >= 0.8: "
+                   + _against(gan, rung[TARGET_RUNGS["gan"]], TARGET_RUNGS["gan"]) + f"; {kept}.")
+    diff = best.get(Family.DIFFUSION)
+    if diff is not None and gan is not None:
+        ratio = diff["mean"] / gan["mean"]
+        out.append(f"Best diffusion model within 2× the best GAN's FD: {diff.model} {fmt(diff['mean'], diff['std'])} "
+                   f"is {ratio:.2g}× {gan.model}'s {fmt(gan['mean'], gan['std'])}: "
+                   + ("met" if ratio <= 2 else f"missed by a factor {ratio / 2:.2g}") + ".")
+    if diff is not None and "vae" in best and curves is not None:
+        out.append(_equal_seconds(curves, diff.model, best["vae"].model))
+    return out
+
+
+def _equal_seconds(curves: pd.DataFrame, diffusion: str, vae: str) -> str:
+    """The diffusion model against the VAE-family model at the shorter of their two runs' budgets, each
+    at its latest snapshot within it (a point not measured is not interpolated)."""
+    have = set(curves.model)
+    if not {diffusion, vae} <= have:
+        missing = ", ".join(m for m in (diffusion, vae) if m not in have)
+        return (f"Best diffusion model ahead of the best VAE-family model at equal training seconds: not "
+                f"measured ({missing} has no curve in this run).")
+    budget = min(curves[curves.model == m].seconds.max() for m in (diffusion, vae))
+    at = _at_budget(curves[curves.model.isin([diffusion, vae])], budget).set_index("model")
+    d, v = at.loc[diffusion], at.loc[vae]
+    gap = verdict(d.FD, d["FD sd"], v.FD, v["FD sd"], seeds=1)
+    word = {"holds": "met", "reversed": "missed"}.get(gap, gap)
+    return (f"Best diffusion model ahead of the best VAE-family model at equal training seconds: within "
+            f"{_seconds(budget)}, {diffusion} {fmt(d.FD, d['FD sd'])} (at {_seconds(d.seconds)}) against {vae} "
+            f"{fmt(v.FD, v['FD sd'])} (at {_seconds(v.seconds)}): {word}.")
