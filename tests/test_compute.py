@@ -98,8 +98,9 @@ def test_the_targets_say_met_missed_or_not_resolved_by_the_verdict_rule():
     """results.targets on hand-made rows (FD, cxr-classifier): VAE-elbo-beta1 100 ± 5 (3 seeds) against
     "16 px and back" 150 ± 5: gap 50 > 2·hypot(5, 5) = 14.1, met; LSGAN 90 ± 10 (3 seeds) against
     "blur σ=1 px" 60 ± 2: above by 30 > 2·hypot(10, 2) = 20.4, missed, 1.5x; its recall 0.55 is below
-    0.8; DDPM 400 ± 5 is 4.4x the LSGAN's 90: missed by a factor 2.2; at equal seconds (the VAE's 40 s run, the shorter) the
-    DDPM's latest point within it, 300 at 20 s, is behind the VAE's 120, with one seed: not resolved."""
+    0.8; DDPM 400 ± 5 is 4.4x the LSGAN's 90: missed by a factor 2.2; at equal seconds (the VAE's
+    40 s run, the shorter) the DDPM's latest point within it, 300 at 20 s, is behind the VAE's 120,
+    with one seed: not resolved."""
     import pandas as pd
 
     from cxrnb.evaluation.evaluate import LADDER, Kind

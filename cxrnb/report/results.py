@@ -338,7 +338,8 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
     placement, the ranking only where the spaces agree, the usefulness result with its controls,
     ``data_lines`` (what the data is), ``ruler_lines`` (the shipped feature networks),
     ``precision_lines`` (``arithmetic_lines``), ``sampler_lines`` (prior vs ex-post sampler),
-    ``compute_lines`` (quality against compute), ``target_lines`` (``targets``) and provenance — every sentence computed from the numbers."""
+    ``compute_lines`` (quality against compute), ``target_lines`` (``targets``) and provenance — every
+    sentence computed from the numbers."""
     lines = [f"# {title}", ""]
     if data_lines:
         lines += ["## The data", ""] + [f"- {d}" for d in data_lines] + [""]
