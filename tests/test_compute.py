@@ -124,3 +124,25 @@ def test_the_targets_say_met_missed_or_not_resolved_by_the_verdict_rule():
     assert diffusion.endswith("DDPM 400.0 ± 5.0 is 4.4× LSGAN's 90 ± 10: missed by a factor 2.2.")
     assert ("within 40 s, DDPM 300.0 ± 1.0 (at 20 s) against VAE-elbo-beta1 120.0 ± 1.0 (at 40 s): not resolved: "
             "1 training seed") in equal
+
+
+def test_the_latent_samplers_are_set_beside_their_decoders_ceiling():
+    """results.latent_lines on hand-made rows: VAE prior 300 ± 10, GMM 200 ± 10, latent diffusion 150
+    ± 10 (3 seeds each), reconstructions 100 ± 5. By hand: the best sampler, latent diffusion, is
+    1.5x the ceiling; 150 vs 200 differ by 50 > 2·hypot(10, 10) = 28.3, so the latent diffusion is
+    better, settled."""
+    import pandas as pd
+
+    from cxrnb.evaluation.evaluate import Kind
+    from cxrnb.report.results import latent_lines
+
+    rows = pd.DataFrame([{"model": m, "kind": Kind.MODEL, "space": "cxr-classifier", "metric": "FD", "mean": v,
+                          "std": 10.0, "n_seeds": 3}
+                         for m, v in [("VAE", 300.0), ("VAE · GMM sampler", 200.0),
+                                      ("VAE · latent diffusion", 150.0)]])
+    lines = latent_lines(rows, "cxr-classifier", {"VAE · GMM sampler": "VAE", "VAE · latent diffusion": "VAE"},
+                         {"VAE": {"FD": 100.0, "FD sd": 5.0}})
+    assert lines == ["FD (cxr-classifier) VAE: prior 300 ± 10, GMM sampler 200 ± 10, latent diffusion 150 ± 10; "
+                     "its reconstructions of the test images, the ceiling of any sampler of its latent, 100.0 ± 5.0: "
+                     "the best sampler (latent diffusion) is 1.5× the ceiling; latent diffusion against the GMM "
+                     "sampler: the latent diffusion is better."]

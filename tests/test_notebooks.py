@@ -59,6 +59,9 @@ def _run_all(tmp_path, source: str, overrides: list[str]) -> None:
     # the smoke profile scores every model over 2 training seeds: spreads pooled, no gap settled
     assert "× 2, 2 seeds |" in results and "not resolved: 2 training seeds (settling needs 3)" in results
     assert "## The rulers" in results and "SHA-256" in results
+    # the latent diffusion sampler: its own score row, and its decoder's ceiling beside it
+    assert "| GMVAE-elbo · latent diffusion |" in results
+    assert "the ceiling of any sampler of its latent" in results and "DPM-Solver++ steps" in results
     # quality against compute: the smoke profile's 2 snapshots + the final checkpoint per curve model
     curves = pd.read_csv(reports / "figures" / "07_evaluation" / "quality_vs_compute.csv")
     assert curves.groupby("model").size().to_dict() == {"GMVAE-elbo": 3, "LSGAN": 3}

@@ -73,15 +73,18 @@ class Solver(StrEnum):
     DPM_SOLVER = "dpm-solver++"      # second-order multistep (Lu et al. 2022): fewer steps for the same ODE
 
 
-def make_sampler(solver: Solver | str) -> DDIMScheduler | DPMSolverMultistepScheduler:
+def make_sampler(solver: Solver | str, clip: bool = True,
+                 prediction: str = "epsilon") -> DDIMScheduler | DPMSolverMultistepScheduler:
     """A fresh scheduler of ``solver`` on the training schedule (fresh: set_timesteps and the
-    multistep history are state, so every sampling call gets its own)."""
-    common = dict(num_train_timesteps=T_TRAIN, beta_schedule=SCHEDULE, prediction_type="epsilon",
+    multistep history are state, so every sampling call gets its own). ``clip``: x_0 predictions
+    clipped to [-1, 1], as pixels are (not for latent coordinates, which are unbounded);
+    ``prediction``: what the network predicts, diffusers' "epsilon" or "v_prediction"."""
+    common = dict(num_train_timesteps=T_TRAIN, beta_schedule=SCHEDULE, prediction_type=prediction,
                   timestep_spacing="trailing")
     if Solver(solver) == Solver.DDIM:
-        return DDIMScheduler(**common, clip_sample=True)
+        return DDIMScheduler(**common, clip_sample=clip)
     return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
-                                       thresholding=True, sample_max_value=1.0,   # = clip x_0 to [-1, 1]
+                                       thresholding=clip, sample_max_value=1.0,   # = clip x_0 to [-1, 1]
                                        lower_order_final=True, final_sigmas_type="zero")
 
 

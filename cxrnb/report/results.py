@@ -313,6 +313,38 @@ def sampler_lines(rows: pd.DataFrame, blank: pd.DataFrame, samplers: Mapping[str
     return out
 
 
+def latent_lines(rows: pd.DataFrame, space: str, samplers: Mapping[str, str],
+                 ceilings: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Each model's samplers side by side on the ruler ``space`` ("<model> · GMM sampler", "<model> ·
+    latent diffusion": ``samplers`` maps each sampler's row to its model's), beside ``ceilings``
+    (model -> {"FD", "FD sd"} of its reconstructions of the test images, ``scoring.reconstruction_fd``):
+    how far each sampler is from the best its decoder can do, and the latent diffusion against the
+    GMM under ``verdict``'s rule."""
+    t = _fd(rows)
+    t = t[t.space == space].set_index("model")
+    out = []
+    for model in dict.fromkeys(samplers.values()):
+        if model not in t.index:
+            continue
+        own = [name for name, m in samplers.items() if m == model and name in t.index]
+        parts = [f"prior {fmt(t.loc[model, 'mean'], t.loc[model, 'std'])}"]
+        parts += [f"{name.removeprefix(model + ' · ')} {fmt(t.loc[name, 'mean'], t.loc[name, 'std'])}" for name in own]
+        text = f"{t.loc[model, 'metric']} ({space}) {model}: " + ", ".join(parts)
+        if model in ceilings:
+            c = ceilings[model]
+            best = min([model, *own], key=lambda n: t.loc[n, "mean"])
+            text += (f"; its reconstructions of the test images, the ceiling of any sampler of its latent, "
+                     f"{fmt(c['FD'], c['FD sd'])}: the best sampler ({best.removeprefix(model + ' · ')}) is "
+                     f"{t.loc[best, 'mean'] / c['FD']:.2g}× the ceiling")
+        gmm, ldm = f"{model} · GMM sampler", f"{model} · latent diffusion"
+        if gmm in own and ldm in own:
+            v = compare(t.loc[ldm], t.loc[gmm])
+            v = {"holds": "the latent diffusion is better", "reversed": "the GMM sampler is better"}.get(v, v)
+            text += f"; latent diffusion against the GMM sampler: {v}"
+        out.append(text + ".")
+    return out
+
+
 def usefulness_section(rows: pd.DataFrame, usefulness: pd.DataFrame, source: str | None) -> list[str]:
     """The classifier experiment, with the generator named by ``source`` (its first comma-separated
     part is the model) and that model's Fréchet distances."""
@@ -351,7 +383,7 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
     lines += score_notes(rows)
     lines += ranking_section(rows, families)
     if sampler_lines:
-        lines += ["", "## Sampling the VAE family where the data is (ex-post GMM)", ""]
+        lines += ["", "## Sampling the VAE family where the data is (ex-post GMM, latent diffusion)", ""]
         lines += [f"- {x}" for x in sampler_lines]
     if compute_lines:
         lines += ["", "## Quality against training compute", "",

@@ -1,6 +1,7 @@
 """The evaluation experiment (notebook 07) in steps: real data at one size, the shipped rulers in words,
-memorisation summaries, the VAE family's second sampler (ex post, models/expost.py) and blank frames,
-and the usefulness of conditional samples for a classifier."""
+memorisation summaries, the VAE family's other samplers (ex post, models/expost.py; latent diffusion,
+models/latent_diffusion.py), their ceiling (the reconstructions' FD) and blank frames, and the
+usefulness of conditional samples for a classifier."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from cxrnb.evaluation.metrics import Memorisation, blank_frames, ms_ssim_diversi
 from cxrnb.evaluation.ruler import ruler_facts, state_sha256
 from cxrnb.evaluation.usefulness import rare_findings, rare_label_rows, rare_set_size, usefulness
 from cxrnb.labels import FINDINGS
-from cxrnb.models import PRESETS, expost
+from cxrnb.models import PRESETS, expost, latent_diffusion
 from cxrnb.provenance import Provenance
 from cxrnb.report import plots
 from cxrnb.report.numbers import count
@@ -88,49 +89,92 @@ def memorisation_figure(mem: dict[str, dict[str, Memorisation]], generated: dict
                                             "(bottom), pixel distance")
 
 
-def saved_gmm_sampler(run: Run, seed: int = 0) -> expost.ExPostSampler | None:
-    """The mixture ``gmm_sampler`` saved beside ``run``'s checkpoint, when it was fitted to these
-    very weights with ``seed``; else None (not fitted yet, or the run was retrained since)."""
-    path = run.history.out_dir / expost.FILE
-    meta = {"model_sha256": state_sha256(run.model), "seed": seed}
-    return expost.ExPostSampler.load(path, run.model) if path.is_file() and \
-        expost.ExPostSampler.read_meta(path) == meta else None
+def _saved(run: Run, kind, meta: dict):
+    """The ``kind`` sampler saved beside ``run``'s checkpoint when it was fitted with ``meta``, else None."""
+    path = run.history.out_dir / SAMPLER_FILES[kind]
+    return kind.load(path, run.model) if path.is_file() and kind.read_meta(path) == meta else None
 
 
-def gmm_sampler(run: Run, seed: int = 0) -> Run:
-    """``run`` sampled ex post (``models.expost``), as a Run named "<preset> · GMM sampler": the
-    mixture is fitted to the posterior means of the very training images the run saw and chosen on
-    the held-out split (``heldout_split``), saved beside the checkpoint (``expost.FILE``) and
-    reloaded, not refitted, while the model's weights are those it was fitted to."""
-    sampler = saved_gmm_sampler(run, seed)
+def _fitted(run: Run, kind, seed: int, **fit):
+    """``kind`` (``expost.ExPostSampler`` or ``latent_diffusion.LatentDiffusionSampler``) fitted to the
+    posterior means of the very training images the run saw, checked on the held-out split
+    (``heldout_split``), saved beside the checkpoint (``SAMPLER_FILES``) and reloaded, not refitted,
+    while the model's weights (their digest), ``seed`` and the ``fit`` settings are those it was fitted with."""
+    meta = {"model_sha256": state_sha256(run.model), "seed": seed, **fit}
+    sampler = _saved(run, kind, meta)
     if sampler is None:
         spec = run_spec(run)
         train = run.cache.split_images(Split.TRAIN, spec["max_images"], spec["seed"])
-        sampler = expost.ExPostSampler.fit(run.model, train, run.cache.split_images(heldout_split(run.cache)),
-                                           seed=seed)
-        sampler.save(run.history.out_dir / expost.FILE, {"model_sha256": state_sha256(run.model), "seed": seed})
+        sampler = kind.fit(run.model, train, run.cache.split_images(heldout_split(run.cache)), seed=seed, **fit)
+        sampler.save(run.history.out_dir / SAMPLER_FILES[kind], meta)
+    return sampler
+
+
+SAMPLER_FILES = {expost.ExPostSampler: expost.FILE, latent_diffusion.LatentDiffusionSampler: latent_diffusion.FILE}
+
+
+def saved_gmm_sampler(run: Run, seed: int = 0) -> expost.ExPostSampler | None:
+    """The mixture ``gmm_sampler`` saved beside ``run``'s checkpoint, when it was fitted to these
+    very weights with ``seed``; else None (not fitted yet, or the run was retrained since)."""
+    return _saved(run, expost.ExPostSampler, {"model_sha256": state_sha256(run.model), "seed": seed})
+
+
+def gmm_sampler(run: Run, seed: int = 0) -> Run:
+    """``run`` sampled ex post (``models.expost``), as a Run named "<preset> · GMM sampler"."""
+    sampler = _fitted(run, expost.ExPostSampler, seed)
     c = sampler.chosen
     prov = run.prov.updated(sampler=f"GMM ex post, {c.components} {c.covariance} component(s) in {c.dims} dims")
     return replace(run, preset=sampler.preset, model=sampler, prov=prov)
 
 
-def gmm_samplers(runs: dict[str, Run], names: Sequence[str], seed: int = 0) -> dict[str, Run]:
-    """``gmm_sampler`` of each run named in ``names``, keyed by its name ("<preset> · GMM sampler")."""
-    out = [gmm_sampler(run, seed) for run in named_runs(runs, names, "GMM samplers").values()]
+def ldm_sampler(run: Run, seed: int = 0, iterations: int = latent_diffusion.ITERATIONS) -> Run:
+    """``run`` sampled by a diffusion model in its latent (``models.latent_diffusion``, its denoiser
+    trained ``iterations`` steps), as a Run named "<preset> · latent diffusion"."""
+    sampler = _fitted(run, latent_diffusion.LatentDiffusionSampler, seed, iterations=iterations)
+    f = sampler.fit_info
+    prov = run.prov.updated(sampler=f"latent diffusion, {f['dims']} dims, {f['iterations']} iterations, "
+                                    f"{sampler.sample_steps} DPM-Solver++ steps")
+    return replace(run, preset=sampler.preset, model=sampler, prov=prov)
+
+
+def latent_samplers(runs: dict[str, Run], names: Sequence[str], make=gmm_sampler, seed: int = 0
+                    ) -> dict[str, Run]:
+    """``make`` (``gmm_sampler``, or ``ldm_sampler`` with its settings bound) of each run named in
+    ``names``, keyed by its name ("<preset> · GMM sampler")."""
+    out = [make(run, seed) for run in named_runs(runs, names, "latent samplers").values()]
     return {r.preset: r for r in out}
 
 
-def gmm_replicates(seeded: dict[str, tuple[str, Run]], names: Sequence[str], seed: int = 0
-                   ) -> dict[str, tuple[str, Run]]:
-    """The GMM sampler of every seed replicate (``replicates.seed_replicates``) of a model in
-    ``names``, keyed and paired like the replicates: {"<preset> · GMM sampler · seed 1":
-    ("<preset> · GMM sampler", its run)}, so the sampler's scores pool the same training seeds."""
+def latent_replicates(seeded: dict[str, tuple[str, Run]], names: Sequence[str], make=gmm_sampler, seed: int = 0
+                      ) -> dict[str, tuple[str, Run]]:
+    """``make`` of every seed replicate (``replicates.seed_replicates``) of a model in ``names``, keyed
+    and paired like the replicates: {"<preset> · GMM sampler · seed 1": ("<preset> · GMM sampler", its
+    run)}, so the sampler's scores pool the same training seeds."""
     out = {}
     for model, run in seeded.values():
         if model in names:
-            g = gmm_sampler(run, seed)
+            g = make(run, seed)
             out[f"{g.preset} · seed {run_spec(run)['seed']}"] = (g.preset, g)
     return out
+
+
+def reconstruction_fd(run: Run, data: EvalData, extractor: FeatureExtractor, n_repeats: int,
+                      seed: int = 0) -> dict[str, float]:
+    """FD in ``extractor``'s space of the model's reconstructions of the real test images (decoded
+    posterior means, at the evaluation's size) against those images, drawn as the evaluation draws:
+    the ceiling of any sampler of its latent, a GMM's or a latent diffusion's."""
+    model, size = run.model, data.test.shape[-1]
+    u8 = data.test if model.input_spec.size == size else torch.nn.functional.interpolate(
+        data.test.float(), size=model.input_spec.size, mode="area").round().clamp(0, 255).to(torch.uint8)
+    z = expost.posterior_means(model, u8).float()
+    with model.evaluating():
+        recon = torch.cat([model.generate(z[i:i + 256].to(model.device)).cpu() for i in range(0, len(z), 256)])
+    if recon.shape[-1] != size:
+        recon = torch.nn.functional.interpolate(recon, size=size, mode="area")
+    rows = evaluate.evaluate(data.test, {"reconstructions": recon}, [extractor], n_repeats=n_repeats, seed=seed,
+                             progress=False)
+    fd = rows[(rows.model == "reconstructions") & (rows.metric == evaluate.fd_metric(extractor))].iloc[0]
+    return {"FD": float(fd["mean"]), "FD sd": float(fd["std"])}
 
 
 def seeds_line(seeds: Sequence[int], replicated: Sequence[str], models: Sequence[str]) -> str:
