@@ -67,7 +67,7 @@ PROFILES: dict[str, dict] = {
                      # test's time; the bf16 twins are tested in tests/test_replicates.py
                      "models": ["VAE-beta0.002", "GMVAE-elbo", "LSGAN", "LSGAN-cond"],
                      "training_seeds": [0, 1], "gmm_models": ["VAE-beta0.002", "GMVAE-elbo"],
-                     "ldm_models": ["GMVAE-elbo"], "ldm_iterations": 200,
+                     "ldm_models": ["GMVAE-elbo"], "ldm_iterations": 200, "fast_solver_steps": {},
                      "curve_models": ["GMVAE-elbo", "LSGAN"]}},
     "cpu": CPU,
     # The committed study: the cpu profile with the models of the headline verdicts (the loss-scaling

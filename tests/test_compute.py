@@ -146,3 +146,30 @@ def test_the_latent_samplers_are_set_beside_their_decoders_ceiling():
                      "its reconstructions of the test images, the ceiling of any sampler of its latent, 100.0 ± 5.0: "
                      "the best sampler (latent diffusion) is 1.5× the ceiling; latent diffusion against the GMM "
                      "sampler: the latent diffusion is better."]
+
+
+def test_the_few_step_solver_target_weighs_speed_and_fd_together():
+    """DDPM 400 ± 10 at 0.30 s per image; its 20-step DPM-Solver++ row 410 ± 10 at 0.10 s: 3x faster
+    and 10 < 2·hypot(10, 10) = 28.3 apart, met. At 0.15 s it is 2x faster: missed. At 450 ± 10 it
+    is worse beyond the spread (50 > 28.3): missed however fast."""
+    import pandas as pd
+
+    from cxrnb.evaluation.evaluate import Kind
+    from cxrnb.report.results import targets
+
+    def rows(fast_fd):
+        return pd.DataFrame([{"model": m, "kind": Kind.MODEL, "space": "cxr-classifier", "metric": "FD",
+                              "mean": v, "std": 10.0, "n_seeds": 1}
+                             for m, v in [("DDPM", 400.0), ("DDPM · dpm-solver++ 20 steps", fast_fd)]])
+
+    solvers = {"DDPM · dpm-solver++ 20 steps": "DDPM"}
+    line = targets(rows(410.0), "cxr-classifier", solvers=solvers,
+                   seconds={"DDPM": 0.3, "DDPM · dpm-solver++ 20 steps": 0.1})[-1]
+    assert line.endswith("DDPM · dpm-solver++ 20 steps 0.1 s per image against DDPM's 0.3 s (3×), FD 410 ± 10 "
+                         "against 400 ± 10 (within the spread): met.")
+    slow = targets(rows(410.0), "cxr-classifier", solvers=solvers,
+                   seconds={"DDPM": 0.3, "DDPM · dpm-solver++ 20 steps": 0.15})[-1]
+    assert "(2×)" in slow and slow.endswith(": missed.")
+    worse = targets(rows(450.0), "cxr-classifier", solvers=solvers,
+                    seconds={"DDPM": 0.3, "DDPM · dpm-solver++ 20 steps": 0.1})[-1]
+    assert "(worse beyond the spread): missed." in worse

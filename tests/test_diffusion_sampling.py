@@ -168,3 +168,32 @@ def test_label_dropout_drops_at_its_rate_and_puts_the_null_embedding_there(one_t
 def test_bad_new_settings_are_one_line_errors(kw, message):
     with pytest.raises(CxrnbError, match=message):
         tiny(**kw)
+
+
+def test_a_solver_row_is_the_same_weights_with_its_own_solver(one_thread):
+    """scoring.solver_run: its images are those of the model inside ``sampling(solver, steps)``, the
+    run's own model keeps its solver, and a model without a solver is a one-line error."""
+    import dataclasses
+
+    from latent_toy import NoEncoder
+
+    from cxrnb.provenance import Provenance
+    from cxrnb.study.scoring import solver_run
+
+    @dataclasses.dataclass
+    class R:                                 # the fields of study.Run that solver_run reads
+        preset: str
+        model: object
+        prov: Provenance
+
+    model = tiny().eval()
+    model.preset = "DDPM"
+    fast = solver_run(R("DDPM", model, Provenance(source="synthetic phantom", n_images=1, image_size=S)), "dpm-solver++", 3)
+    assert fast.preset == "DDPM · dpm-solver++ 3 steps" and fast.model.sample_steps == 3
+    z = model.sample_latent(2, torch.Generator().manual_seed(0))
+    with model.sampling(Solver.DPM_SOLVER, 3):
+        expected = model.decode(z)
+    assert torch.equal(fast.model.decode(z), expected)
+    assert model.solver == Solver.DDIM and model.sample_steps == TINY["sample_steps"] and model.preset == "DDPM"
+    with pytest.raises(CxrnbError, match="not a diffusion model"):
+        solver_run(R("toy", NoEncoder(), Provenance(source="synthetic phantom", n_images=1, image_size=S)), "ddim", 3)

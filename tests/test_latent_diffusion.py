@@ -67,15 +67,6 @@ def test_encode_noise_denoise_with_the_exact_predictor_gives_back_the_posterior_
     assert torch.allclose(sampler.generate(latents), by_hand, atol=1e-4)
 
 
-@pytest.fixture
-def one_thread():
-    """Small matmuls: one thread is the fastest here (the worker's own count restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_a_trained_denoiser_learns_two_modes_that_one_gaussian_cannot(one_thread):
     """Half the points at -1 and half at +1 (sd 0.15) in the first coordinate, N(0, 1) in the second.
     A Gaussian of the same mean and variance puts 38% of its mass within 0.5 of 0; the learned

@@ -511,11 +511,14 @@ def _against(row: pd.Series, rung: pd.Series | None, name: str) -> str:
 
 
 def targets(rows: pd.DataFrame, space: str, families: Mapping[str, str] | None = None,
-            curves: pd.DataFrame | None = None) -> list[str]:
+            curves: pd.DataFrame | None = None, solvers: Mapping[str, str] | None = None,
+            seconds: Mapping[str, float] | None = None) -> list[str]:
     """The study's quality targets on the ruler ``space``, each met, missed (and by how much) or not
     resolved under ``verdict``'s rule: the best VAE-family model (any sampler) below the rung "16 px
     and back"; the best GAN below "blur σ=1 px" with recall >= 0.8; the best diffusion model ahead of
-    the best VAE-family model at equal training seconds (``curves``) and within 2x the best GAN's FD."""
+    the best VAE-family model at equal training seconds (``curves``) and within 2x the best GAN's FD;
+    each few-step solver row (``solvers``: its row -> the model's own) >= 2.5x faster per sample
+    (``seconds`` per image) at an FD within the spread of the model's own solver."""
     fd = _fd(rows)
     fd = fd[fd.space == space]
     sc = _scored(rows)
@@ -547,7 +550,28 @@ def targets(rows: pd.DataFrame, space: str, families: Mapping[str, str] | None =
                    + ("met" if ratio <= 2 else f"missed by a factor {ratio / 2:.2g}") + ".")
     if diff is not None and "vae" in best and curves is not None:
         out.append(_equal_seconds(curves, diff.model, best["vae"].model))
+    for fast, own in (solvers or {}).items():
+        if fast in fd.model.values and own in fd.model.values and seconds and fast in seconds and own in seconds:
+            out.append(_faster(fd.set_index("model").loc[fast], fd.set_index("model").loc[own],
+                               seconds[fast], seconds[own]))
     return out
+
+
+MIN_SPEEDUP = 2.5     # what a few-step solver should buy per sample
+
+
+def _faster(fast: pd.Series, own: pd.Series, fast_s: float, own_s: float) -> str:
+    """A few-step solver against the model's own: speed-up per sample and FD within spread. The two
+    rows are the same trained weights, so the subset spread is the whole of their difference's
+    spread (no training seeds needed to settle it)."""
+    speedup = own_s / fast_s
+    v = verdict(fast["mean"], fast["std"], own["mean"], own["std"])
+    same = v == "not resolved within spread" or v == "holds"
+    word = "met" if speedup >= MIN_SPEEDUP and same else "missed"
+    fd_said = {"holds": "better beyond the spread", "reversed": "worse beyond the spread"}.get(v, "within the spread")
+    return (f"Few-step solver >= {MIN_SPEEDUP:g}× faster per sample at an FD within the spread: {fast.name} "
+            f"{fast_s:.3g} s per image against {own.name}'s {own_s:.3g} s ({speedup:.2g}×), FD "
+            f"{fmt(fast['mean'], fast['std'])} against {fmt(own['mean'], own['std'])} ({fd_said}): {word}.")
 
 
 def _equal_seconds(curves: pd.DataFrame, diffusion: str, vae: str) -> str:

@@ -5,6 +5,7 @@ usefulness of conditional samples for a classifier."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -24,7 +25,7 @@ from cxrnb.evaluation.metrics import Memorisation, blank_frames, ms_ssim_diversi
 from cxrnb.evaluation.ruler import ruler_facts, state_sha256
 from cxrnb.evaluation.usefulness import rare_findings, rare_label_rows, rare_set_size, usefulness
 from cxrnb.labels import FINDINGS
-from cxrnb.models import PRESETS, expost, latent_diffusion
+from cxrnb.models import PRESETS, diffusion, expost, latent_diffusion
 from cxrnb.provenance import Provenance
 from cxrnb.report import plots
 from cxrnb.report.numbers import count
@@ -156,6 +157,20 @@ def latent_replicates(seeded: dict[str, tuple[str, Run]], names: Sequence[str], 
             g = make(run, seed)
             out[f"{g.preset} · seed {run_spec(run)['seed']}"] = (g.preset, g)
     return out
+
+
+def solver_run(run: Run, solver: str, steps: int) -> Run:
+    """A diffusion run's same weights sampled by ``solver`` in ``steps`` steps, as a Run named
+    "<preset> · <solver> <steps> steps": a row of its own beside the model's own solver, so the
+    difference between the two is the solver's alone."""
+    if not hasattr(run.model, "sampling"):
+        raise CxrnbError(f"{run.preset} is not a diffusion model: it has no solver to swap")
+    diffusion.check_sampling(solver, steps)
+    model = copy.copy(run.model)                  # the same modules and weights, its own solver settings
+    model.solver, model.sample_steps = diffusion.Solver(solver), steps
+    model.preset = f"{run.preset} · {solver} {steps} steps"
+    return replace(run, preset=model.preset, model=model,
+                   prov=run.prov.updated(sampler=f"{solver}, {steps} steps"))
 
 
 def reconstruction_fd(run: Run, data: EvalData, extractor: FeatureExtractor, n_repeats: int,
