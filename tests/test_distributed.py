@@ -36,8 +36,6 @@ from cxrnb.training import distributed
 from cxrnb.training.loop import TrainConfig, train
 
 WORLD, GLOBAL_BATCH = 2, 8
-# one worker for the module: its two-process runs (a module fixture, ~20 s) are made once, not on each
-pytestmark = pytest.mark.xdist_group("distributed")
 _randn, _randn_like = torch.randn, torch.randn_like
 
 
