@@ -188,7 +188,8 @@ def test_a_solver_row_is_the_same_weights_with_its_own_solver(one_thread):
 
     model = tiny().eval()
     model.preset = "DDPM"
-    fast = solver_run(R("DDPM", model, Provenance(source="synthetic phantom", n_images=1, image_size=S)), "dpm-solver++", 3)
+    prov = Provenance(source="synthetic phantom", n_images=1, image_size=S)
+    fast = solver_run(R("DDPM", model, prov), "dpm-solver++", 3)
     assert fast.preset == "DDPM · dpm-solver++ 3 steps" and fast.model.sample_steps == 3
     z = model.sample_latent(2, torch.Generator().manual_seed(0))
     with model.sampling(Solver.DPM_SOLVER, 3):
@@ -196,4 +197,4 @@ def test_a_solver_row_is_the_same_weights_with_its_own_solver(one_thread):
     assert torch.equal(fast.model.decode(z), expected)
     assert model.solver == Solver.DDIM and model.sample_steps == TINY["sample_steps"] and model.preset == "DDPM"
     with pytest.raises(CxrnbError, match="not a diffusion model"):
-        solver_run(R("toy", NoEncoder(), Provenance(source="synthetic phantom", n_images=1, image_size=S)), "ddim", 3)
+        solver_run(R("toy", NoEncoder(), prov), "ddim", 3)

@@ -118,6 +118,9 @@ def test_timed_samples_per_run_draw_what_samples_draws_and_price_each_model(vae_
     generated, seconds = scoring.timed_samples_per_run({"a": run}, n=6, seed=2, size=32)
     assert torch.equal(generated["a"], study.samples(run, n=6, seed=2, size=32))   # the same draw
     assert seconds["a"] > 0
-    ddpm = SimpleNamespace(model=SimpleNamespace(sample_steps=25))
-    line = scoring.sampling_line({"a": run, "DDPM": ddpm}, {"a": 0.00123, "DDPM": 0.456}, "cpu")
-    assert line.startswith("Sampling cost on cpu (") and line.endswith("a 0.0012; DDPM 0.46 (25 DDIM steps).")
+    ddpm = SimpleNamespace(model=SimpleNamespace(sample_steps=25, solver="ddim"))
+    fast = SimpleNamespace(model=SimpleNamespace(sample_steps=10, solver="dpm-solver++"))
+    line = scoring.sampling_line({"a": run, "DDPM": ddpm, "fast": fast}, {"a": 0.00123, "DDPM": 0.456, "fast": 0.2},
+                                 "cpu")
+    assert line.startswith("Sampling cost on cpu (") and line.endswith(
+        "a 0.0012; DDPM 0.46 (25 DDIM steps); fast 0.2 (10 DPM-Solver++ steps).")

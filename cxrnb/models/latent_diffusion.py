@@ -130,6 +130,7 @@ class LatentDiffusionSampler(GenerativeModel):
     """A trained VAE-family model sampled by a diffusion model fitted to its training posterior means."""
 
     family = Family.DIFFUSION
+    solver = Solver.DPM_SOLVER           # in the latent: what its sample_steps count
 
     def __init__(self, model: GenerativeModel, net: LatentDenoiser, center: Tensor, directions: Tensor,
                  scale: Tensor, coordinates: expost.Coordinates, fit: dict, sample_steps: int = SAMPLE_STEPS):

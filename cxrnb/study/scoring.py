@@ -283,9 +283,16 @@ def timed_samples_per_run(runs: dict[str, Run], n: int, seed: int = 0, size: int
     return {k: v[0] for k, v in timed.items()}, {k: v[1] for k, v in timed.items()}
 
 
+SOLVER_NAMES = {diffusion.Solver.DDIM: "DDIM", diffusion.Solver.DPM_SOLVER: "DPM-Solver++"}
+
+
 def sampling_line(runs: dict[str, Run], seconds: dict[str, float], device: str = "auto") -> str:
-    """The sampling cost per model in words, with the DDIM steps where a model has them."""
-    steps = lambda r: f" ({r.model.sample_steps} DDIM steps)" if r.model.sample_steps else ""   # noqa: E731
+    """The sampling cost per model in words, with its solver's steps where a model has them."""
+    def steps(r: Run) -> str:
+        if not r.model.sample_steps:
+            return ""
+        solver = getattr(r.model, "solver", diffusion.Solver.DDIM)
+        return f" ({r.model.sample_steps} {SOLVER_NAMES[solver]} steps)"
     return (f"Sampling cost on {describe_device(device)}, seconds per image: "
             + "; ".join(f"{name} {seconds[name]:.2g}{steps(r)}" for name, r in runs.items()) + ".")
 
