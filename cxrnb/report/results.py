@@ -570,7 +570,7 @@ def _faster(fast: pd.Series, own: pd.Series, fast_s: float, own_s: float) -> str
     word = "met" if speedup >= MIN_SPEEDUP and same else "missed"
     fd_said = {"holds": "better beyond the spread", "reversed": "worse beyond the spread"}.get(v, "within the spread")
     return (f"Few-step solver >= {MIN_SPEEDUP:g}× faster per sample at an FD within the spread: {fast.name} "
-            f"{fast_s:.3g} s per image against {own.name}'s {own_s:.3g} s ({speedup:.2g}×), FD "
+            f"{fast_s:.3g} s per image against {own.name}'s {own_s:.3g} s ({speedup:.3g}×), FD "
             f"{fmt(fast['mean'], fast['std'])} against {fmt(own['mean'], own['std'])} ({fd_said}): {word}.")
 
 
