@@ -40,7 +40,7 @@ CPU: dict = {
     "03": {"epochs": 0.5, "epochs_for": {"GMVAE-elbo": 12.5, "FS-GMVAE-elbo": 12.5}},
     # LSGAN-cond (ours, for 07's augmentation test) trains as long as the LSGAN, 12.5 epochs:
     # its iterations cost about the same, so notebook 04 takes about twice as long.
-    "04": {"epochs": 12.5, "sample_at": [0, 100], "train_conditional": True},
+    "04": {"epochs": 12.5, "sample_at": [0, 100]},
     # The DDPM at CPU size: the preset's U-Net at half width, 50 DDIM steps, 160 iterations
     # (8 epochs), three 16-image grids and 16 timed samples: a DDPM barely started. At the
     # usual lr 2e-4 its samples were still flat grey after 160 iterations; at 1e-3 they show
@@ -48,7 +48,7 @@ CPU: dict = {
     "06": {"epochs": 8, "channels": [16, 32, 64, 64], "sample_at": [0, 40], "n_grid": 16,
            "n_timed": 16, "lr": 1e-3},
     "07": {"n_generated": 200, "n_repeats": 5, "classifier_epochs": 10,
-           "usefulness_seeds": [0, 1, 2], "conditional_model": "LSGAN-cond",
+           "usefulness_seeds": [0, 1, 2],
            "curve_models": ["VAE-elbo-beta1", "DirVAE-elbo", "GMVAE-elbo", "LSGAN", "DDPM"]}}
 
 PROFILES: dict[str, dict] = {
@@ -56,16 +56,16 @@ PROFILES: dict[str, dict] = {
     "smoke": {"data_root": "phantom", "image_size": 64, "epochs": 1, "max_images": 64,
               "batch_size": 16, "seed": 0, "device": "cpu", "smoke": True, "runs_dir": "runs/smoke",
               "snapshots": 2,
-              "02": {"sample_at": [0, 2]}, "04": {"sample_at": [0, 2], "train_conditional": True},
+              "02": {"sample_at": [0, 2]}, "04": {"sample_at": [0, 2]},
               "06": {"sample_at": [0, 2], "channels": [16, 32, 32], "sample_steps": 4, "n_grid": 16,
                      "n_timed": 4},
               "03": {"presets": ["FS-GMVAE-V1", "FS-GMVAE-V3", "GMVAE-V6", "GMVAE-V8", "GMVAE-elbo",
                                  "FS-GMVAE-elbo"], "epochs_for": {"GMVAE-V8": 2}},
               "07": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 1,
-                     "usefulness_seeds": [0, 1], "conditional_model": "LSGAN-cond",
+                     "usefulness_seeds": [0, 1],
                      # two training seeds (so the pooling runs) for four models, within the notebook
                      # test's time; the bf16 twins are tested in tests/test_replicates.py
-                     "models": ["VAE-beta0.002", "GMVAE-elbo", "LSGAN", "LSGAN-cond"],
+                     "models": ["VAE-beta0.002", "GMVAE-elbo", "LSGAN", "LSGAN-cond", "ACGAN"],
                      "training_seeds": [0, 1], "gmm_models": ["VAE-beta0.002", "GMVAE-elbo"],
                      "ldm_models": ["GMVAE-elbo"], "ldm_iterations": 200, "fast_solver_steps": {},
                      "curve_models": ["GMVAE-elbo", "LSGAN"]}},
@@ -84,9 +84,9 @@ PROFILES: dict[str, dict] = {
     # The paper's settings (SPEC.md), for a GPU: VAE and LSGAN at 128 px, GMVAE at 224 px, batch 64.
     "paper": {"data_root": "$CXR14_ROOT", "image_size": 128, "epochs": 5, "max_images": None,
               "batch_size": 64, "seed": 0, "device": "auto", "smoke": False, "runs_dir": "runs/paper",
-              "02": {"epochs": 2}, "03": {"image_size": 224, "epochs": 1}, "04": {"train_conditional": True},
+              "02": {"epochs": 2}, "03": {"image_size": 224, "epochs": 1},
               "06": {"epochs": 20},      # ~35k iterations of the preset's U-Net on full CXR14
-              "07": {"image_size": 128, "conditional_model": "LSGAN-cond"}},
+              "07": {"image_size": 128}},
 }
 RUNNER_PARAMS = ("reports_dir", "results_md")   # set by the runner for each notebook, never by the user
 

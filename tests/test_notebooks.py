@@ -23,12 +23,14 @@ EXPECTED = {
                           "why_kl_per_dim"],
     "03_gmvae_variants": ["samples_GMVAE-V8", "samples_FS-GMVAE-V3", "samples_FS-GMVAE-elbo", "losses",
                           "why_diagnostics", "why_reconstructions", "why_samples"],
-    "04_lsgan": ["fig8_samples", "fig9_losses", "final_samples", "samples_per_label", "losses_conditional"],
+    "04_lsgan": ["fig8_samples", "fig9_losses", "final_samples", "samples_per_label_LSGAN-cond",
+                 "samples_per_label_ACGAN", "losses_conditional", "recipe_samples", "recipe_losses"],
     "05_latent_explorer": ["vae_traversal", "vae_interpolation", "gmvae_components", "gmvae_traversal",
                            "gan_traversal", "dirvae_simplex"],
     "06_diffusion": ["samples_over_training", "denoising_trajectory", "loss"],
     "07_evaluation": ["samples_per_model", "calibration_ladder", "memorisation_closest_pairs",
-                      "quality_vs_compute"],
+                      "quality_vs_compute", "samples_per_label_LSGAN-cond", "samples_per_label_ACGAN",
+                      "samples_per_label_GMVAE-elbo_GMM_sampler_labelled_post_hoc"],
 }
 
 
@@ -50,12 +52,17 @@ def _run_all(tmp_path, source: str, overrides: list[str]) -> None:
     for notebook in ("02_vae_beta_sweep", "03_gmvae_variants"):     # findings computed from the run
         text = (reports / "figures" / notebook / "findings.md").read_text()
         assert "Collapsed:" in text and source in text
-    assert "switching the label" in (reports / "figures" / "04_lsgan" / "findings.md").read_text()   # LSGAN-cond
+    findings = (reports / "figures" / "04_lsgan" / "findings.md").read_text()
+    assert "LSGAN-cond's image" in findings and "ACGAN's image" in findings        # the label's movement, each
     summary = pd.read_csv(reports / "figures" / "02_vae_beta_sweep" / "vae_summary.csv", index_col="preset")
     assert {"active_units", "test_mse", "mean_image_mse", "collapsed"} <= set(summary.columns)
     results = (reports / "results.md").read_text()
     assert "Does the paper's ranking hold?" in results and source in results
-    assert "Synthetic images: LSGAN-cond," in results and "| LSGAN-cond |" in results
+    # the augmentation test: two conditional GANs and a post-hoc labelled GMVAE, label evidence first
+    for generator in ("LSGAN-cond", "ACGAN", "GMVAE-elbo · GMM sampler · labelled post hoc"):
+        assert f"| {generator} |" in results and f"#### {generator}" in results
+    assert "### Label evidence" in results and "### What each generator lacked" in results
+    assert "484 of its 516 images from muhammedtalo/COVID-19" in results or source != "real CXR14 subset"
     # the smoke profile scores every model over 2 training seeds: spreads pooled, no gap settled
     assert "× 2, 2 seeds |" in results and "not resolved: 2 training seeds (settling needs 3)" in results
     assert "## The rulers" in results and "SHA-256" in results

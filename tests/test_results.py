@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cxrnb.evaluation.evaluate import REAL, evaluate
+from cxrnb.evaluation.label_evidence import Movement
 from cxrnb.report import numbers, results, usefulness
 
 
@@ -93,26 +94,71 @@ def test_results_markdown_table(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["results.md"]   # no temp file left
 
 
-def test_usefulness_section():
-    u = pd.DataFrame({"regime": ["real", "real+synthetic", "real+real (duplicated)", "synthetic",
-                                 "blank (mean grey + noise)"], "finding": "macro",
-                      "mean": [0.70, 0.67, 0.71, 0.55, 0.52], "std": [0.01, 0.03, 0.02, 0.03, 0.02],
-                      "n_seeds": 3, "steps": 200, "n_train": [1326, 2652, 2652, 1326, 1326],
-                      "training set": ["1,326 real", "1,326 real + 1,326 synthetic", "1,326 real, each twice",
-                                       "1,326 synthetic", "1,326 blank, real labels"]})
-    df = rows({"FS-GMVAE-elbo": (50, 2), "LSGAN": (40, 1)})
-    md = results.results_markdown(df, [], usefulness=u,
-                                  usefulness_source="FS-GMVAE-elbo, 12.5 epochs, not collapsed")
-    assert "| real+synthetic | 0.670 ± 0.030 | 1,326 real + 1,326 synthetic | 200 | 3 |" in md
-    # -0.03 ± hypot(0.01, 0.03) = 0.032: inside twice the spread
-    assert ("Adding 1,326 FS-GMVAE-elbo images to the real training set changes macro AUROC by "
-            "-0.030 ± 0.032: no measurable effect") in md
-    assert "Generator FS-GMVAE-elbo: FD (cxr-classifier) 50.0 ± 2.0." in md
-    assert "the real images duplicated to the same size: +0.010 ± 0.022: no measurable effect" in md
-    assert "blank images with the real labels: 0.520 ± 0.020, at chance" in md
-    # synthetic alone vs blank: +0.03 against twice hypot(0.03, 0.02) = 0.072: not above it
-    assert ("Trained on FS-GMVAE-elbo images alone: 0.550 ± 0.030, not distinguishable from the blank "
-            "control (+0.030 ± 0.036): no sign that the images carry") in md
+def _two_generators():
+    """A usefulness table with the shared controls once and two generators, G1 whose images carry
+    nothing and G2 whose images carry their labels and help, with their label evidence and scores."""
+    sets = {"real": "1,326 real", "real+synthetic": "1,326 real + 1,326 synthetic",
+            "real+real (duplicated)": "1,326 real, each twice", "synthetic": "1,326 synthetic",
+            "blank (mean grey + noise)": "1,326 blank, real labels"}
+    cells = [("", "real", 0.70, 0.01), ("", "real+real (duplicated)", 0.71, 0.02),
+             ("", "blank (mean grey + noise)", 0.52, 0.02),
+             ("G1", "real+synthetic", 0.67, 0.03), ("G1", "synthetic", 0.55, 0.03),
+             ("G2", "real+synthetic", 0.75, 0.01), ("G2", "synthetic", 0.62, 0.02)]
+    u = pd.DataFrame([{"generator": g, "regime": r, "finding": "macro", "mean": m, "std": sd} for g, r, m, sd in cells])
+    u = u.assign(n_seeds=3, steps=200, n_test=165)
+    u["training set"] = u.regime.map(sets)
+    u["n_train"] = u.regime.map(lambda r: 2652 if "+" in r or "duplicated" in r else 1326)
+    ev = pd.DataFrame([{"generator": "G1", "finding": "macro", "mean": 0.53, "std": 0.02, "n_sets": 3,
+                        "training runs": 1},
+                       {"generator": "G2", "finding": "macro", "mean": 0.70, "std": 0.01, "n_sets": 3,
+                        "training runs": 1}])
+    moves = {"G1": Movement({"Mass": 0.01}, 0.1), "G2": Movement({"Mass": 0.05, "Edema": 0.05}, 0.1)}
+    df = rows({"G1": (50, 2), "G2": (40, 1), REAL: (5, 1)})
+    extra = [("G1", "cxr-classifier", "recall", 0.10, 0.02), ("G2", "cxr-classifier", "recall", 0.60, 0.05),
+             (REAL, "cxr-classifier", "recall", 0.85, 0.02), ("G1", "pixel", "memorised", 0.0, 0.0),
+             ("G2", "pixel", "memorised", 0.30, 0.05), (REAL, "pixel", "memorised", 0.05, 0.02)]
+    df = pd.concat([df, pd.DataFrame([{"model": m, "space": sp, "metric": k, "mean": mu, "std": sd, "note": "",
+                                       "n_seeds": 3} for m, sp, k, mu, sd in extra])], ignore_index=True)
+    return df, u, ev, moves
+
+
+def test_usefulness_section_for_two_generators():
+    df, u, ev, moves = _two_generators()
+    md = results.results_markdown(df, [], usefulness=u, evidence=ev, movements=moves,
+                                  generator_descriptions={"G1": "G1, a toy", "G2": "G2, another"}, ruler_auroc=0.734,
+                                  over_represented="Pneumonia 31% vs 1.3%.")
+    assert "- G1, a toy.\n- G2, another." in md and "Pneumonia 31% vs 1.3%." in md
+    # label evidence: G2's label moves the image half as much as a latent; the real row is the reference
+    assert "| G2 | 0.050 ÷ 0.100 = 0.50 | 0.700 ± 0.010 | 40.0 ± 1.0 | 0.600 ± 0.050 | 0.300 ± 0.050 | 3 × 1 |" in md
+    assert "| real (held-out) (reference) | – | 0.734 | 5.0 ± 1.0 | 0.850 ± 0.020 | 0.050 ± 0.020 | – |" in md
+    # 0.53 - 0.5 = 0.03 <= 2 x 0.02: not above chance; 0.70 - 0.5 > 2 x 0.01
+    assert "G1: the ruler reads the findings its images were generated for at macro AUROC 0.530 ± 0.020, not " \
+           "distinguishable from chance over 3 synthetic sets; it misses the 0.65 target" in md
+    assert "G2: the ruler reads" in md and "above chance beyond twice its spread over 3 synthetic sets; it meets" in md
+    # the controls appear once in the overview; each generator's regimes with their change against real
+    assert sum(line.startswith("| real | (none: control) |") for line in md.splitlines()) == 1
+    # G2 mixed: +0.05 against twice hypot(0.01, 0.01) = 0.028: it helps; G1: -0.03 ± 0.032: no effect
+    assert "| real+synthetic | G2 | 0.750 ± 0.010 | +0.050 ± 0.014: it helps |" in md
+    assert "| real+synthetic | G1 | 0.670 ± 0.030 | -0.030 ± 0.032: no measurable effect |" in md
+    assert "| synthetic | G2 | 0.620 ± 0.020 | +0.100 ± 0.028: above blank |" in md
+    assert "| synthetic | G1 | 0.550 ± 0.030 | +0.030 ± 0.036: not distinguishable |" in md
+    assert md.count("Control, the real images duplicated") == 1 and md.count("Control, blank images") == 1
+    # what each lacked, computed: G1's label evidence and diversity (0.10 < 0.85 / 2); it copies nothing
+    assert ("G1 helps in no regime. Lacks: label evidence (ruler AUROC 0.530 ± 0.020 against the 0.65 target); "
+            "diversity (recall 0.100 ± 0.020 against 0.850 ± 0.020 for held-out real images; lacking below half "
+            "of it). Has: no copying (memorised 0 against 0.050 ± 0.020 for held-out real images).") in md
+    assert "G2 helps in: real+synthetic." in md
+    # the target: G2's synthetic-only 0.62 beats blank 0.52 by 0.10 > 2 x hypot(0.02, 0.02), and 0.70 >= 0.65
+    assert "for their own labels: met by G2." in md
+
+
+def test_usefulness_target_missed_says_by_what():
+    df, u, ev, moves = _two_generators()
+    ev.loc[ev.generator == "G2", "mean"] = 0.60
+    line = usefulness.usefulness_target(u, ev)
+    assert line.endswith("missed (G1 synthetic-only 0.550 ± 0.030 vs blank 0.520 ± 0.020 (does not beat it), ruler "
+                         "AUROC 0.530 ± 0.020; G2 synthetic-only 0.620 ± 0.020 vs blank 0.520 ± 0.020 (beats it), "
+                         "ruler AUROC 0.600 ± 0.010).")
 
 
 def test_synthetic_images_that_carry_their_labels_beat_the_blank_control():

@@ -69,7 +69,7 @@ def test_sigterm_to_the_runner_checkpoints_the_training_notebook_and_the_same_co
     # Long enough to be training when the signal comes; a grid every iteration shows how far it got.
     command = ["--profile", "smoke", "--only", "04", "--reports", str(reports), "--set", f"runs_dir={runs}",
                "--set", f"data_root={phantom_root}", "--set", "batch_size=8", "--set", "04.epochs=50",
-               "--set", "04.train_conditional=false", "--set", f"04.sample_at={list(range(300))}"]
+               "--set", "04.conditional=[]", "--set", "04.recipe=false", "--set", f"04.sample_at={list(range(300))}"]
     out = runs / "LSGAN-64px"
 
     first = start(command, cwd=tmp_path)                          # not the checkout: found anyway

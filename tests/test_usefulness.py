@@ -125,21 +125,61 @@ def test_usefulness_on_the_phantom_blank_control_is_chance(tmp_path_factory, one
 
 
 
-def test_synthetic_usefulness_with_a_conditional_generator(phantom_root, tmp_path, one_thread):
-    """Notebook 07's step end to end on the phantom: each classifier seed uses its own generator run,
-    every regime (the rare-findings one included) is scored, and the rare findings are named."""
+def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_thread, monkeypatch):
+    """Notebook 07's step end to end on the phantom, with a conditional GAN and a post-hoc labelled
+    one: each classifier seed uses its own generator run, the controls are trained once per seed (not
+    once per generator), every regime is scored, the rare findings are named, and the label evidence
+    is the ruler's AUROC on each synthetic set."""
     from cxrnb import study
+    from cxrnb.evaluation import usefulness as U
+    from cxrnb.evaluation.ruler import load_ruler
     from cxrnb.study import scoring
 
-    run = study.train_run("LSGAN-cond", str(phantom_root), image_size=64, max_images=32, batch_size=16,
-                          epochs=1, device="cpu", runs_dir=tmp_path, sample_at=[0], progress=False)
+    common = dict(image_size=64, max_images=32, batch_size=16, epochs=1, device="cpu", runs_dir=tmp_path,
+                  sample_at=[0], progress=False)
+    cond = study.train_run("LSGAN-cond", str(phantom_root), **common)
+    gan = study.train_run("LSGAN", str(phantom_root), **common)
     data = scoring.eval_data(str(phantom_root), 32)
     cfg = ClassifierConfig(epochs=1, batch_size=8, width=4)
-    df = scoring.synthetic_usefulness(data, [run], cfg, seeds=(0, 1))
-    macro = df[df.finding == "macro"].set_index("regime")
-    assert list(macro.index) == list(REGIMES) and (macro.n_seeds == 2).all()
-    assert (df["generator runs"] == 1).all()
+    labelled = scoring.posthoc_labelled(gan, data, cfg, pool=4, device="cpu")
+    assert labelled.preset == "LSGAN · labelled post hoc" and labelled.model.conditional
+    trained = []
+    fit = U.fit_classifier
+    monkeypatch.setattr(U, "fit_classifier", lambda x, y, c, **kw: trained.append(len(x)) or fit(x, y, c, **kw))
+    df, ev = scoring.synthetic_usefulness(data, {"LSGAN-cond": [cond], labelled.preset: [labelled]}, cfg,
+                                          load_ruler(), seeds=(0, 1))
+    # per seed: 3 shared regimes once, then 4 synthetic regimes (pretraining in 2 stages) per generator
+    assert len(trained) == 2 * (3 + 2 * 5)
+    macro = df[df.finding == "macro"]
+    shared = macro[macro.generator == ""].set_index("regime")
+    assert list(shared.index) == list(scoring.SHARED) and (shared.n_seeds == 2).all()
+    for name in ("LSGAN-cond", labelled.preset):
+        own = macro[macro.generator == name]
+        assert set(own.regime) == set(REGIMES) - set(scoring.SHARED) and (own.n_seeds == 2).all()
+        assert (df[df.generator == name]["generator runs"] == 1).all()
     rare = df["rare findings"].iloc[0].split(", ")
     assert rare == rare_findings(data.train_y, 3)
     n_rare = rare_set_size(data.train_y, 3)
-    assert macro.loc[Regime.RARE, "n_train"] == len(data.train) + n_rare
+    assert macro[macro.regime == Regime.RARE].n_train.eq(len(data.train) + n_rare).all()
+    # label evidence: one macro row per generator over the 2 synthetic sets, an AUROC in [0, 1]
+    ev_macro = ev[ev.finding == "macro"].set_index("generator")
+    assert list(ev_macro.index) == ["LSGAN-cond", labelled.preset] and (ev_macro.n_sets == 2).all()
+    assert ev_macro["mean"].between(0, 1).all() and (ev_macro["training runs"] == 1).all()
+
+
+@pytest.mark.real
+def test_over_represented_findings_name_their_main_source(real_root):
+    """The sentence's numbers by hand from the two CSV files: the finding most over-represented
+    against full CXR14, and how many of its images one source repository supplied."""
+    import pandas as pd
+
+    from cxrnb.study import scoring
+
+    line = scoring.over_represented_line(str(real_root))
+    table = pd.read_csv(real_root / "Data_Entry_2017.csv").merge(pd.read_csv(real_root / "provenance.csv"),
+                                                               on="Image Index")
+    carriers = table[table["Finding Labels"].str.split("|").map(lambda f: "Pneumonia" in f)]
+    main = carriers["source repository"].value_counts()
+    share = round(100 * len(carriers) / len(table), 1)
+    assert line.startswith(f"The findings this data over-represents most: Pneumonia (on {share:g}% of the images")
+    assert f"{main.iloc[0]:,} of its {len(carriers):,} images from {main.index[0]}" in line

@@ -249,13 +249,21 @@ def data_source(root: str | Path, n_images: int | None = None) -> str:
     return "full CXR14" if n_images >= FULL_SIZE else "real CXR14 subset"
 
 
-def read_sources(root: str | Path) -> pd.Series | None:
-    """Images per source repository from ``root/provenance.csv`` (columns ``Image Index``,
-    ``source repository``), largest first; None when the folder has no such file."""
+def read_image_sources(root: str | Path) -> pd.Series | None:
+    """Each image's source repository (``Image Index`` -> ``source repository``) from
+    ``root/provenance.csv``; None when the folder has no such file."""
     path = Path(root) / "provenance.csv"
     if not path.is_file():
         return None
     df = _read_csv(path)
-    if "source repository" not in df.columns:
-        raise CxrnbError(f"{path} lacks the column 'source repository'")
-    return df["source repository"].value_counts()
+    missing = {"Image Index", "source repository"} - set(df.columns)
+    if missing:
+        raise CxrnbError(f"{path} lacks the column(s) {', '.join(sorted(missing))}")
+    return df.set_index("Image Index")["source repository"]
+
+
+def read_sources(root: str | Path) -> pd.Series | None:
+    """Images per source repository (``read_image_sources``), largest first; None without a
+    provenance.csv."""
+    sources = read_image_sources(root)
+    return None if sources is None else sources.value_counts()

@@ -14,13 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 from cxrnb.evaluation.evaluate import FD_METRICS, LADDER, REAL, Kind
+from cxrnb.evaluation.label_evidence import Movement
 from cxrnb.evaluation.metrics import BLANK_SHARE
 from cxrnb.models import PRESETS
 from cxrnb.models.base import Family
 from cxrnb.paths import write_text
 from cxrnb.report.numbers import MIN_SEEDS, count, crossing, fmt, trend, verdict
 from cxrnb.report.tables import markdown_table
-from cxrnb.report.usefulness import usefulness_lines
+from cxrnb.report.usefulness import generators_section
 
 # Which way is better. MS-SSIM diversity is best near the real images' own value: lower than that
 # is not "more realistic", only noisier. Density is best near 1.
@@ -345,22 +346,25 @@ def latent_lines(rows: pd.DataFrame, space: str, samplers: Mapping[str, str],
     return out
 
 
-def usefulness_section(rows: pd.DataFrame, usefulness: pd.DataFrame, source: str | None) -> list[str]:
-    """The classifier experiment, with the generator named by ``source`` (its first comma-separated
-    part is the model) and that model's Fréchet distances."""
+def usefulness_section(rows: pd.DataFrame, usefulness: pd.DataFrame, evidence: pd.DataFrame,
+                       movements: Mapping[str, Movement], descriptions: Mapping[str, str] | None = None,
+                       ruler_auroc: float | None = None, over_represented: str | None = None) -> list[str]:
+    """The classifier experiment for every generator (``report.usefulness.generators_section``), in the
+    fixed ruler's space, with what the data over-represents (a generator can learn a source's style
+    rather than a finding)."""
+    space = next(iter(dict.fromkeys(_fd(rows).space)), "cxr-classifier")
     lines = ["", "## Do synthetic images help a classifier?", ""]
-    if source:
-        lines += [f"Synthetic images: {source}.", ""]
-    name = source.split(",")[0] if source else None
-    fd = _fd(rows)
-    gen_fd = [f"{r.metric} ({r.space}) {fmt(r['mean'], r['std'])}"
-              for _, r in fd[fd.model == name].iterrows()] if name else []
-    return lines + usefulness_lines(usefulness, name, gen_fd)
+    if over_represented:
+        lines += [over_represented, ""]
+    return lines + generators_section(usefulness, evidence, movements, rows, space, descriptions, ruler_auroc)
 
 
 def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
                      families: Mapping[str, str] | None = None, usefulness: pd.DataFrame | None = None,
-                     title: str = "Measured sample quality", usefulness_source: str | None = None,
+                     title: str = "Measured sample quality", evidence: pd.DataFrame | None = None,
+                     movements: Mapping[str, Movement] | None = None,
+                     generator_descriptions: Mapping[str, str] | None = None, ruler_auroc: float | None = None,
+                     over_represented: str | None = None,
                      data_lines: Sequence[str] = (), ruler_lines: Sequence[str] = (),
                      precision_lines: Sequence[str] = (),
                      sampler_lines: Sequence[str] = (), compute_lines: Sequence[str] = (),
@@ -395,7 +399,8 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
     if precision_lines:
         lines += ["", "## Do the verdicts depend on the arithmetic?", ""] + [f"- {p}" for p in precision_lines]
     if usefulness is not None:
-        lines += usefulness_section(rows, usefulness, usefulness_source)
+        lines += usefulness_section(rows, usefulness, evidence, movements or {}, generator_descriptions,
+                                    ruler_auroc, over_represented)
     lines += ["", "## Provenance", ""] + [f"- {p}" for p in provenance_lines]
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 from torch import Tensor
 
+from cxrnb.evaluation.label_evidence import movement
 from cxrnb.labels import NO_FINDING
 from cxrnb.models.base import Family
 from cxrnb.models.losses import Reduction
@@ -148,18 +149,15 @@ def label_findings(rows: dict[str, Tensor], preset: str, iterations: int, epochs
     change is far below the latent's is one the generator has not learnt to draw yet. Cut-offs:
     below ``visible`` (1% of the grey range, about 2.5 grey levels) the label is ignored; below a
     quarter of the latent's change it is weak; otherwise it visibly changes the image."""
-    base = rows[reference]
-    change = {name: float((images - base).abs().mean()) for name, images in rows.items() if name != reference}
-    noise = float((base - base.roll(1, 0)).abs().mean())     # each sample against another latent, same label
-    mean = sum(change.values()) / len(change)
-    most, least = max(change, key=change.get), min(change, key=change.get)
-    verdict = ("the generator ignores the label so far" if mean < visible else
+    m = movement(rows, reference)
+    verdict = ("the generator ignores the label so far" if m.label < visible else
                "the label changes the image far less than the latent does: the conditioning is weak at "
-               "this budget" if mean < noise / 4 else "the label visibly changes the image")
+               "this budget" if m.label < m.latent / 4 else "the label visibly changes the image")
     return (f"After {iterations} iterations ({epochs:g} epochs), switching the label from {reference} to a "
-            f"finding with the latent held fixed changes {preset}'s image by {mean:.3f} of the grey range on "
-            f"average (mean absolute difference; most for {most}, {change[most]:.3f}, least for {least}, "
-            f"{change[least]:.3f}), against {noise:.3f} between two latents of one label: {verdict}.")
+            f"finding with the latent held fixed changes {preset}'s image by {m.label:.3f} of the grey range on "
+            f"average (mean absolute difference; most for {m.most}, {m.per_label[m.most]:.3f}, least for "
+            f"{m.least}, {m.per_label[m.least]:.3f}), against {m.latent:.3f} between two latents of one label: "
+            f"{verdict}.")
 
 
 def save_findings(text: str, path, prov, title: str = "What this run shows"):

@@ -9,10 +9,11 @@ score chance.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from cxrnb.evaluation.label_evidence import Movement
 from cxrnb.evaluation.usefulness import Regime
 from cxrnb.report.numbers import count, fmt, verdict
 from cxrnb.report.tables import markdown_table
@@ -72,16 +73,17 @@ def _added(macro: pd.DataFrame, regime: Regime) -> int:
 
 def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
                      generator_fd: Sequence[str] = (), rare: Sequence[str] = (),
-                     min_positives: int = 10) -> list[str]:
+                     min_positives: int = 10, controls: bool = True, with_table: bool = True) -> list[str]:
     """Macro test AUROC per training regime (``cxrnb.evaluation.usefulness.usefulness``, equal
     gradient steps), the controls, the verdicts as plain sentences with their spreads, and the
     per-finding changes for the findings with at least ``min_positives`` test positives. ``rare``:
-    the findings the rare-findings regime generated images for."""
+    the findings the rare-findings regime generated images for. ``controls``: also the control
+    sentences; ``with_table``: start with the macro table (off where ``overview_table`` has it)."""
     macro = table[table.finding == "macro"].set_index("regime")
     name = generator or "synthetic"
     if not rare and "rare findings" in table:
         rare = str(table["rare findings"].iloc[0]).split(", ")
-    lines = usefulness_table(macro) + [""]
+    lines = usefulness_table(macro) + [""] if with_table else []
     if generator_fd:
         lines += [f"Generator {name}: " + "; ".join(generator_fd) + "."]
     if {Regime.REAL, Regime.MIXED} <= set(macro.index):
@@ -96,12 +98,12 @@ def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
         lines += [f"Adding {_added(macro, Regime.RARE):,} {name} images generated only for the rarest "
                   f"findings{which}, to balance the training set, changes macro AUROC by "
                   f"{_change(macro, Regime.RARE)}."]
-    if Regime.DUPLICATED in macro.index:
+    if Regime.DUPLICATED in macro.index and controls:
         lines += ["Control, the real images duplicated to the same size: "
                   f"{_change(macro, Regime.DUPLICATED)}."]
     if Regime.BLANK in macro.index and Regime.SYNTHETIC in macro.index:
         lines += [synthetic_only_line(macro.loc[Regime.SYNTHETIC], macro.loc[Regime.BLANK], name)]
-    if Regime.BLANK in macro.index:
+    if Regime.BLANK in macro.index and controls:
         lines += [blank_control_line(macro.loc[Regime.BLANK])]
     if "test_positives" in table:
         per = finding_changes(table, min_positives)
@@ -132,3 +134,189 @@ def synthetic_only_line(synth: pd.Series, blank: pd.Series, name: str) -> str:
         return f"{head}, below the blank control ({diff:+.3f} ± {spread:.3f}): the images mislead the classifier."
     return (f"{head}, not distinguishable from the blank control ({diff:+.3f} ± {spread:.3f}): no sign "
             "that the images carry the findings they were generated for.")
+
+
+# --- several generators: label evidence first, then usefulness, then what each lacked --------------
+
+OWN_LABEL_TARGET = 0.65     # the study's target: a generator's images read at this ruler AUROC for their labels
+CHANCE = 0.5
+
+
+def _metric(rows: pd.DataFrame, model: str, space: str, metric: str) -> pd.Series | None:
+    """The pooled score row of ``model`` for (space, metric), or None where it was not scored."""
+    hit = rows[(rows.model == model) & (rows.space == space) & (rows.metric == metric)]
+    return hit.iloc[0] if len(hit) else None
+
+
+def _cell(r: pd.Series | None) -> str:
+    return "–" if r is None else fmt(r["mean"], r["std"])
+
+
+def _macro(table: pd.DataFrame, generator: str) -> pd.DataFrame:
+    """The macro rows of one generator's regimes with the shared controls, indexed by regime."""
+    part = table[(table.finding == "macro") & table.generator.isin(["", generator])]
+    return part.set_index("regime")
+
+
+def evidence_table(evidence: pd.DataFrame, movements: Mapping[str, Movement], rows: pd.DataFrame, space: str,
+                   real_auroc: float | None = None) -> list[str]:
+    """One row per generator: how far its label moves the image (against a latent), the ruler's AUROC
+    on its images for their own labels, its FD and recall in ``space``, its memorised fraction; and
+    the held-out real images as the reference row."""
+    macro = evidence[evidence.finding == "macro"].set_index("generator")
+    real = REAL_ROW
+    header = ["generator", "label change ÷ latent change", "ruler AUROC, own labels ↑", f"FD ({space}) ↓",
+              "recall ↑", "memorised ≈ real", "synthetic sets × training seeds"]
+    cells = []
+    for g, e in macro.iterrows():
+        m = movements.get(g)
+        runs = int(_runs(g, evidence))
+        cells.append([g, f"{m.label:.3f} ÷ {m.latent:.3f} = {m.ratio:.2f}" if m else "–", fmt(e["mean"], e["std"]),
+                      _cell(_metric(rows, g, space, "FD")), _cell(_metric(rows, g, space, "recall")),
+                      _cell(_metric(rows, g, "pixel", "memorised")), f"{int(e.n_sets)} × {runs}"])
+    cells.append([f"{real} (reference)", "–", "–" if real_auroc is None else f"{real_auroc:.3f}",
+                  _cell(_metric(rows, real, space, "FD")), _cell(_metric(rows, real, space, "recall")),
+                  _cell(_metric(rows, real, "pixel", "memorised")), "–"])
+    return markdown_table(pd.DataFrame(cells, columns=header)).splitlines()
+
+
+REAL_ROW = "real (held-out)"
+
+
+def _runs(generator: str, evidence: pd.DataFrame) -> int:
+    hit = evidence[(evidence.generator == generator)]
+    return int(hit["training runs"].iloc[0]) if "training runs" in hit and len(hit) else 1
+
+
+def evidence_line(generator: str, evidence: pd.DataFrame, movement: Movement | None) -> str:
+    """Whether the ruler sees the requested findings in ``generator``'s images (its macro AUROC against
+    chance by the verdict rule, and against the target), and how far the label moves the image."""
+    e = evidence[(evidence.generator == generator) & (evidence.finding == "macro")].iloc[0]
+    sets = f"{int(e.n_sets)} synthetic sets"
+    if math.isnan(e["std"]):
+        seen = "one synthetic set: not judged against chance"
+    elif e["mean"] - CHANCE > 2 * e["std"]:
+        seen = f"above chance beyond twice its spread over {sets}"
+    else:
+        seen = f"not distinguishable from chance over {sets}"
+    target = "meets" if e["mean"] >= OWN_LABEL_TARGET else "misses"
+    text = (f"{generator}: the ruler reads the findings its images were generated for at macro AUROC "
+            f"{fmt(e['mean'], e['std'])}, {seen}; it {target} the {OWN_LABEL_TARGET} target")
+    if movement is not None:
+        text += (f"; switching the label with the latent held fixed changes the image by {movement.ratio:.2f}× "
+                 "what another latent does")
+    return text + "."
+
+
+def overview_table(table: pd.DataFrame) -> list[str]:
+    """Every regime of every generator, and the controls once: macro test AUROC and the change against
+    real images alone, with its verdict."""
+    header = ["training data", "generator", "macro AUROC ↑", "change against real (synthetic alone: against blank)",
+              "training set", "steps", "seeds"]
+    cells = []
+    for g in dict.fromkeys(table.generator):
+        macro = _macro(table, g)
+        for regime, r in macro[macro.generator == g].iterrows():
+            change = ("–" if regime in (Regime.REAL, Regime.BLANK) else
+                      _against_blank(macro) if regime == Regime.SYNTHETIC else _change(macro, regime))
+            cells.append([f"{regime}", g or "(none: control)", fmt(r["mean"], r["std"]), change,
+                          f"{r['training set']}", f"{r.steps}", f"{r.n_seeds}"])
+    return markdown_table(pd.DataFrame(cells, columns=header)).splitlines()
+
+
+def _against_blank(macro: pd.DataFrame) -> str:
+    """Synthetic images alone against the blank control (labels without images), with its verdict."""
+    s, b = macro.loc[Regime.SYNTHETIC], macro.loc[Regime.BLANK]
+    d, sd = s["mean"] - b["mean"], math.hypot(s["std"], b["std"])
+    if math.isnan(sd):
+        return f"{d:+.3f} (one seed: no spread, not judged)"
+    v = verdict(-s["mean"], s["std"], -b["mean"], b["std"], seeds=int(min(s.n_seeds, b.n_seeds)))
+    return f"{d:+.3f} ± {sd:.3f}: " + {"holds": "above blank", "reversed": "below blank",
+                                       "not resolved within spread": "not distinguishable"}.get(v, v)
+
+
+def _helps(macro: pd.DataFrame) -> list[Regime]:
+    """The synthetic regimes whose change against real is settled upwards."""
+    out = []
+    for regime in (Regime.MIXED, Regime.PRETRAINED, Regime.RARE):
+        if regime in macro.index and _change(macro, regime).endswith("it helps"):
+            out.append(regime)
+    return out
+
+
+def lacks_line(generator: str, table: pd.DataFrame, evidence: pd.DataFrame, rows: pd.DataFrame,
+               space: str) -> str:
+    """For a generator that helps in no regime: what its images lack, each computed — label evidence
+    (ruler AUROC below the target), diversity (recall under half the held-out real images'), and
+    whether it copies training images (memorised fraction above the real images' beyond twice the
+    spread)."""
+    macro = _macro(table, generator)
+    helped = _helps(macro)
+    if helped:
+        return f"{generator} helps in: {', '.join(map(str, helped))}."
+    e = evidence[(evidence.generator == generator) & (evidence.finding == "macro")].iloc[0]
+    lacks, has = [], []
+    (lacks if e["mean"] < OWN_LABEL_TARGET else has).append(
+        f"label evidence (ruler AUROC {fmt(e['mean'], e['std'])} against the {OWN_LABEL_TARGET} target)")
+    rec, real_rec = _metric(rows, generator, space, "recall"), _metric(rows, REAL_ROW, space, "recall")
+    if rec is not None and real_rec is not None:
+        (lacks if rec["mean"] < real_rec["mean"] / 2 else has).append(
+            f"diversity (recall {fmt(rec['mean'], rec['std'])} against {fmt(real_rec['mean'], real_rec['std'])} "
+            "for held-out real images; lacking below half of it)")
+    mem, real_mem = _metric(rows, generator, "pixel", "memorised"), _metric(rows, REAL_ROW, "pixel", "memorised")
+    if mem is not None and real_mem is not None:
+        copies = mem["mean"] - real_mem["mean"] > 2 * math.hypot(mem["std"], real_mem["std"])
+        (lacks if copies else has).append(
+            f"{'originality' if copies else 'no copying'} (memorised {fmt(mem['mean'], mem['std'])} against "
+            f"{fmt(real_mem['mean'], real_mem['std'])} for held-out real images)")
+    text = f"{generator} helps in no regime. Lacks: {'; '.join(lacks) if lacks else 'none of the measured'}"
+    return text + (f". Has: {'; '.join(has)}." if has else ".")
+
+
+def usefulness_target(table: pd.DataFrame, evidence: pd.DataFrame) -> str:
+    """The study's target: a generator whose synthetic-only classifier beats the blank control beyond
+    twice the combined spread and whose images read at ruler AUROC >= the target for their labels."""
+    shown = []
+    for g in [g for g in dict.fromkeys(table.generator) if g]:
+        macro = _macro(table, g)
+        if Regime.SYNTHETIC not in macro.index or Regime.BLANK not in macro.index:
+            continue
+        s, b = macro.loc[Regime.SYNTHETIC], macro.loc[Regime.BLANK]
+        beats = verdict(-s["mean"], s["std"], -b["mean"], b["std"], seeds=int(min(s.n_seeds, b.n_seeds))) == "holds"
+        a = evidence[(evidence.generator == g) & (evidence.finding == "macro")].iloc[0]
+        shown.append((g, beats, a["mean"] >= OWN_LABEL_TARGET, s, b, a))
+    met = [g for g, beats, reads, *_ in shown if beats and reads]
+    head = (f"A generator whose synthetic-only classifier beats the blank control beyond twice the combined spread "
+            f"and whose images read at ruler AUROC >= {OWN_LABEL_TARGET} for their own labels: ")
+    if met:
+        return head + f"met by {', '.join(met)}."
+    parts = [f"{g} synthetic-only {fmt(s['mean'], s['std'])} vs blank {fmt(b['mean'], b['std'])} "
+             f"({'beats it' if beats else 'does not beat it'}), ruler AUROC {fmt(a['mean'], a['std'])}"
+             for g, beats, _, s, b, a in shown]
+    return head + "missed (" + "; ".join(parts) + ")."
+
+
+def generators_section(table: pd.DataFrame, evidence: pd.DataFrame, movements: Mapping[str, Movement],
+                       rows: pd.DataFrame, space: str, descriptions: Mapping[str, str] | None = None,
+                       real_auroc: float | None = None, min_positives: int = 10) -> list[str]:
+    """The usefulness experiment for several generators (``cxrnb.study.scoring.synthetic_usefulness``):
+    what each generator is, whether its images carry their labels, every regime's macro AUROC with
+    the controls once, each generator's sentences and per-finding changes, what each lacked where it
+    helps nowhere, and the study's target."""
+    gens = [g for g in dict.fromkeys(table.generator) if g]
+    lines = [f"- {descriptions[g]}." for g in gens if descriptions and g in descriptions]
+    lines += ["", "### Label evidence: do the images carry the labels they were generated for?", ""]
+    lines += evidence_table(evidence, movements, rows, space, real_auroc)
+    lines += [""] + [f"- {evidence_line(g, evidence, movements.get(g))}" for g in gens]
+    lines += ["", "### Usefulness: macro test AUROC on the real test images, equal gradient steps", ""]
+    lines += overview_table(table)
+    for i, g in enumerate(gens):
+        fd = _metric(rows, g, space, "FD")
+        lines += ["", f"#### {g}", ""]
+        lines += usefulness_lines(table[table.generator.isin(["", g])], g,
+                                  [f"FD ({space}) {_cell(fd)}"] if fd is not None else [],
+                                  min_positives=min_positives, controls=i == 0, with_table=False)
+    lines += ["", "### What each generator lacked", ""]
+    lines += [f"- {lacks_line(g, table, evidence, rows, space)}" for g in gens]
+    lines += [f"- {usefulness_target(table, evidence)}"]
+    return lines

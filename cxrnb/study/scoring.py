@@ -6,7 +6,7 @@ usefulness of conditional samples for a classifier."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -16,16 +16,17 @@ from matplotlib.figure import Figure
 
 from cxrnb.data import eda
 from cxrnb.data.cache import Split, prepare
-from cxrnb.data.index import load_index, read_labels, read_sources, resolve_root
+from cxrnb.data.index import load_index, read_image_sources, read_labels, read_sources, resolve_root
 from cxrnb.errors import CxrnbError
 from cxrnb.evaluation import evaluate
-from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding
+from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding, fit_classifier
 from cxrnb.evaluation.features import FeatureExtractor
+from cxrnb.evaluation.label_evidence import own_label_auroc
 from cxrnb.evaluation.metrics import Memorisation, blank_frames, ms_ssim_diversity
 from cxrnb.evaluation.ruler import ruler_facts, state_sha256
-from cxrnb.evaluation.usefulness import rare_findings, rare_label_rows, rare_set_size, usefulness
+from cxrnb.evaluation.usefulness import REGIMES, Regime, rare_findings, rare_label_rows, rare_set_size, usefulness
 from cxrnb.labels import FINDINGS
-from cxrnb.models import PRESETS, diffusion, expost, latent_diffusion
+from cxrnb.models import PRESETS, diffusion, expost, latent_diffusion, posthoc
 from cxrnb.provenance import Provenance
 from cxrnb.report import plots
 from cxrnb.report.numbers import count
@@ -221,33 +222,67 @@ def conditional_samples(run: Run, labels: torch.Tensor, size: int, seed: int = 0
     return samples(run, n=len(labels), seed=seed, size=size, labels=labels)
 
 
-def synthetic_usefulness(data: EvalData, runs: Sequence[Run], cfg: ClassifierConfig, seeds=(0, 1, 2),
-                         device: str = "auto", rare_k: int = 3) -> pd.DataFrame:
-    """AUROC on the real test split after training on real, real + synthetic, synthetic then real,
-    and synthetic images; the synthetic set is one sample per real training image, generated for
-    that image's labels, and a second set balances the ``rare_k`` rarest findings
-    (``rare_label_rows``, ``rare_set_size`` images).
+SHARED = (Regime.REAL, Regime.DUPLICATED, Regime.BLANK)     # the regimes without synthetic images
 
-    ``runs`` are the generator's training seeds (its run and its replicates): classifier seed i trains
-    on the images of ``runs[i % len(runs)]``, so with as many runs as seeds the spread covers the
-    generator's training seed as well as the classifier's, at the cost of one classifier per seed."""
-    parts, size = [], data.train.shape[-1]
+
+def synthetic_usefulness(data: EvalData, generators: Mapping[str, Sequence[Run]], cfg: ClassifierConfig,
+                         ruler: Classifier, seeds=(0, 1, 2), device: str = "auto", rare_k: int = 3
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Do each generator's images help a classifier, and do they carry their labels?
+
+    For every classifier seed and every generator (name -> its training runs: its run and its seed
+    replicates), one synthetic set of one image per real training image, generated for that image's
+    labels, and a second set balancing the ``rare_k`` rarest findings (``rare_label_rows``,
+    ``rare_set_size`` images). Classifier seed i uses the images of the generator's run
+    ``i % len(runs)``, so with as many runs as seeds the spread covers the generator's training seed
+    as well as the classifier's. The regimes without synthetic images (``SHARED``: real, the
+    duplicated and blank controls) are trained once per seed, not once per generator: the same seed
+    on the same data trains the same classifier.
+
+    Returns (usefulness, evidence). ``usefulness``: one row per (generator, regime, finding), the
+    controls under generator "", with mean, std and n_seeds over the classifier seeds.
+    ``evidence``: one row per (generator, finding), the ruler's AUROC on each synthetic set for the
+    labels it was generated with (``own_label_auroc``), mean ± std over the seeds' sets."""
+    if not generators:
+        raise CxrnbError("no generator given for the usefulness test: name at least one conditional model")
+    parts, evidence, size = [], [], data.train.shape[-1]
     rare_n = rare_set_size(data.train_y, rare_k)
     for i, seed in enumerate(seeds):
-        run = runs[i % len(runs)]
-        synth = conditional_samples(run, data.train_y, size, seed=seed)
-        rare_y = rare_label_rows(data.train_y, rare_n, rare_k, seed=seed)
-        rare = (conditional_samples(run, rare_y, size, seed=seed + 1000), rare_y)
-        parts.append(usefulness(data.train, data.train_y, synth, data.train_y, data.test, data.test_y,
-                                seeds=(seed,), cfg=replace(cfg), device=device, rare=rare))
+        for j, (name, runs) in enumerate(generators.items()):
+            run = runs[i % len(runs)]
+            synth = conditional_samples(run, data.train_y, size, seed=seed)
+            rare_y = rare_label_rows(data.train_y, rare_n, rare_k, seed=seed)
+            rare = (conditional_samples(run, rare_y, size, seed=seed + 1000), rare_y)
+            regimes = tuple(r for r in REGIMES if r not in SHARED or j == 0)
+            t = usefulness(data.train, data.train_y, synth, data.train_y, data.test, data.test_y, seeds=(seed,),
+                           cfg=replace(cfg), device=device, rare=rare, regimes=regimes)
+            t["generator"] = [("" if r in SHARED else name) for r in t.regime]
+            parts.append(t)
+            auc = own_label_auroc(ruler, synth, data.train_y)
+            evidence += [{"generator": name, "seed": seed, "finding": f, "auroc": a} for f, a in auc.items()]
     per_seed = pd.concat(parts, ignore_index=True)
-    keys = ["regime", "finding"]
+    keys = ["generator", "regime", "finding"]
     out = per_seed.groupby(keys, sort=False)["mean"].agg(mean="mean", std="std", n_seeds="count").reset_index()
     rest = per_seed.drop(columns=["mean", "std", "n_seeds"]).drop_duplicates(keys)
     out = out.merge(rest, on=keys, how="left")
-    out["generator runs"] = min(len(runs), len(seeds))
+    out["generator runs"] = out.generator.map(lambda g: min(len(generators[g]), len(seeds)) if g else 0)
     out["rare findings"] = ", ".join(rare_findings(data.train_y, rare_k))
-    return out
+    ev = (pd.DataFrame(evidence).groupby(["generator", "finding"], sort=False)["auroc"]
+          .agg(mean="mean", std="std", n_sets="count").reset_index())
+    ev["training runs"] = ev.generator.map(lambda g: min(len(generators[g]), len(seeds)))
+    return out, ev
+
+
+def posthoc_labelled(run: Run, data: EvalData, cfg: ClassifierConfig, pool: int = posthoc.POOL,
+                     seed: int = 100, device: str = "auto") -> Run:
+    """``run`` (an unconditional model) made conditional by post-hoc labelling (``models.posthoc``),
+    with a labeller trained here on the real training images (``cfg``, classifier seed ``seed``: not
+    the ruler, which later judges the images), as a Run named "<preset> · labelled post hoc"."""
+    labeller = fit_classifier(data.train, data.train_y, replace(cfg, seed=seed), device=device, progress=False)
+    name = f"a labeller (a classifier trained here on the real training images, seed {seed})"
+    model = posthoc.PosthocLabelled(run.model, labeller.predict_proba, pool, labeller_name=name)
+    return replace(run, preset=model.preset, model=model,
+                   prov=run.prov.updated(sampler=f"labelled post hoc, best of {pool} by a trained labeller"))
 
 
 def describe_generator(run: Run, training_seeds: int = 1, n: int = 32, seed: int = 0) -> str:
@@ -260,8 +295,9 @@ def describe_generator(run: Run, training_seeds: int = 1, n: int = 32, seed: int
     runs = count(training_seeds, "training seed")
     if not run.model.has_encoder:
         real = run.cache.split_images(Split.TEST, max_images=n, seed=seed)
-        return (f"{run.preset}, {run.prov.epochs:g} epochs, {runs}, a {FAMILY_NAMES[run.model.family]} model: no "
-                f"encoder, so no reconstruction diagnostics; within-set MS-SSIM of {n} samples "
+        what = (run.model.describe() if isinstance(run.model, posthoc.PosthocLabelled) else
+                f"a {FAMILY_NAMES[run.model.family]} model: no encoder, so no reconstruction diagnostics")
+        return (f"{run.preset}, {run.prov.epochs:g} epochs, {runs}, {what}; within-set MS-SSIM of {n} samples "
                 f"{ms_ssim_diversity(samples(run, n, seed)):.3f} against {ms_ssim_diversity(real):.3f} for "
                 f"{len(real)} real test images (lower = more diverse)")
     d = diagnose(run, Split.TEST)
@@ -316,6 +352,29 @@ def data_lines(data_root: str | None, runs: dict[str, Run], full_labels: str | N
         f"{name} {r.prov.extra.get('iterations', '?')} iterations, {r.prov.epochs:g} epochs"
         for name, r in runs.items()) + ".")
     return out
+
+
+def over_represented_line(data_root: str | None, full_labels: str | None = None, top: int = 3) -> str:
+    """The findings the data over-represents against full CXR14, each with the source repository most
+    of its images came from (provenance.csv): a generator can learn a source's style rather than
+    the finding, and a classifier can then learn the style from its images."""
+    root = resolve_root(data_root)
+    sub, full = load_index(root), read_labels(full_labels)
+    prev = eda.prevalence_vs_full(sub, full)
+    prev = prev[prev.index.isin(FINDINGS)].head(top)
+    sources = read_image_sources(root)
+    parts = []
+    for name, r in prev.iterrows():
+        text = f"{name} (on {r['subset %']:g}% of the images against {r['full CXR14 %']:g}% in full CXR14"
+        if sources is not None:
+            carriers = sources.reindex(sub.loc[sub[name] == 1, "image"]).dropna()
+            if len(carriers):
+                main = carriers.value_counts()
+                text += f"; {main.iloc[0]:,} of its {len(carriers):,} images from {main.index[0]}"
+        parts.append(text + ")")
+    return ("The findings this data over-represents most: " + "; ".join(parts) + ". Where one source supplies "
+            "most of a finding's images, a generator can learn that source's look rather than the finding, and "
+            "a classifier trained on its images can learn the look.")
 
 
 def ruler_lines() -> list[str]:
