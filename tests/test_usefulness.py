@@ -183,3 +183,38 @@ def test_over_represented_findings_name_their_main_source(real_root):
     share = round(100 * len(carriers) / len(table), 1)
     assert line.startswith(f"The findings this data over-represents most: Pneumonia (on {share:g}% of the images")
     assert f"{main.iloc[0]:,} of its {len(carriers):,} images from {main.index[0]}" in line
+
+
+def test_summarise_pools_seeds_and_draws_and_pairs_the_changes_by_hand():
+    """Two seeds, two bootstrap draws each: the spread by the law of total variance, the change
+    against real from differences paired by seed and by draw."""
+    import math
+
+    import pandas as pd
+
+    def rows(regime, full, draws):
+        out = []
+        for seed, (f, ds) in enumerate(zip(full, draws)):
+            out.append({"regime": regime, "seed": seed, "resample": U.FULL, "finding": "macro", "auroc": f})
+            out += [{"regime": regime, "seed": seed, "resample": b, "finding": "macro", "auroc": a}
+                    for b, a in enumerate(ds)]
+        return out
+
+    long = pd.DataFrame(rows(Regime.REAL, [0.70, 0.72], [[0.68, 0.72], [0.70, 0.74]])
+                        + rows(Regime.MIXED, [0.75, 0.79], [[0.74, 0.80], [0.77, 0.81]]))
+    s = U.summarise(long).set_index("regime")
+    # real: var of (0.70, 0.72) = 0.0002, plus the mean draw variance (0.0008, 0.0008)
+    assert s.loc["real", "mean"] == pytest.approx(0.71) and s.loc["real", "std"] == pytest.approx(math.sqrt(0.001))
+    assert s.loc["real", "n_seeds"] == 2 and pd.isna(s.loc["real", "change"])
+    # mixed - real: whole-set differences 0.05, 0.07 (var 0.0002); per-draw differences (0.06, 0.08) and
+    # (0.07, 0.07): variances 0.0002 and 0, mean 0.0001
+    assert s.loc["real+synthetic", "change"] == pytest.approx(0.06)
+    assert s.loc["real+synthetic", "change_std"] == pytest.approx(math.sqrt(0.0003))
+    # the paired spread is below the independent one, hypot of the two pooled spreads
+    assert s.loc["real+synthetic", "change_std"] < math.hypot(s.loc["real", "std"], s.loc["real+synthetic", "std"])
+
+
+def test_test_resamples_are_seeded_bootstrap_draws():
+    a, b = U.test_resamples(50, 4, seed=3), U.test_resamples(50, 4, seed=3)
+    assert a.shape == (4, 50) and torch.equal(a, b) and int(a.min()) >= 0 and int(a.max()) < 50
+    assert not torch.equal(a, U.test_resamples(50, 4, seed=4))

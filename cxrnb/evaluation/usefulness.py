@@ -11,6 +11,13 @@ labels alone. Three ways to use synthetic images, after the published work:
   half the steps each;
 - balancing: synthetic images only for the rarest findings (the paper's §4 suggestion), generated
   for real label rows that carry them (``rare_label_rows``).
+
+Spreads, like the Fréchet distances', pool the seeds with resampling inside: each classifier is
+scored on the whole test set and on ``RESAMPLES`` bootstrap draws of it (the same draws for every
+classifier), and a score's spread is that of one (seed, draw) pair by the law of total variance.
+A change between two regimes is read from the paired differences (same seed index, same draw), so
+a finding with a handful of test positives, whose AUROC moves with every draw, cannot be called
+helped or hurt on the strength of three seeds alone.
 """
 
 from __future__ import annotations
@@ -21,12 +28,13 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import roc_auc_score
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from cxrnb.data.tensors import as_unit_images, noisy
 from cxrnb.errors import CxrnbError
-from cxrnb.evaluation.classifier import ClassifierConfig, auroc_per_finding, checked, fit_classifier, total_steps
+from cxrnb.evaluation.classifier import ClassifierConfig, checked, fit_classifier, total_steps
 from cxrnb.labels import FINDINGS
 
 
@@ -44,6 +52,9 @@ class Regime(StrEnum):
 
 REGIMES = tuple(Regime)
 BLANK_NOISE = 0.1   # std of the blank images' noise (grey levels in [0, 1])
+RESAMPLES = 100     # bootstrap draws of the test set each classifier is also scored on
+FULL = -1           # the ``resample`` of a score on the whole test set
+MACRO = "macro"
 
 
 @dataclass
@@ -121,30 +132,92 @@ def stage_steps(steps: int, n_stages: int) -> list[int]:
     return [base + (i < rest) for i in range(n_stages)]
 
 
+def test_resamples(n: int, k: int = RESAMPLES, seed: int = 0) -> Tensor:
+    """``k`` bootstrap draws (k, n) of the indices of a test set of ``n`` images, from ``seed``: every
+    classifier is scored on the same draws, so two regimes' scores pair draw by draw."""
+    return torch.randint(n, (k, n), generator=torch.Generator().manual_seed(seed))
+
+
+def aurocs(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """ROC AUC per finding of probabilities ``p`` against labels ``y`` (both (N, 14)), NaN where a
+    finding's labels hold one class only, and their mean over the findings with a value, "macro"."""
+    auc = {f: roc_auc_score(y[:, j], p[:, j]) if 0 < y[:, j].sum() < len(y) else np.nan
+           for j, f in enumerate(FINDINGS)}
+    values = [a for a in auc.values() if not np.isnan(a)]
+    return auc | {MACRO: float(np.mean(values)) if values else np.nan}
+
+
 def seed_aurocs(regime: Regime, data: TrainingSet, test: tuple[Tensor, Tensor], seeds,
-                cfg: ClassifierConfig, device: str | torch.device, progress: bool) -> list[dict]:
+                cfg: ClassifierConfig, device: str | torch.device, progress: bool,
+                resamples: Tensor | None = None) -> list[dict]:
     """Test AUROC per finding and "macro" of one classifier per seed trained on ``data``'s stages in
-    order (each stage fine-tunes the previous one) for ``cfg.steps`` steps in all: one row per
-    (seed, finding)."""
+    order (each stage fine-tunes the previous one) for ``cfg.steps`` steps in all, on the whole test
+    set (resample ``FULL``) and on each row of ``resamples`` (``test_resamples``): one row per
+    (seed, resample, finding)."""
     rows = []
+    xt, yt = test
+    y = yt.numpy()
     for seed in tqdm(seeds, desc=f"usefulness: {regime}", disable=not progress):
         clf = None
-        for (x, y), steps in zip(data.stages, stage_steps(cfg.steps, len(data.stages))):
-            clf = fit_classifier(x, y, replace(cfg, seed=seed, steps=steps), device=device, progress=False,
+        for (x, lab), steps in zip(data.stages, stage_steps(cfg.steps, len(data.stages))):
+            clf = fit_classifier(x, lab, replace(cfg, seed=seed, steps=steps), device=device, progress=False,
                                  init=clf)
-        auc = auroc_per_finding(clf, *test)
-        auc["macro"] = auc.mean()
-        rows += [{"regime": regime, "seed": seed, "finding": f, "auroc": a} for f, a in auc.items()]
+        p = clf.predict_proba(xt).numpy()
+        draws = [(FULL, slice(None))] + [(b, idx.numpy()) for b, idx in enumerate(resamples if resamples is not None
+                                                                                    else [])]
+        for b, idx in draws:
+            rows += [{"regime": regime, "seed": seed, "resample": b, "finding": f, "auroc": a}
+                     for f, a in aurocs(p[idx], y[idx]).items()]
     return rows
+
+
+def _pooled(full: pd.Series, draws: pd.DataFrame) -> float:
+    """The spread of one (seed, draw): the variance of the per-seed scores on the whole test set plus
+    the mean over seeds of the variance over the draws (the law of total variance)."""
+    between = float(full.var(ddof=1)) if len(full) > 1 else 0.0
+    within = float(draws.groupby("seed")["auroc"].var(ddof=1).mean()) if len(draws) else 0.0
+    return float(np.sqrt(between + (0.0 if np.isnan(within) else within)))
+
+
+def _difference(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float]:
+    """Mean and spread of a - b, paired by seed index (the i-th seed of each) and by draw."""
+    key = ["pair", "resample"]
+    rank = lambda t: t.assign(pair=t.seed.rank(method="dense").astype(int))  # noqa: E731
+    d = rank(a).merge(rank(b), on=key, suffixes=("", "_b"))
+    d["auroc"] = d["auroc"] - d["auroc_b"]
+    d["seed"] = d["pair"]
+    full = d[d["resample"] == FULL]["auroc"]
+    return float(full.mean()), _pooled(full, d[d["resample"] != FULL])
+
+
+def summarise(long: pd.DataFrame) -> pd.DataFrame:
+    """Per (regime, finding) of ``seed_aurocs`` rows: the mean over seeds on the whole test set, its
+    pooled spread (``_pooled``), the seeds; each regime's change against real images alone
+    (``change``, ``change_std``) and synthetic images' against the blank control (``vs_blank``,
+    ``vs_blank_std``), from paired differences (``_difference``)."""
+    out = []
+    by = {k: g for k, g in long.groupby(["regime", "finding"], sort=False)}
+    for (regime, finding), g in by.items():
+        full, draws = g[g["resample"] == FULL], g[g["resample"] != FULL]
+        row = {"regime": regime, "finding": finding, "mean": float(full.auroc.mean()),
+               "std": _pooled(full.auroc, draws), "n_seeds": int(full.seed.nunique())}
+        for col, ref in (("change", Regime.REAL), ("vs_blank", Regime.BLANK)):
+            wanted = col == "change" and regime != Regime.REAL or col == "vs_blank" and regime == Regime.SYNTHETIC
+            if wanted and (ref, finding) in by:
+                row[col], row[f"{col}_std"] = _difference(g, by[(ref, finding)])
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
                seeds=(0, 1, 2), cfg: ClassifierConfig | None = None,
                device: str | torch.device = "cpu", progress: bool = True,
-               rare: tuple | None = None, regimes: tuple[Regime, ...] | None = None) -> pd.DataFrame:
-    """Do synthetic images help a classifier? Test AUROC on real images, mean ± std over ``seeds``,
-    after training on each regime, every one for the same number of gradient steps in all
-    (``cfg.epochs`` epochs of the real set), so more data never means more training:
+               rare: tuple | None = None, regimes: tuple[Regime, ...] | None = None,
+               resamples: int = RESAMPLES, long: bool = False) -> pd.DataFrame:
+    """Do synthetic images help a classifier? Test AUROC on real images, mean ± spread over ``seeds``
+    and ``resamples`` bootstrap draws of the test set, after training on each regime, every one for
+    the same number of gradient steps in all (``cfg.epochs`` epochs of the real set), so more data
+    never means more training:
 
     - real; real + synthetic (the question); synthetic, then real (pretraining: half the steps on
       each); real + synthetic images of the rarest findings (when ``rare=(images, labels)`` is given,
@@ -162,8 +235,9 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
     for an unconditional generator they must come from elsewhere, which the caller should state.
     ``regimes`` limits the regimes trained (all that the inputs allow by default). Returns one row
     per (regime, finding), the findings plus "macro" (mean over the findings with an AUROC), with
-    columns mean, std, n_seeds, the training set in words, its size, the steps and the finding's
-    test positives.
+    columns mean, std, n_seeds, the changes of ``summarise``, the training set in words, its size,
+    the steps and the finding's test positives; with ``long``, the ``seed_aurocs`` rows instead, with
+    the same descriptive columns (``summarise`` them after pooling several calls).
     """
     cfg = cfg or ClassifierConfig()
     xr, yr = checked(train_real, train_labels)
@@ -177,11 +251,12 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
     steps = total_steps(cfg, len(xr))
     data = training_sets(xr, yr, xs, ys, cfg.seed, rare)
     wanted = [r for r in (regimes or REGIMES) if r in data]
+    draws = test_resamples(len(xt), resamples, cfg.seed) if resamples else None
     rows = []
     for regime in wanted:
-        rows += seed_aurocs(regime, data[regime], (xt, yt), seeds, replace(cfg, steps=steps), device, progress)
-    out = (pd.DataFrame(rows).groupby(["regime", "finding"], sort=False)["auroc"]
-           .agg(mean="mean", std="std", n_seeds="count").reset_index())
+        rows += seed_aurocs(regime, data[regime], (xt, yt), seeds, replace(cfg, steps=steps), device, progress,
+                            draws)
+    out = pd.DataFrame(rows) if long else summarise(pd.DataFrame(rows))
     out["training set"] = out.regime.map(lambda r: data[r].words)
     out["n_train"] = out.regime.map(lambda r: data[r].n_images)
     out["steps"] = steps

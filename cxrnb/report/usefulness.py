@@ -27,11 +27,20 @@ def usefulness_table(macro: pd.DataFrame) -> list[str]:
     return markdown_table(pd.DataFrame(cells, columns=header)).splitlines()
 
 
+def gap(row: pd.Series, ref: pd.Series, column: str = "change") -> tuple[float, float, str]:
+    """``row``'s score minus ``ref``'s, its spread and the verdict word ("holds": above, "reversed":
+    below, else not resolved): from the paired differences ``evaluation.usefulness.summarise`` put in
+    ``column`` / ``column_std``, or, for a table without them, from the two independent spreads."""
+    if column in row and not pd.isna(row[column]):
+        d, sd = float(row[column]), float(row[f"{column}_std"])
+    else:
+        d, sd = row["mean"] - ref["mean"], math.hypot(row["std"], ref["std"])
+    return d, sd, verdict(-d, sd, 0.0, 0.0, seeds=int(min(row.n_seeds, ref.n_seeds)))
+
+
 def _change(macro: pd.DataFrame, regime: Regime) -> str:
     """A regime's macro AUROC against training on the real images alone, with its spread and verdict."""
-    a, b = macro.loc[regime], macro.loc[Regime.REAL]
-    d, sd = a["mean"] - b["mean"], math.hypot(a["std"], b["std"])
-    v = verdict(-a["mean"], a["std"], -b["mean"], b["std"], seeds=int(min(a.n_seeds, b.n_seeds)))
+    d, sd, v = gap(macro.loc[regime], macro.loc[Regime.REAL])
     effect = {"holds": "it helps", "reversed": "it hurts",
               "not resolved within spread": "no measurable effect"}.get(v, v)
     if math.isnan(sd):
@@ -122,11 +131,9 @@ def synthetic_only_line(synth: pd.Series, blank: pd.Series, name: str) -> str:
     with the blank control, which carries the labels and no image: only a score above it shows
     that the images drew the findings they were asked for."""
     head = f"Trained on {name} images alone: {fmt(synth['mean'], synth['std'])}"
-    diff, spread = synth["mean"] - blank["mean"], math.hypot(synth["std"], blank["std"])
+    diff, spread, v = gap(synth, blank, "vs_blank")
     if math.isnan(spread):
         return f"{head}; blank control {fmt(blank['mean'], blank['std'])} (one seed: no spread, not judged)."
-    v = verdict(-synth["mean"], synth["std"], -blank["mean"], blank["std"],
-                seeds=int(min(synth.n_seeds, blank.n_seeds)))
     if v == "holds":
         return (f"{head}, above the blank control ({diff:+.3f} ± {spread:.3f}): the images carry some of "
                 "the findings they were generated for.")
@@ -226,11 +233,9 @@ def overview_table(table: pd.DataFrame) -> list[str]:
 
 def _against_blank(macro: pd.DataFrame) -> str:
     """Synthetic images alone against the blank control (labels without images), with its verdict."""
-    s, b = macro.loc[Regime.SYNTHETIC], macro.loc[Regime.BLANK]
-    d, sd = s["mean"] - b["mean"], math.hypot(s["std"], b["std"])
+    d, sd, v = gap(macro.loc[Regime.SYNTHETIC], macro.loc[Regime.BLANK], "vs_blank")
     if math.isnan(sd):
         return f"{d:+.3f} (one seed: no spread, not judged)"
-    v = verdict(-s["mean"], s["std"], -b["mean"], b["std"], seeds=int(min(s.n_seeds, b.n_seeds)))
     return f"{d:+.3f} ± {sd:.3f}: " + {"holds": "above blank", "reversed": "below blank",
                                        "not resolved within spread": "not distinguishable"}.get(v, v)
 
@@ -282,7 +287,7 @@ def usefulness_target(table: pd.DataFrame, evidence: pd.DataFrame) -> str:
         if Regime.SYNTHETIC not in macro.index or Regime.BLANK not in macro.index:
             continue
         s, b = macro.loc[Regime.SYNTHETIC], macro.loc[Regime.BLANK]
-        beats = verdict(-s["mean"], s["std"], -b["mean"], b["std"], seeds=int(min(s.n_seeds, b.n_seeds))) == "holds"
+        beats = gap(s, b, "vs_blank")[2] == "holds"
         a = evidence[(evidence.generator == g) & (evidence.finding == "macro")].iloc[0]
         shown.append((g, beats, a["mean"] >= OWN_LABEL_TARGET, s, b, a))
     met = [g for g, beats, reads, *_ in shown if beats and reads]

@@ -24,7 +24,15 @@ from cxrnb.evaluation.features import FeatureExtractor
 from cxrnb.evaluation.label_evidence import own_label_auroc
 from cxrnb.evaluation.metrics import Memorisation, blank_frames, ms_ssim_diversity
 from cxrnb.evaluation.ruler import ruler_facts, state_sha256
-from cxrnb.evaluation.usefulness import REGIMES, Regime, rare_findings, rare_label_rows, rare_set_size, usefulness
+from cxrnb.evaluation.usefulness import (
+    REGIMES,
+    Regime,
+    rare_findings,
+    rare_label_rows,
+    rare_set_size,
+    summarise,
+    usefulness,
+)
 from cxrnb.labels import FINDINGS
 from cxrnb.models import PRESETS, diffusion, expost, latent_diffusion, posthoc
 from cxrnb.provenance import Provenance
@@ -240,7 +248,8 @@ def synthetic_usefulness(data: EvalData, generators: Mapping[str, Sequence[Run]]
     on the same data trains the same classifier.
 
     Returns (usefulness, evidence). ``usefulness``: one row per (generator, regime, finding), the
-    controls under generator "", with mean, std and n_seeds over the classifier seeds.
+    controls under generator "", with mean, spread and n_seeds over the classifier seeds and the test
+    set's bootstrap draws, and the paired changes of ``evaluation.usefulness.summarise``.
     ``evidence``: one row per (generator, finding), the ruler's AUROC on each synthetic set for the
     labels it was generated with (``own_label_auroc``), mean ± std over the seeds' sets."""
     if not generators:
@@ -255,16 +264,19 @@ def synthetic_usefulness(data: EvalData, generators: Mapping[str, Sequence[Run]]
             rare = (conditional_samples(run, rare_y, size, seed=seed + 1000), rare_y)
             regimes = tuple(r for r in REGIMES if r not in SHARED or j == 0)
             t = usefulness(data.train, data.train_y, synth, data.train_y, data.test, data.test_y, seeds=(seed,),
-                           cfg=replace(cfg), device=device, rare=rare, regimes=regimes)
+                           cfg=replace(cfg), device=device, rare=rare, regimes=regimes, long=True)
             t["generator"] = [("" if r in SHARED else name) for r in t.regime]
             parts.append(t)
             auc = own_label_auroc(ruler, synth, data.train_y)
             evidence += [{"generator": name, "seed": seed, "finding": f, "auroc": a} for f, a in auc.items()]
-    per_seed = pd.concat(parts, ignore_index=True)
-    keys = ["generator", "regime", "finding"]
-    out = per_seed.groupby(keys, sort=False)["mean"].agg(mean="mean", std="std", n_seeds="count").reset_index()
-    rest = per_seed.drop(columns=["mean", "std", "n_seeds"]).drop_duplicates(keys)
-    out = out.merge(rest, on=keys, how="left")
+    long = pd.concat(parts, ignore_index=True)
+    described = long.drop(columns=["seed", "resample", "auroc", "generator"]).drop_duplicates(["regime", "finding"])
+    tables = []
+    for name in generators:
+        own = long[long.generator.isin(["", name])]
+        t = summarise(own).merge(described, on=["regime", "finding"], how="left")
+        tables.append(t.assign(generator=[("" if r in SHARED else name) for r in t.regime]))
+    out = pd.concat(tables, ignore_index=True).drop_duplicates(["generator", "regime", "finding"])
     out["generator runs"] = out.generator.map(lambda g: min(len(generators[g]), len(seeds)) if g else 0)
     out["rare findings"] = ", ".join(rare_findings(data.train_y, rare_k))
     ev = (pd.DataFrame(evidence).groupby(["generator", "finding"], sort=False)["auroc"]
