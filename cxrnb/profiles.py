@@ -38,8 +38,8 @@ CPU: dict = {
     "02": {"epochs": 1, "epochs_for": {"VAE-beta0.002": 10, "VAE-elbo-beta1": 10, "DirVAE-elbo": 10},
            "sample_at": [0, 20, 100]},
     "03": {"epochs": 0.5, "epochs_for": {"GMVAE-elbo": 12.5, "FS-GMVAE-elbo": 12.5}},
-    # LSGAN-cond (ours, for 07's augmentation test) trains as long as the LSGAN, 12.5 epochs:
-    # its iterations cost about the same, so notebook 04 takes about twice as long.
+    # Beside the LSGAN, as long and at its settings: LSGAN-DiffAug-EMA (the small-data recipe) and the
+    # two conditional GANs of 07's augmentation test, LSGAN-cond and ACGAN: four GANs of about equal cost.
     "04": {"epochs": 12.5, "sample_at": [0, 100]},
     # The DDPM at CPU size: the preset's U-Net at half width, 50 DDIM steps, 160 iterations
     # (8 epochs), three 16-image grids and 16 timed samples: a DDPM barely started. At the
@@ -49,7 +49,7 @@ CPU: dict = {
            "n_timed": 16, "lr": 1e-3},
     "07": {"n_generated": 200, "n_repeats": 5, "classifier_epochs": 10,
            "usefulness_seeds": [0, 1, 2],
-           "curve_models": ["VAE-elbo-beta1", "DirVAE-elbo", "GMVAE-elbo", "LSGAN", "DDPM"]}}
+           "curve_models": ["VAE-elbo-beta1", "DirVAE-elbo", "GMVAE-elbo", "LSGAN", "LSGAN-DiffAug-EMA", "DDPM"]}}
 
 PROFILES: dict[str, dict] = {
     # The synthetic phantom at toy sizes: does every notebook run end to end?

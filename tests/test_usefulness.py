@@ -218,3 +218,18 @@ def test_test_resamples_are_seeded_bootstrap_draws():
     a, b = U.test_resamples(50, 4, seed=3), U.test_resamples(50, 4, seed=3)
     assert a.shape == (4, 50) and torch.equal(a, b) and int(a.min()) >= 0 and int(a.max()) < 50
     assert not torch.equal(a, U.test_resamples(50, 4, seed=4))
+
+
+def test_aurocs_are_sklearns_with_ties_and_one_class_findings():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    p = rng.integers(0, 5, (40, len(FINDINGS))) / 4          # five levels: many ties
+    y = (rng.random((40, len(FINDINGS))) < 0.3).astype(float)
+    y[:, 0] = 0                                               # one class only: no AUROC
+    auc = U.aurocs(p, y)
+    assert np.isnan(auc[FINDINGS[0]])
+    for j, f in enumerate(FINDINGS[1:], start=1):
+        assert auc[f] == pytest.approx(roc_auc_score(y[:, j], p[:, j]))
+    assert auc["macro"] == pytest.approx(np.mean([auc[f] for f in FINDINGS[1:]]))

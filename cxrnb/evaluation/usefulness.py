@@ -28,7 +28,7 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -140,11 +140,19 @@ def test_resamples(n: int, k: int = RESAMPLES, seed: int = 0) -> Tensor:
 
 def aurocs(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """ROC AUC per finding of probabilities ``p`` against labels ``y`` (both (N, 14)), NaN where a
-    finding's labels hold one class only, and their mean over the findings with a value, "macro"."""
-    auc = {f: roc_auc_score(y[:, j], p[:, j]) if 0 < y[:, j].sum() < len(y) else np.nan
-           for j, f in enumerate(FINDINGS)}
-    values = [a for a in auc.values() if not np.isnan(a)]
-    return auc | {MACRO: float(np.mean(values)) if values else np.nan}
+    finding's labels hold one class only, and their mean over the findings with a value, "macro".
+
+    By the Mann-Whitney identity, all findings at once: AUC = (rank sum of the positives - n1(n1+1)/2)
+    / (n1 n0), ties taking their average rank, which is what scikit-learn's ``roc_auc_score`` gives
+    (tested); a classifier is scored on ``RESAMPLES`` draws of the test set, so the speed counts."""
+    ranks = rankdata(p, axis=0)
+    pos = y.sum(0)
+    neg = len(y) - pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * y).sum(0) - pos * (pos + 1) / 2) / (pos * neg)
+    auc = np.where((pos > 0) & (neg > 0), auc, np.nan)
+    values = auc[~np.isnan(auc)]
+    return dict(zip(FINDINGS, auc.tolist())) | {MACRO: float(values.mean()) if len(values) else np.nan}
 
 
 def seed_aurocs(regime: Regime, data: TrainingSet, test: tuple[Tensor, Tensor], seeds,
