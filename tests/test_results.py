@@ -96,15 +96,23 @@ def test_results_markdown_table(tmp_path):
 
 def _two_generators():
     """A usefulness table with the shared controls once and two generators, G1 whose images carry
-    nothing and G2 whose images carry their labels and help, with their label evidence and scores."""
+    nothing and G2 whose images carry their labels and help, with their label evidence and scores.
+    G2's paired changes carry spreads unlike the two rows' independent ones, so a sentence that used
+    the independent spreads would show."""
     sets = {"real": "1,326 real", "real+synthetic": "1,326 real + 1,326 synthetic",
             "real+real (duplicated)": "1,326 real, each twice", "synthetic": "1,326 synthetic",
             "blank (mean grey + noise)": "1,326 blank, real labels"}
-    cells = [("", "real", 0.70, 0.01), ("", "real+real (duplicated)", 0.71, 0.02),
-             ("", "blank (mean grey + noise)", 0.52, 0.02),
-             ("G1", "real+synthetic", 0.67, 0.03), ("G1", "synthetic", 0.55, 0.03),
-             ("G2", "real+synthetic", 0.75, 0.01), ("G2", "synthetic", 0.62, 0.02)]
-    u = pd.DataFrame([{"generator": g, "regime": r, "finding": "macro", "mean": m, "std": sd} for g, r, m, sd in cells])
+    nan = float("nan")
+    cells = [("", "real", 0.70, 0.01, nan, nan, nan, nan),
+             ("", "real+real (duplicated)", 0.71, 0.02, 0.01, 0.022, nan, nan),
+             ("", "blank (mean grey + noise)", 0.52, 0.02, -0.18, 0.022, nan, nan),
+             ("G1", "real+synthetic", 0.67, 0.03, -0.03, 0.032, nan, nan),
+             ("G1", "synthetic", 0.55, 0.03, -0.15, 0.032, 0.03, 0.036),
+             ("G2", "real+synthetic", 0.75, 0.01, 0.05, 0.005, nan, nan),
+             ("G2", "synthetic", 0.62, 0.02, -0.08, 0.022, 0.10, 0.012)]
+    u = pd.DataFrame([{"generator": g, "regime": r, "finding": "macro", "mean": m, "std": sd, "change": c,
+                       "change_std": cs, "vs_blank": vb, "vs_blank_std": vbs}
+                      for g, r, m, sd, c, cs, vb, vbs in cells])
     u = u.assign(n_seeds=3, steps=200, n_test=165)
     u["training set"] = u.regime.map(sets)
     u["n_train"] = u.regime.map(lambda r: 2652 if "+" in r or "duplicated" in r else 1326)
@@ -124,32 +132,46 @@ def _two_generators():
 
 def test_usefulness_section_for_two_generators():
     df, u, ev, moves = _two_generators()
+    refs = {usefulness.HELD_OUT: 0.734, usefulness.TRAINING: 0.91}
     md = results.results_markdown(df, [], usefulness=u, evidence=ev, movements=moves,
-                                  generator_descriptions={"G1": "G1, a toy", "G2": "G2, another"}, ruler_auroc=0.734,
-                                  over_represented="Pneumonia 31% vs 1.3%.")
+                                  generator_descriptions={"G1": "G1, a toy", "G2": "G2, another"},
+                                  label_references=refs, over_represented="Pneumonia 31% vs 1.3%.")
     assert "- G1, a toy.\n- G2, another." in md and "Pneumonia 31% vs 1.3%." in md
-    # label evidence: G2's label moves the image half as much as a latent; the real row is the reference
+    # label evidence: G2's label moves the image half as much as a latent; the real images as references
     assert "| G2 | 0.050 ÷ 0.100 = 0.50 | 0.700 ± 0.010 | 40.0 ± 1.0 | 0.600 ± 0.050 | 0.300 ± 0.050 | 3 × 1 |" in md
-    assert "| real (held-out) (reference) | – | 0.734 | 5.0 ± 1.0 | 0.850 ± 0.020 | 0.050 ± 0.020 | – |" in md
+    assert ("| real test images (held out) (reference) | – | 0.734 | 5.0 ± 1.0 | 0.850 ± 0.020 | 0.050 ± 0.020 | – |"
+            in md)
+    assert "| real training images (a copier's score) (reference) | – | 0.910 | – | – | – | – |" in md
     # 0.53 - 0.5 = 0.03 <= 2 x 0.02: not above chance; 0.70 - 0.5 > 2 x 0.01
     assert "G1: the ruler reads the findings its images were generated for at macro AUROC 0.530 ± 0.020, not " \
            "distinguishable from chance over 3 synthetic sets; it misses the 0.65 target" in md
     assert "G2: the ruler reads" in md and "above chance beyond twice its spread over 3 synthetic sets; it meets" in md
     # the controls appear once in the overview; each generator's regimes with their change against real
     assert sum(line.startswith("| real | (none: control) |") for line in md.splitlines()) == 1
-    # G2 mixed: +0.05 against twice hypot(0.01, 0.01) = 0.028: it helps; G1: -0.03 ± 0.032: no effect
-    assert "| real+synthetic | G2 | 0.750 ± 0.010 | +0.050 ± 0.014: it helps |" in md
+    # the paired changes are used, not hypot of the rows' spreads: G2 +0.05 ± 0.005 (hypot would be 0.014)
+    assert "| real+synthetic | G2 | 0.750 ± 0.010 | +0.050 ± 0.005: it helps |" in md
     assert "| real+synthetic | G1 | 0.670 ± 0.030 | -0.030 ± 0.032: no measurable effect |" in md
-    assert "| synthetic | G2 | 0.620 ± 0.020 | +0.100 ± 0.028: above blank |" in md
+    assert "| synthetic | G2 | 0.620 ± 0.020 | +0.100 ± 0.012: above blank |" in md
     assert "| synthetic | G1 | 0.550 ± 0.030 | +0.030 ± 0.036: not distinguishable |" in md
     assert md.count("Control, the real images duplicated") == 1 and md.count("Control, blank images") == 1
+    assert "(mean over 3 seeds ± the spread of one seed on one test draw, equal gradient steps)" in md
     # what each lacked, computed: G1's label evidence and diversity (0.10 < 0.85 / 2); it copies nothing
     assert ("G1 helps in no regime. Lacks: label evidence (ruler AUROC 0.530 ± 0.020 against the 0.65 target); "
             "diversity (recall 0.100 ± 0.020 against 0.850 ± 0.020 for held-out real images; lacking below half "
             "of it). Has: no copying (memorised 0 against 0.050 ± 0.020 for held-out real images).") in md
     assert "G2 helps in: real+synthetic." in md
-    # the target: G2's synthetic-only 0.62 beats blank 0.52 by 0.10 > 2 x hypot(0.02, 0.02), and 0.70 >= 0.65
+    # the target: G2's synthetic-only beats blank by 0.10 > 2 x 0.012 (paired), and 0.70 >= 0.65
     assert "for their own labels: met by G2." in md
+
+
+def test_post_hoc_generators_are_marked_and_the_target_is_a_parameter():
+    df, u, ev, moves = _two_generators()
+    md = results.results_markdown(df, [], usefulness=u, evidence=ev, movements={"G1": moves["G1"]},
+                                  posthoc=["G2"], label_target=0.75)
+    assert "| G2 | – (chosen, not conditioned) | 0.700 ± 0.010 |" in md
+    assert "it misses the 0.75 target; its labels were chosen among its samples by a labeller" in md
+    line = usefulness.usefulness_target(u, ev, 0.70, posthoc=["G2"])
+    assert line.endswith("met by G2 (labelled post hoc: its labeller and the ruler learnt from the same images).")
 
 
 def test_usefulness_target_missed_says_by_what():

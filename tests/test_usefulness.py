@@ -128,10 +128,10 @@ def test_usefulness_on_the_phantom_blank_control_is_chance(tmp_path_factory, one
 def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_thread, monkeypatch):
     """Notebook 07's step end to end on the phantom, with a conditional GAN and a post-hoc labelled
     one: each classifier seed uses its own generator run, the controls are trained once per seed (not
-    once per generator), every regime is scored, the rare findings are named, and the label evidence
-    is the ruler's AUROC on each synthetic set."""
+    once per generator) and are the same rows in both generators' summaries, each change is against
+    those shared controls, every regime is scored, the rare findings are named, and the label
+    evidence is the ruler's AUROC on each synthetic set."""
     from cxrnb import study
-    from cxrnb.evaluation import usefulness as U
     from cxrnb.evaluation.ruler import load_ruler
     from cxrnb.study import scoring
 
@@ -140,8 +140,9 @@ def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_th
     cond = study.train_run("LSGAN-cond", str(phantom_root), **common)
     gan = study.train_run("LSGAN", str(phantom_root), **common)
     data = scoring.eval_data(str(phantom_root), 32)
+    assert data.test_patients is not None and len(data.test_patients) == len(data.test)
     cfg = ClassifierConfig(epochs=1, batch_size=8, width=4)
-    labelled = scoring.posthoc_labelled(gan, data, cfg, pool=4, device="cpu")
+    labelled = scoring.posthoc_labelled(gan, scoring.fit_labeller(data, cfg, device="cpu"), pool=4)
     assert labelled.preset == "LSGAN · labelled post hoc" and labelled.model.conditional
     trained = []
     fit = U.fit_classifier
@@ -154,9 +155,15 @@ def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_th
     shared = macro[macro.generator == ""].set_index("regime")
     assert list(shared.index) == list(scoring.SHARED) and (shared.n_seeds == 2).all()
     for name in ("LSGAN-cond", labelled.preset):
-        own = macro[macro.generator == name]
-        assert set(own.regime) == set(REGIMES) - set(scoring.SHARED) and (own.n_seeds == 2).all()
+        own = macro[macro.generator == name].set_index("regime")
+        assert set(own.index) == set(REGIMES) - set(scoring.SHARED) and (own.n_seeds == 2).all()
         assert (df[df.generator == name]["generator runs"] == 1).all()
+        # paired by seed, the mean change is the difference of the means against the shared controls
+        mixed = own.loc[Regime.MIXED]
+        assert mixed.change == pytest.approx(mixed["mean"] - shared.loc[Regime.REAL, "mean"])
+        synth = own.loc[Regime.SYNTHETIC]
+        assert synth.vs_blank == pytest.approx(synth["mean"] - shared.loc[Regime.BLANK, "mean"])
+        assert synth.change_std > 0 and synth.vs_blank_std > 0
     rare = df["rare findings"].iloc[0].split(", ")
     assert rare == rare_findings(data.train_y, 3)
     n_rare = rare_set_size(data.train_y, 3)
@@ -185,39 +192,67 @@ def test_over_represented_findings_name_their_main_source(real_root):
     assert f"{main.iloc[0]:,} of its {len(carriers):,} images from {main.index[0]}" in line
 
 
+def _long(regime, full, draws, seeds=None):
+    """``seed_aurocs``-shaped rows of one regime: per seed its whole-test score and its draws."""
+    out = []
+    for seed, f, ds in zip(seeds or range(len(full)), full, draws):
+        out.append({"regime": regime, "seed": seed, "resample": U.FULL, "finding": "macro", "auroc": f})
+        out += [{"regime": regime, "seed": seed, "resample": b, "finding": "macro", "auroc": a}
+                for b, a in enumerate(ds)]
+    return out
+
+
 def test_summarise_pools_seeds_and_draws_and_pairs_the_changes_by_hand():
     """Two seeds, two bootstrap draws each: the spread by the law of total variance, the change
-    against real from differences paired by seed and by draw."""
+    against real from differences paired by seed and by draw; seeds of other numbers pair by order."""
     import math
 
     import pandas as pd
 
-    def rows(regime, full, draws):
-        out = []
-        for seed, (f, ds) in enumerate(zip(full, draws)):
-            out.append({"regime": regime, "seed": seed, "resample": U.FULL, "finding": "macro", "auroc": f})
-            out += [{"regime": regime, "seed": seed, "resample": b, "finding": "macro", "auroc": a}
-                    for b, a in enumerate(ds)]
-        return out
-
-    long = pd.DataFrame(rows(Regime.REAL, [0.70, 0.72], [[0.68, 0.72], [0.70, 0.74]])
-                        + rows(Regime.MIXED, [0.75, 0.79], [[0.74, 0.80], [0.77, 0.81]]))
+    long = pd.DataFrame(_long(Regime.REAL, [0.70, 0.72], [[0.68, 0.72], [0.70, 0.74]])
+                        + _long(Regime.MIXED, [0.75, 0.79], [[0.74, 0.80], [0.77, 0.81]], seeds=[5, 9])
+                        + _long(Regime.BLANK, [0.50, 0.50], [[0.49, 0.51], [0.50, 0.50]])
+                        + _long(Regime.SYNTHETIC, [0.60, 0.64], [[0.60, 0.62], [0.63, 0.67]]))
     s = U.summarise(long).set_index("regime")
     # real: var of (0.70, 0.72) = 0.0002, plus the mean draw variance (0.0008, 0.0008)
     assert s.loc["real", "mean"] == pytest.approx(0.71) and s.loc["real", "std"] == pytest.approx(math.sqrt(0.001))
     assert s.loc["real", "n_seeds"] == 2 and pd.isna(s.loc["real", "change"])
-    # mixed - real: whole-set differences 0.05, 0.07 (var 0.0002); per-draw differences (0.06, 0.08) and
-    # (0.07, 0.07): variances 0.0002 and 0, mean 0.0001
+    # mixed (seeds 5, 9 pair with 0, 1) - real: whole-set differences 0.05, 0.07 (var 0.0002); per-draw
+    # differences (0.06, 0.08) and (0.07, 0.07): variances 0.0002 and 0, mean 0.0001
     assert s.loc["real+synthetic", "change"] == pytest.approx(0.06)
     assert s.loc["real+synthetic", "change_std"] == pytest.approx(math.sqrt(0.0003))
     # the paired spread is below the independent one, hypot of the two pooled spreads
     assert s.loc["real+synthetic", "change_std"] < math.hypot(s.loc["real", "std"], s.loc["real+synthetic", "std"])
+    # synthetic - blank: 0.10, 0.14 (var 0.0008); draws (0.11, 0.11), (0.13, 0.17): variances 0, 0.0008
+    assert s.loc["synthetic", "vs_blank"] == pytest.approx(0.12)
+    assert s.loc["synthetic", "vs_blank_std"] == pytest.approx(math.sqrt(0.0008 + 0.0004))
+    assert pd.isna(s.loc["real+synthetic", "vs_blank"])
 
 
-def test_test_resamples_are_seeded_bootstrap_draws():
-    a, b = U.test_resamples(50, 4, seed=3), U.test_resamples(50, 4, seed=3)
-    assert a.shape == (4, 50) and torch.equal(a, b) and int(a.min()) >= 0 and int(a.max()) < 50
-    assert not torch.equal(a, U.test_resamples(50, 4, seed=4))
+def test_summarise_refuses_doubled_rows_and_judges_no_single_seed():
+    import pandas as pd
+
+    doubled = pd.DataFrame(_long(Regime.MIXED, [0.7], [[0.7]]) * 2)
+    with pytest.raises(CxrnbError, match="appear twice"):
+        U.summarise(doubled)
+    one = U.summarise(pd.DataFrame(_long(Regime.REAL, [0.7], [[0.6, 0.8]]) + _long(Regime.MIXED, [0.8], [[0.7, 0.9]])))
+    assert one["std"].isna().all() and one.change_std.isna().iloc[1]      # one seed: no spread, not judged
+
+
+def test_test_resamples_are_seeded_and_draw_whole_patients():
+    import numpy as np
+
+    a, b = U.test_resamples(50, 4), U.test_resamples(50, 4)
+    assert len(a) == 4 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(len(x) == 50 and x.min() >= 0 and x.max() < 50 for x in a)
+    groups = np.repeat(np.arange(10), 5)[::-1]          # 10 patients, 5 images each
+    for draw in U.test_resamples(50, 20, groups=groups):
+        assert len(draw) == 50                            # 10 patients drawn, 5 images each
+        drawn = groups[draw]
+        for patient in np.unique(drawn):                  # each drawn patient brings all 5 of its images
+            assert (drawn == patient).sum() % 5 == 0
+    with pytest.raises(CxrnbError, match="patient ids"):
+        U.test_resamples(50, 2, groups=groups[:10])
 
 
 def test_aurocs_are_sklearns_with_ties_and_one_class_findings():

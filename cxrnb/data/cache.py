@@ -330,6 +330,13 @@ class ImageCache:
         """The (N, 15) multi-hot labels of ``split_images`` with the same arguments, row by row."""
         return torch.from_numpy(self.labels[self.rows(split, max_images, seed)])
 
+    def split_patients(self, split: Split | str) -> np.ndarray:
+        """The patient of each image of ``split_images(split)``, row by row: a test set's images are
+        resampled by patient, since one patient's images are not independent draws."""
+        if split not in tuple(Split):
+            raise CxrnbError(f"unknown split {split!r}; valid splits: {[s.value for s in Split]}")
+        return self.index[self.index["split"] == split]["patient"].to_numpy()
+
     def mean_image(self) -> torch.Tensor:
         """The training split's mean image, (S, S) in [0, 1]: the baseline every reconstruction must
         beat, and the one such image of the study (diagnostics, the calibration ladder)."""

@@ -10,9 +10,12 @@ Two measures, each of a different kind:
   that ignores its labels moves the image far less with the label than with the latent.
 - **the ruler's AUROC on the generated images** (``own_label_auroc``): the shipped ruler
   (``cxrnb.evaluation.ruler``, a classifier trained once on the real training images) reads the
-  images, and its ROC AUC against the labels they were generated for says whether an independent
-  network sees those findings in them: 0.5 for images that do not carry them; the ruler scores its
-  held-out real test images about 0.73, the most that images as real as the test set could reach.
+  images, and its ROC AUC against the labels they were generated for says whether a network that
+  took no part in making them sees those findings in them: 0.5 for images that do not carry them.
+  Two references frame it: the ruler on the held-out real test images (images as real as real, but
+  unseen) and on the real training images themselves (what a generator that copied its training
+  images would score, since the ruler learnt from them: a high AUROC with a high memorised fraction
+  is copying, not drawing).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ labels alone. Three ways to use synthetic images, after the published work:
 
 Spreads, like the Fréchet distances', pool the seeds with resampling inside: each classifier is
 scored on the whole test set and on ``RESAMPLES`` bootstrap draws of it (the same draws for every
-classifier), and a score's spread is that of one (seed, draw) pair by the law of total variance.
+classifier, whatever the call), drawing patients rather than images (one patient's images are not
+independent), and a score's spread is that of one (seed, draw) pair by the law of total variance.
 A change between two regimes is read from the paired differences (same seed index, same draw), so
 a finding with a handful of test positives, whose AUROC moves with every draw, cannot be called
 helped or hurt on the strength of three seeds alone.
@@ -53,6 +54,7 @@ class Regime(StrEnum):
 REGIMES = tuple(Regime)
 BLANK_NOISE = 0.1   # std of the blank images' noise (grey levels in [0, 1])
 RESAMPLES = 100     # bootstrap draws of the test set each classifier is also scored on
+RESAMPLE_SEED = 0   # one set of draws for every call, so that scores of separate calls pair draw by draw
 FULL = -1           # the ``resample`` of a score on the whole test set
 MACRO = "macro"
 
@@ -132,10 +134,20 @@ def stage_steps(steps: int, n_stages: int) -> list[int]:
     return [base + (i < rest) for i in range(n_stages)]
 
 
-def test_resamples(n: int, k: int = RESAMPLES, seed: int = 0) -> Tensor:
-    """``k`` bootstrap draws (k, n) of the indices of a test set of ``n`` images, from ``seed``: every
-    classifier is scored on the same draws, so two regimes' scores pair draw by draw."""
-    return torch.randint(n, (k, n), generator=torch.Generator().manual_seed(seed))
+def test_resamples(n: int, k: int = RESAMPLES, groups=None, seed: int = RESAMPLE_SEED) -> list[np.ndarray]:
+    """``k`` bootstrap draws of the indices of a test set of ``n`` images, from ``seed``: with
+    ``groups`` (each image's patient), patients are drawn with replacement and each brings all its
+    images, so a draw's size varies; without, images are drawn. The same arguments give the same
+    draws, so every classifier is scored on the same ones."""
+    g = np.random.default_rng(seed)
+    if groups is None:
+        return [g.integers(0, n, n) for _ in range(k)]
+    groups = np.asarray(groups)
+    if len(groups) != n:
+        raise CxrnbError(f"{len(groups)} patient ids for {n} test images")
+    ids, members = np.unique(groups, return_inverse=True)
+    by_id = [np.flatnonzero(members == i) for i in range(len(ids))]
+    return [np.concatenate([by_id[i] for i in g.integers(0, len(ids), len(ids))]) for _ in range(k)]
 
 
 def aurocs(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -157,7 +169,7 @@ def aurocs(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 def seed_aurocs(regime: Regime, data: TrainingSet, test: tuple[Tensor, Tensor], seeds,
                 cfg: ClassifierConfig, device: str | torch.device, progress: bool,
-                resamples: Tensor | None = None) -> list[dict]:
+                resamples: list[np.ndarray] | None = None) -> list[dict]:
     """Test AUROC per finding and "macro" of one classifier per seed trained on ``data``'s stages in
     order (each stage fine-tunes the previous one) for ``cfg.steps`` steps in all, on the whole test
     set (resample ``FULL``) and on each row of ``resamples`` (``test_resamples``): one row per
@@ -171,8 +183,7 @@ def seed_aurocs(regime: Regime, data: TrainingSet, test: tuple[Tensor, Tensor], 
             clf = fit_classifier(x, lab, replace(cfg, seed=seed, steps=steps), device=device, progress=False,
                                  init=clf)
         p = clf.predict_proba(xt).numpy()
-        draws = [(FULL, slice(None))] + [(b, idx.numpy()) for b, idx in enumerate(resamples if resamples is not None
-                                                                                    else [])]
+        draws = [(FULL, slice(None))] + list(enumerate(resamples or []))
         for b, idx in draws:
             rows += [{"regime": regime, "seed": seed, "resample": b, "finding": f, "auroc": a}
                      for f, a in aurocs(p[idx], y[idx]).items()]
@@ -181,17 +192,19 @@ def seed_aurocs(regime: Regime, data: TrainingSet, test: tuple[Tensor, Tensor], 
 
 def _pooled(full: pd.Series, draws: pd.DataFrame) -> float:
     """The spread of one (seed, draw): the variance of the per-seed scores on the whole test set plus
-    the mean over seeds of the variance over the draws (the law of total variance)."""
-    between = float(full.var(ddof=1)) if len(full) > 1 else 0.0
+    the mean over seeds of the variance over the draws (the law of total variance). NaN with one seed:
+    the draws alone say nothing of how much the classifier changes with its seed."""
+    if len(full) < 2:
+        return float("nan")
     within = float(draws.groupby("seed")["auroc"].var(ddof=1).mean()) if len(draws) else 0.0
-    return float(np.sqrt(between + (0.0 if np.isnan(within) else within)))
+    return float(np.sqrt(float(full.var(ddof=1)) + (0.0 if np.isnan(within) else within)))
 
 
 def _difference(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float]:
     """Mean and spread of a - b, paired by seed index (the i-th seed of each) and by draw."""
     key = ["pair", "resample"]
     rank = lambda t: t.assign(pair=t.seed.rank(method="dense").astype(int))  # noqa: E731
-    d = rank(a).merge(rank(b), on=key, suffixes=("", "_b"))
+    d = rank(a).merge(rank(b), on=key, suffixes=("", "_b"), validate="one_to_one")
     d["auroc"] = d["auroc"] - d["auroc_b"]
     d["seed"] = d["pair"]
     full = d[d["resample"] == FULL]["auroc"]
@@ -202,7 +215,13 @@ def summarise(long: pd.DataFrame) -> pd.DataFrame:
     """Per (regime, finding) of ``seed_aurocs`` rows: the mean over seeds on the whole test set, its
     pooled spread (``_pooled``), the seeds; each regime's change against real images alone
     (``change``, ``change_std``) and synthetic images' against the blank control (``vs_blank``,
-    ``vs_blank_std``), from paired differences (``_difference``)."""
+    ``vs_blank_std``), from paired differences (``_difference``). Rows of one (regime, finding,
+    seed, draw) twice (two generators' regimes pooled by mistake) are refused."""
+    twice = long.duplicated(["regime", "finding", "seed", "resample"])
+    if twice.any():
+        first = long[twice].iloc[0]
+        raise CxrnbError(f"usefulness rows of {first.regime!r}, seed {first.seed}, appear twice: summarise one "
+                         "generator's regimes (and the shared controls) at a time")
     out = []
     by = {k: g for k, g in long.groupby(["regime", "finding"], sort=False)}
     for (regime, finding), g in by.items():
@@ -221,7 +240,7 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
                seeds=(0, 1, 2), cfg: ClassifierConfig | None = None,
                device: str | torch.device = "cpu", progress: bool = True,
                rare: tuple | None = None, regimes: tuple[Regime, ...] | None = None,
-               resamples: int = RESAMPLES, long: bool = False) -> pd.DataFrame:
+               resamples: int = RESAMPLES, test_groups=None, long: bool = False) -> pd.DataFrame:
     """Do synthetic images help a classifier? Test AUROC on real images, mean ± spread over ``seeds``
     and ``resamples`` bootstrap draws of the test set, after training on each regime, every one for
     the same number of gradient steps in all (``cfg.epochs`` epochs of the real set), so more data
@@ -241,7 +260,8 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
 
     ``synth_labels`` are the labels the synthetic images were generated for (conditional models);
     for an unconditional generator they must come from elsewhere, which the caller should state.
-    ``regimes`` limits the regimes trained (all that the inputs allow by default). Returns one row
+    ``regimes`` limits the regimes trained (all that the inputs allow by default); ``test_groups``
+    (each test image's patient) makes the bootstrap draw patients (``test_resamples``). Returns one row
     per (regime, finding), the findings plus "macro" (mean over the findings with an AUROC), with
     columns mean, std, n_seeds, the changes of ``summarise``, the training set in words, its size,
     the steps and the finding's test positives; with ``long``, the ``seed_aurocs`` rows instead, with
@@ -259,7 +279,7 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
     steps = total_steps(cfg, len(xr))
     data = training_sets(xr, yr, xs, ys, cfg.seed, rare)
     wanted = [r for r in (regimes or REGIMES) if r in data]
-    draws = test_resamples(len(xt), resamples, cfg.seed) if resamples else None
+    draws = test_resamples(len(xt), resamples, test_groups) if resamples else None
     rows = []
     for regime in wanted:
         rows += seed_aurocs(regime, data[regime], (xt, yt), seeds, replace(cfg, steps=steps), device, progress,

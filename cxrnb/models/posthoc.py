@@ -77,11 +77,11 @@ class PosthocLabelled(GenerativeModel):
     def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Pools of latents (n, pool, *latent) -> n images in [0, 1]: per row of ``y`` the candidate
         the labeller finds most consistent with it (``label_fit``); without ``y``, each pool's first."""
+        if y is None:
+            return self.model.generate(z[:, 0])
         n, pool = z.shape[:2]
         images = self.model.generate(z.flatten(0, 1))
         images = images.view(n, pool, *images.shape[1:])
-        if y is None:
-            return images[:, 0]
         want = self.condition(y, n)[:, :len(FINDINGS)]
         p = self.labeller(images.flatten(0, 1)).to(want.device, torch.float32).view(n, pool, -1)
         best = label_fit(want, p).argmax(1)

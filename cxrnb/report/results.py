@@ -21,7 +21,7 @@ from cxrnb.models.base import Family
 from cxrnb.paths import write_text
 from cxrnb.report.numbers import MIN_SEEDS, count, crossing, fmt, trend, verdict
 from cxrnb.report.tables import markdown_table
-from cxrnb.report.usefulness import generators_section
+from cxrnb.report.usefulness import LABEL_TARGET, generators_section
 
 # Which way is better. MS-SSIM diversity is best near the real images' own value: lower than that
 # is not "more realistic", only noisier. Density is best near 1.
@@ -348,7 +348,8 @@ def latent_lines(rows: pd.DataFrame, space: str, samplers: Mapping[str, str],
 
 def usefulness_section(rows: pd.DataFrame, usefulness: pd.DataFrame, evidence: pd.DataFrame,
                        movements: Mapping[str, Movement], descriptions: Mapping[str, str] | None = None,
-                       ruler_auroc: float | None = None, over_represented: str | None = None) -> list[str]:
+                       references: Mapping[str, float] | None = None, over_represented: str | None = None,
+                       label_target: float = LABEL_TARGET, posthoc: Sequence[str] = ()) -> list[str]:
     """The classifier experiment for every generator (``report.usefulness.generators_section``), in the
     fixed ruler's space, with what the data over-represents (a generator can learn a source's style
     rather than a finding)."""
@@ -356,15 +357,17 @@ def usefulness_section(rows: pd.DataFrame, usefulness: pd.DataFrame, evidence: p
     lines = ["", "## Do synthetic images help a classifier?", ""]
     if over_represented:
         lines += [over_represented, ""]
-    return lines + generators_section(usefulness, evidence, movements, rows, space, descriptions, ruler_auroc)
+    return lines + generators_section(usefulness, evidence, movements, rows, space, descriptions, references,
+                                      label_target, posthoc)
 
 
 def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
                      families: Mapping[str, str] | None = None, usefulness: pd.DataFrame | None = None,
                      title: str = "Measured sample quality", evidence: pd.DataFrame | None = None,
                      movements: Mapping[str, Movement] | None = None,
-                     generator_descriptions: Mapping[str, str] | None = None, ruler_auroc: float | None = None,
-                     over_represented: str | None = None,
+                     generator_descriptions: Mapping[str, str] | None = None,
+                     label_references: Mapping[str, float] | None = None, over_represented: str | None = None,
+                     label_target: float = LABEL_TARGET, posthoc: Sequence[str] = (),
                      data_lines: Sequence[str] = (), ruler_lines: Sequence[str] = (),
                      precision_lines: Sequence[str] = (),
                      sampler_lines: Sequence[str] = (), compute_lines: Sequence[str] = (),
@@ -400,7 +403,7 @@ def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
         lines += ["", "## Do the verdicts depend on the arithmetic?", ""] + [f"- {p}" for p in precision_lines]
     if usefulness is not None:
         lines += usefulness_section(rows, usefulness, evidence, movements or {}, generator_descriptions,
-                                    ruler_auroc, over_represented)
+                                    label_references, over_represented, label_target, posthoc)
     lines += ["", "## Provenance", ""] + [f"- {p}" for p in provenance_lines]
     return "\n".join(lines) + "\n"
 

@@ -97,8 +97,9 @@ def usefulness_lines(table: pd.DataFrame, generator: str | None = None,
         lines += [f"Generator {name}: " + "; ".join(generator_fd) + "."]
     if {Regime.REAL, Regime.MIXED} <= set(macro.index):
         lines += [f"Adding {_added(macro, Regime.MIXED):,} {name} images to the real "
-                  f"training set changes macro AUROC by {_change(macro, Regime.MIXED)} (mean ± spread "
-                  f"over {int(macro.loc[Regime.REAL, 'n_seeds'])} seeds, equal gradient steps)."]
+                  f"training set changes macro AUROC by {_change(macro, Regime.MIXED)} (mean over "
+                  f"{int(macro.loc[Regime.REAL, 'n_seeds'])} seeds ± the spread of one seed on one test draw, "
+                  "equal gradient steps)."]
     if {Regime.REAL, Regime.PRETRAINED} <= set(macro.index):
         lines += [f"Pretraining on the {name} images, then fine-tuning on the real ones (half the steps each, "
                   f"the same steps in all) changes macro AUROC by {_change(macro, Regime.PRETRAINED)}."]
@@ -145,8 +146,11 @@ def synthetic_only_line(synth: pd.Series, blank: pd.Series, name: str) -> str:
 
 # --- several generators: label evidence first, then usefulness, then what each lacked --------------
 
-OWN_LABEL_TARGET = 0.65     # the study's target: a generator's images read at this ruler AUROC for their labels
+LABEL_TARGET = 0.65      # the study's target: images read at this ruler AUROC for the labels they were made for
 CHANCE = 0.5
+REAL_ROW = "real (held-out)"
+HELD_OUT = "real test images (held out)"
+TRAINING = "real training images (a copier's score)"
 
 
 def _metric(rows: pd.DataFrame, model: str, space: str, metric: str) -> pd.Series | None:
@@ -165,40 +169,41 @@ def _macro(table: pd.DataFrame, generator: str) -> pd.DataFrame:
     return part.set_index("regime")
 
 
+def _evidence(evidence: pd.DataFrame, generator: str) -> pd.Series:
+    return evidence[(evidence.generator == generator) & (evidence.finding == "macro")].iloc[0]
+
+
 def evidence_table(evidence: pd.DataFrame, movements: Mapping[str, Movement], rows: pd.DataFrame, space: str,
-                   real_auroc: float | None = None) -> list[str]:
-    """One row per generator: how far its label moves the image (against a latent), the ruler's AUROC
-    on its images for their own labels, its FD and recall in ``space``, its memorised fraction; and
-    the held-out real images as the reference row."""
+                   references: Mapping[str, float] | None = None, posthoc: Sequence[str] = ()) -> list[str]:
+    """One row per generator: how far its label moves the image (against a latent; a post-hoc
+    labelled model chooses, it is not conditioned), the ruler's AUROC on its images for their own
+    labels, its FD and recall in ``space``, its memorised fraction; then the ``references`` (name ->
+    the ruler's AUROC on real images: ``HELD_OUT``, ``TRAINING``)."""
     macro = evidence[evidence.finding == "macro"].set_index("generator")
-    real = REAL_ROW
-    header = ["generator", "label change ÷ latent change", "ruler AUROC, own labels ↑", f"FD ({space}) ↓",
+    header = ["images", "label change ÷ latent change", "ruler AUROC, own labels ↑", f"FD ({space}) ↓",
               "recall ↑", "memorised ≈ real", "synthetic sets × training seeds"]
     cells = []
     for g, e in macro.iterrows():
         m = movements.get(g)
-        runs = int(_runs(g, evidence))
-        cells.append([g, f"{m.label:.3f} ÷ {m.latent:.3f} = {m.ratio:.2f}" if m else "–", fmt(e["mean"], e["std"]),
-                      _cell(_metric(rows, g, space, "FD")), _cell(_metric(rows, g, space, "recall")),
-                      _cell(_metric(rows, g, "pixel", "memorised")), f"{int(e.n_sets)} × {runs}"])
-    cells.append([f"{real} (reference)", "–", "–" if real_auroc is None else f"{real_auroc:.3f}",
-                  _cell(_metric(rows, real, space, "FD")), _cell(_metric(rows, real, space, "recall")),
-                  _cell(_metric(rows, real, "pixel", "memorised")), "–"])
+        moved = (f"{m.label:.3f} ÷ {m.latent:.3f} = {m.ratio:.2f}" if m else
+                 "– (chosen, not conditioned)" if g in posthoc else "–")
+        cells.append([g, moved, fmt(e["mean"], e["std"]), _cell(_metric(rows, g, space, "FD")),
+                      _cell(_metric(rows, g, space, "recall")), _cell(_metric(rows, g, "pixel", "memorised")),
+                      f"{int(e.n_sets)} × {int(e.get('training runs', 1))}"])
+    for name, auroc in (references or {}).items():
+        real = REAL_ROW if name == HELD_OUT else None
+        cells.append([f"{name} (reference)", "–", f"{auroc:.3f}"]
+                     + [_cell(_metric(rows, real, sp, k)) if real else "–"
+                        for sp, k in ((space, "FD"), (space, "recall"), ("pixel", "memorised"))] + ["–"])
     return markdown_table(pd.DataFrame(cells, columns=header)).splitlines()
 
 
-REAL_ROW = "real (held-out)"
-
-
-def _runs(generator: str, evidence: pd.DataFrame) -> int:
-    hit = evidence[(evidence.generator == generator)]
-    return int(hit["training runs"].iloc[0]) if "training runs" in hit and len(hit) else 1
-
-
-def evidence_line(generator: str, evidence: pd.DataFrame, movement: Movement | None) -> str:
+def evidence_line(generator: str, evidence: pd.DataFrame, movement: Movement | None,
+                  target: float = LABEL_TARGET, posthoc: bool = False) -> str:
     """Whether the ruler sees the requested findings in ``generator``'s images (its macro AUROC against
-    chance by the verdict rule, and against the target), and how far the label moves the image."""
-    e = evidence[(evidence.generator == generator) & (evidence.finding == "macro")].iloc[0]
+    chance by the verdict rule, and against ``target``), and how far the label moves the image; for a
+    post-hoc labelled model, why its AUROC is not independent evidence."""
+    e = _evidence(evidence, generator)
     sets = f"{int(e.n_sets)} synthetic sets"
     if math.isnan(e["std"]):
         seen = "one synthetic set: not judged against chance"
@@ -206,18 +211,22 @@ def evidence_line(generator: str, evidence: pd.DataFrame, movement: Movement | N
         seen = f"above chance beyond twice its spread over {sets}"
     else:
         seen = f"not distinguishable from chance over {sets}"
-    target = "meets" if e["mean"] >= OWN_LABEL_TARGET else "misses"
     text = (f"{generator}: the ruler reads the findings its images were generated for at macro AUROC "
-            f"{fmt(e['mean'], e['std'])}, {seen}; it {target} the {OWN_LABEL_TARGET} target")
+            f"{fmt(e['mean'], e['std'])}, {seen}; it {'meets' if e['mean'] >= target else 'misses'} the "
+            f"{target} target")
     if movement is not None:
         text += (f"; switching the label with the latent held fixed changes the image by {movement.ratio:.2f}× "
                  "what another latent does")
+    if posthoc:
+        text += ("; its labels were chosen among its samples by a labeller trained on the same real images as "
+                 "the ruler, so this AUROC partly measures how far two such networks agree, not only what the "
+                 "images show")
     return text + "."
 
 
 def overview_table(table: pd.DataFrame) -> list[str]:
     """Every regime of every generator, and the controls once: macro test AUROC and the change against
-    real images alone, with its verdict."""
+    real images alone (synthetic images alone: against the blank control), with its verdict."""
     header = ["training data", "generator", "macro AUROC ↑", "change against real (synthetic alone: against blank)",
               "training set", "steps", "seeds"]
     cells = []
@@ -242,27 +251,23 @@ def _against_blank(macro: pd.DataFrame) -> str:
 
 def _helps(macro: pd.DataFrame) -> list[Regime]:
     """The synthetic regimes whose change against real is settled upwards."""
-    out = []
-    for regime in (Regime.MIXED, Regime.PRETRAINED, Regime.RARE):
-        if regime in macro.index and _change(macro, regime).endswith("it helps"):
-            out.append(regime)
-    return out
+    return [regime for regime in (Regime.MIXED, Regime.PRETRAINED, Regime.RARE)
+            if regime in macro.index and _change(macro, regime).endswith("it helps")]
 
 
 def lacks_line(generator: str, table: pd.DataFrame, evidence: pd.DataFrame, rows: pd.DataFrame,
-               space: str) -> str:
+               space: str, target: float = LABEL_TARGET) -> str:
     """For a generator that helps in no regime: what its images lack, each computed — label evidence
-    (ruler AUROC below the target), diversity (recall under half the held-out real images'), and
+    (ruler AUROC below ``target``), diversity (recall under half the held-out real images'), and
     whether it copies training images (memorised fraction above the real images' beyond twice the
     spread)."""
-    macro = _macro(table, generator)
-    helped = _helps(macro)
+    helped = _helps(_macro(table, generator))
     if helped:
         return f"{generator} helps in: {', '.join(map(str, helped))}."
-    e = evidence[(evidence.generator == generator) & (evidence.finding == "macro")].iloc[0]
+    e = _evidence(evidence, generator)
     lacks, has = [], []
-    (lacks if e["mean"] < OWN_LABEL_TARGET else has).append(
-        f"label evidence (ruler AUROC {fmt(e['mean'], e['std'])} against the {OWN_LABEL_TARGET} target)")
+    (lacks if e["mean"] < target else has).append(
+        f"label evidence (ruler AUROC {fmt(e['mean'], e['std'])} against the {target} target)")
     rec, real_rec = _metric(rows, generator, space, "recall"), _metric(rows, REAL_ROW, space, "recall")
     if rec is not None and real_rec is not None:
         (lacks if rec["mean"] < real_rec["mean"] / 2 else has).append(
@@ -278,9 +283,12 @@ def lacks_line(generator: str, table: pd.DataFrame, evidence: pd.DataFrame, rows
     return text + (f". Has: {'; '.join(has)}." if has else ".")
 
 
-def usefulness_target(table: pd.DataFrame, evidence: pd.DataFrame) -> str:
+def usefulness_target(table: pd.DataFrame, evidence: pd.DataFrame, target: float = LABEL_TARGET,
+                      posthoc: Sequence[str] = ()) -> str:
     """The study's target: a generator whose synthetic-only classifier beats the blank control beyond
-    twice the combined spread and whose images read at ruler AUROC >= the target for their labels."""
+    twice the combined spread and whose images read at ruler AUROC >= ``target`` for their labels.
+    A post-hoc labelled generator that meets it is named with its caveat (its labeller and the
+    ruler learnt from the same images)."""
     shown = []
     for g in [g for g in dict.fromkeys(table.generator) if g]:
         macro = _macro(table, g)
@@ -288,11 +296,12 @@ def usefulness_target(table: pd.DataFrame, evidence: pd.DataFrame) -> str:
             continue
         s, b = macro.loc[Regime.SYNTHETIC], macro.loc[Regime.BLANK]
         beats = gap(s, b, "vs_blank")[2] == "holds"
-        a = evidence[(evidence.generator == g) & (evidence.finding == "macro")].iloc[0]
-        shown.append((g, beats, a["mean"] >= OWN_LABEL_TARGET, s, b, a))
-    met = [g for g, beats, reads, *_ in shown if beats and reads]
+        a = _evidence(evidence, g)
+        shown.append((g, beats, a["mean"] >= target, s, b, a))
+    met = [g + (" (labelled post hoc: its labeller and the ruler learnt from the same images)" if g in posthoc else "")
+           for g, beats, reads, *_ in shown if beats and reads]
     head = (f"A generator whose synthetic-only classifier beats the blank control beyond twice the combined spread "
-            f"and whose images read at ruler AUROC >= {OWN_LABEL_TARGET} for their own labels: ")
+            f"and whose images read at ruler AUROC >= {target} for their own labels: ")
     if met:
         return head + f"met by {', '.join(met)}."
     parts = [f"{g} synthetic-only {fmt(s['mean'], s['std'])} vs blank {fmt(b['mean'], b['std'])} "
@@ -303,7 +312,8 @@ def usefulness_target(table: pd.DataFrame, evidence: pd.DataFrame) -> str:
 
 def generators_section(table: pd.DataFrame, evidence: pd.DataFrame, movements: Mapping[str, Movement],
                        rows: pd.DataFrame, space: str, descriptions: Mapping[str, str] | None = None,
-                       real_auroc: float | None = None, min_positives: int = 10) -> list[str]:
+                       references: Mapping[str, float] | None = None, target: float = LABEL_TARGET,
+                       posthoc: Sequence[str] = (), min_positives: int = 10) -> list[str]:
     """The usefulness experiment for several generators (``cxrnb.study.scoring.synthetic_usefulness``):
     what each generator is, whether its images carry their labels, every regime's macro AUROC with
     the controls once, each generator's sentences and per-finding changes, what each lacked where it
@@ -311,9 +321,11 @@ def generators_section(table: pd.DataFrame, evidence: pd.DataFrame, movements: M
     gens = [g for g in dict.fromkeys(table.generator) if g]
     lines = [f"- {descriptions[g]}." for g in gens if descriptions and g in descriptions]
     lines += ["", "### Label evidence: do the images carry the labels they were generated for?", ""]
-    lines += evidence_table(evidence, movements, rows, space, real_auroc)
-    lines += [""] + [f"- {evidence_line(g, evidence, movements.get(g))}" for g in gens]
-    lines += ["", "### Usefulness: macro test AUROC on the real test images, equal gradient steps", ""]
+    lines += evidence_table(evidence, movements, rows, space, references, posthoc)
+    lines += [""] + [f"- {evidence_line(g, evidence, movements.get(g), target, g in posthoc)}" for g in gens]
+    lines += ["", "### Usefulness: macro test AUROC on the real test images, equal gradient steps", "",
+              "Each ± is the spread of one classifier (one seed) scored on one bootstrap draw of the test "
+              "patients; a change is read from differences paired by seed and draw.", ""]
     lines += overview_table(table)
     for i, g in enumerate(gens):
         fd = _metric(rows, g, space, "FD")
@@ -322,6 +334,6 @@ def generators_section(table: pd.DataFrame, evidence: pd.DataFrame, movements: M
                                   [f"FD ({space}) {_cell(fd)}"] if fd is not None else [],
                                   min_positives=min_positives, controls=i == 0, with_table=False)
     lines += ["", "### What each generator lacked", ""]
-    lines += [f"- {lacks_line(g, table, evidence, rows, space)}" for g in gens]
-    lines += [f"- {usefulness_target(table, evidence)}"]
+    lines += [f"- {lacks_line(g, table, evidence, rows, space, target)}" for g in gens]
+    lines += [f"- {usefulness_target(table, evidence, target, posthoc)}"]
     return lines

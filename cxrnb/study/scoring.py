@@ -21,7 +21,7 @@ from cxrnb.errors import CxrnbError
 from cxrnb.evaluation import evaluate
 from cxrnb.evaluation.classifier import Classifier, ClassifierConfig, auroc_per_finding, fit_classifier
 from cxrnb.evaluation.features import FeatureExtractor
-from cxrnb.evaluation.label_evidence import own_label_auroc
+from cxrnb.evaluation.label_evidence import Movement, movement, own_label_auroc
 from cxrnb.evaluation.metrics import Memorisation, blank_frames, ms_ssim_diversity
 from cxrnb.evaluation.ruler import ruler_facts, state_sha256
 from cxrnb.evaluation.usefulness import (
@@ -39,6 +39,7 @@ from cxrnb.provenance import Provenance
 from cxrnb.report import plots
 from cxrnb.report.numbers import count
 from cxrnb.report.results import FAMILY_NAMES
+from cxrnb.report.usefulness import HELD_OUT, TRAINING
 from cxrnb.runtime import describe_device
 from cxrnb.study import compute
 from cxrnb.study.replicates import named_runs, run_spec
@@ -59,6 +60,7 @@ class EvalData:
     train_mean: torch.Tensor    # the mean training image, (S, S) in [0, 1] (ImageCache.mean_image)
     prov: Provenance
     key: str                    # the cache's key: which images these are
+    test_patients: np.ndarray | None = None   # each test image's patient (bootstrap draws take patients)
 
 
 def eval_data(data_root: str | None, image_size: int, seed: int = 0) -> EvalData:
@@ -67,7 +69,7 @@ def eval_data(data_root: str | None, image_size: int, seed: int = 0) -> EvalData
     prov = cache.provenance(seed=seed, split=None, extra={
         "train / val / test images": " / ".join(str(len(parts[s][0])) for s in parts)})
     return EvalData(*parts[Split.TRAIN], *parts[Split.VAL], *parts[Split.TEST], cache.mean_image(), prov,
-                    cache.path.name)
+                    cache.path.name, cache.split_patients(Split.TEST))
 
 
 def auroc_table(clf: Classifier, data: EvalData) -> pd.DataFrame:
@@ -264,7 +266,8 @@ def synthetic_usefulness(data: EvalData, generators: Mapping[str, Sequence[Run]]
             rare = (conditional_samples(run, rare_y, size, seed=seed + 1000), rare_y)
             regimes = tuple(r for r in REGIMES if r not in SHARED or j == 0)
             t = usefulness(data.train, data.train_y, synth, data.train_y, data.test, data.test_y, seeds=(seed,),
-                           cfg=replace(cfg), device=device, rare=rare, regimes=regimes, long=True)
+                           cfg=replace(cfg), device=device, rare=rare, regimes=regimes,
+                           test_groups=data.test_patients, long=True)
             t["generator"] = [("" if r in SHARED else name) for r in t.regime]
             parts.append(t)
             auc = own_label_auroc(ruler, synth, data.train_y)
@@ -285,16 +288,65 @@ def synthetic_usefulness(data: EvalData, generators: Mapping[str, Sequence[Run]]
     return out, ev
 
 
-def posthoc_labelled(run: Run, data: EvalData, cfg: ClassifierConfig, pool: int = posthoc.POOL,
-                     seed: int = 100, device: str = "auto") -> Run:
-    """``run`` (an unconditional model) made conditional by post-hoc labelling (``models.posthoc``),
-    with a labeller trained here on the real training images (``cfg``, classifier seed ``seed``: not
-    the ruler, which later judges the images), as a Run named "<preset> · labelled post hoc"."""
-    labeller = fit_classifier(data.train, data.train_y, replace(cfg, seed=seed), device=device, progress=False)
-    name = f"a labeller (a classifier trained here on the real training images, seed {seed})"
+def fit_labeller(data: EvalData, cfg: ClassifierConfig, seed: int = 100, device: str = "auto") -> Classifier:
+    """The labeller of post-hoc labelling (``models.posthoc``): a classifier trained here on the real
+    training images with ``cfg`` and classifier seed ``seed`` (one no usefulness classifier uses), never
+    the shipped ruler, which later judges the images it picks."""
+    return fit_classifier(data.train, data.train_y, replace(cfg, seed=seed), device=device, progress=False)
+
+
+def posthoc_labelled(run: Run, labeller: Classifier, pool: int = posthoc.POOL) -> Run:
+    """``run`` (an unconditional model) made conditional by post-hoc labelling with ``labeller``
+    (``fit_labeller``), as a Run named "<preset> · labelled post hoc"."""
+    name = f"a labeller (a classifier trained here on the real training images, seed {labeller.cfg.seed})"
     model = posthoc.PosthocLabelled(run.model, labeller.predict_proba, pool, labeller_name=name)
     return replace(run, preset=model.preset, model=model,
                    prov=run.prov.updated(sampler=f"labelled post hoc, best of {pool} by a trained labeller"))
+
+
+def labelled_replicates(seeded: dict[str, tuple[str, Run]], names: Sequence[str], labeller: Classifier
+                        ) -> dict[str, tuple[str, Run]]:
+    """``posthoc_labelled`` of every seed replicate of a model in ``names``, with the same labeller,
+    keyed and paired like the replicates, so the labelled model's scores pool the same training seeds."""
+    out = {}
+    for model, run in seeded.values():
+        if model in names:
+            g = posthoc_labelled(run, labeller)
+            out[f"{g.preset} · seed {run_spec(run)['seed']}"] = (g.preset, g)
+    return out
+
+
+def usefulness_generators(runs: dict[str, Run], seeded: dict[str, tuple[str, Run]], names: Sequence[str]
+                          ) -> dict[str, list[Run]]:
+    """{name: [its run, then its seed replicates]} for each generator of the usefulness test."""
+    chosen = named_runs(runs, names, "The usefulness test")
+    return {name: [run] + [r for model, r in seeded.values() if model == name] for name, run in chosen.items()}
+
+
+def generators_line(generators: dict[str, list[Run]]) -> str:
+    """The usefulness test's generators in one provenance line: name, epochs, training runs."""
+    return "; ".join(f"{name}, {runs[0].prov.epochs:g} epochs, {count(len(runs), 'training seed')}"
+                     for name, runs in generators.items())
+
+
+def label_references(ruler: Classifier, data: EvalData) -> dict[str, float]:
+    """The ruler's macro AUROC on real images, the references of the label evidence: the held-out
+    test images, and the training images it learnt from (what a generator that copied them would score)."""
+    return {HELD_OUT: float(own_label_auroc(ruler, data.test, data.test_y)["macro"]),
+            TRAINING: float(own_label_auroc(ruler, data.train, data.train_y)["macro"])}
+
+
+def figure_stem(name: str) -> str:
+    """A model's name as a file name: "GMVAE-elbo · GMM sampler" -> "GMVAE-elbo_GMM_sampler"."""
+    return name.replace(" · ", "_").replace(" ", "_")
+
+
+def label_movements(runs: dict[str, Run], per_label: dict[str, dict[str, torch.Tensor]]) -> dict[str, Movement]:
+    """``label_evidence.movement`` of each generator's per-label rows, except a post-hoc labelled one's:
+    its label picks another sample of the pool, so the image changes as much as with another latent
+    by construction, which says nothing of conditioning."""
+    return {name: movement(rows) for name, rows in per_label.items()
+            if not isinstance(runs[name].model, posthoc.PosthocLabelled)}
 
 
 def describe_generator(run: Run, training_seeds: int = 1, n: int = 32, seed: int = 0) -> str:
@@ -373,7 +425,7 @@ def over_represented_line(data_root: str | None, full_labels: str | None = None,
     root = resolve_root(data_root)
     sub, full = load_index(root), read_labels(full_labels)
     prev = eda.prevalence_vs_full(sub, full)
-    prev = prev[prev.index.isin(FINDINGS)].head(top)
+    prev = prev[prev.index.isin(FINDINGS) & (prev.ratio > 1)].head(top)
     sources = read_image_sources(root)
     parts = []
     for name, r in prev.iterrows():
