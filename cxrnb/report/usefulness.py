@@ -3,7 +3,10 @@
 ``cxrnb.evaluation.usefulness.usefulness`` trains a classifier per regime (``Regime``) at equal
 gradient steps; these sentences compare each regime's macro test AUROC with training on the real
 images alone, and check the controls: the duplicated real set and the blank images, which must
-score chance.
+score chance. With several generators (``generators_section``), each generator's label evidence
+comes first (``cxrnb.evaluation.label_evidence``: a classifier cannot learn a finding from images
+that do not show it), then one table of every regime with the controls once, each generator's
+sentences, and what each generator that helps nowhere lacked.
 """
 
 from __future__ import annotations
