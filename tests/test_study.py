@@ -107,6 +107,17 @@ def test_provenance_of_several_runs_names_the_ones_trained_longer():
     assert same.epochs == 3 and "except" not in same.extra
 
 
+def test_provenance_of_several_runs_keeps_their_arithmetic_and_machine():
+    """A figure of several runs states how they computed and where: once when they share it."""
+    def run(preset, precision):
+        return SimpleNamespace(preset=preset, prov=Provenance("real CXR14 subset", 100, 64, 2, 0,
+                                                              precision=precision, device="AMD EPYC"))
+    prov = study.provenance([run("A", "fp32"), run("B", "fp32")])
+    assert (prov.precision, prov.device) == ("fp32", "AMD EPYC") and "fp32 on AMD EPYC" in prov.line()
+    mixed = study.provenance([run("A", "fp32"), run("B", "bf16 autocast")])
+    assert mixed.precision == "fp32 / bf16 autocast"
+
+
 def test_epochs_per_preset_overrides_some_and_refuses_a_name_not_trained():
     assert study.epochs_per_preset(["A", "B"], 2, {"B": 10}) == {"A": 2, "B": 10}
     with pytest.raises(CxrnbError, match="epochs_for names GMVAE-V9, which is not among the presets"):

@@ -186,4 +186,8 @@ def provenance(runs: Iterable[Run]) -> Provenance:
     extra = {"presets": ", ".join(r.preset for r in runs)}
     if len(set(epochs)) > 1:
         extra["except"] = ", ".join(f"{r.preset} {r.prov.epochs:g} epochs" for r in runs if r.prov.epochs != common)
-    return Provenance(first.source, first.n_images, first.image_size, common, first.seed, extra)
+    # the arithmetic and the machine: one value when the runs share it, else each run's
+    precision, device = (" / ".join(dict.fromkeys(getattr(r.prov, k) for r in runs if getattr(r.prov, k)))
+                         for k in ("precision", "device"))
+    return Provenance(first.source, first.n_images, first.image_size, common, first.seed, extra,
+                      precision=precision, device=device)
