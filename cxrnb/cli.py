@@ -93,11 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     except CxrnbError as e:
         print(f"cxrnb {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
+    except OSError as e:                        # a write outside paths.atomic
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"cxrnb {args.command}: error: disk full writing {e.filename or 'a file'}: free space and run "
-              "again (finished work is kept)", file=sys.stderr)
+        print(f"cxrnb {args.command}: error: no space left on the disk writing {e.filename or 'a file'}: free "
+              "some space and run again (finished work is kept)", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
         print(f"cxrnb {args.command}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)

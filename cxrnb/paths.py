@@ -6,10 +6,14 @@ relative defaults here keeps every run's cache, phantom and checkpoints in one p
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from cxrnb.errors import CxrnbError
 
 
 def repo_dir() -> Path:
@@ -29,15 +33,39 @@ def atomic(path: str | Path) -> Iterator[Path]:
     """The one way files are written here: yield a temporary sibling of ``path`` to write, rename it
     onto ``path`` when the block succeeds, delete it when it fails. A reader (or a resumed run) sees
     the old file or the new one, never half of one, whatever interrupts the write (Ctrl-C, a full
-    disk). The temporary name keeps the suffix, which savefig, save_image and np.save read."""
+    disk). The temporary name keeps the suffix, which savefig, save_image and np.save read.
+
+    A write that fails on a full disk says so in one line: torch.save reports it only as
+    "unexpected pos …" inside its zip writer, which names neither the cause nor the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
+    except Exception as e:
+        if disk_full(e, path.parent):
+            free = shutil.disk_usage(path.parent).free / 2**20
+            raise CxrnbError(f"no space left on the disk writing {path} ({free:.0f} MB free): free some "
+                             "space (old runs/, data/cache/, pytest's temporary folders) and run again; "
+                             "the previous file, if any, is unchanged") from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+LOW_DISK_BYTES = 256 * 2**20    # below this a failed write is blamed on the disk, whatever the library said
+
+
+def disk_full(error: BaseException, folder: Path) -> bool:
+    """Did ``error`` come from a full disk? ENOSPC says so; libraries that hide it (torch's zip
+    writer) leave only the free space to tell."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < LOW_DISK_BYTES
+    except OSError:
+        return False
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -92,6 +92,10 @@ def test_the_extrapolation_is_the_power_law_through_each_tail_and_says_where_lin
     assert "A would pass B after about 316 s of training (3.2× the longest measured run; slope -0.50 " \
            "against -0.10)" in line
     assert "C would not pass B: its line falls no faster (slope -0.05 against -0.10)" in line
+    # where they meet, B's line is at 10 * 316^-0.1 = 10^0.75 = 5.62: below a real-vs-real floor of 6
+    floored = crossing_line(curves, "B", floor=6.0)
+    assert "A's line meets B's only below the real-vs-real FD 6, where no images score" in floored
+    assert "A would pass B" in crossing_line(curves, "B", floor=5.0)
 
 
 def test_the_targets_say_met_missed_or_not_resolved_by_the_verdict_rule():
@@ -176,3 +180,29 @@ def test_the_few_step_solver_target_weighs_speed_and_fd_together():
     worse = targets(rows(450.0), "cxr-classifier", solvers=solvers,
                     seconds={"DDPM": 0.3, "DDPM · dpm-solver++ 20 steps": 0.1})[-1]
     assert "(worse beyond the spread): missed." in worse
+
+
+def test_equal_seconds_uses_the_best_models_that_have_curves_and_says_so():
+    """The best diffusion row (a latent diffusion, 150 ± 5) has no curve: the DDPM's solver row, which
+    has one, stands in, and the sentence names the stand-in. At the VAE's 40 s budget the solver row's
+    latest point is 100 ± 1 at 20 s against the VAE's 300 ± 1: with one seed, not resolved."""
+    import pandas as pd
+
+    from cxrnb.evaluation.evaluate import Kind
+    from cxrnb.report.results import targets
+
+    fd = {"VAE-elbo-beta1": 400.0, "VAE-elbo-beta1 · latent diffusion": 150.0, "DDPM · dpm-solver++ 20 steps": 200.0,
+          "LSGAN": 90.0}
+    rows = pd.DataFrame([{"model": m, "kind": Kind.MODEL, "space": "s", "metric": "FD", "mean": v, "std": 5.0,
+                          "n_seeds": 1} for m, v in fd.items()])
+    families = {"VAE-elbo-beta1": "vae", "VAE-elbo-beta1 · latent diffusion": "diffusion",
+                "DDPM · dpm-solver++ 20 steps": "diffusion", "LSGAN": "gan"}
+    curves = pd.DataFrame({"model": ["VAE-elbo-beta1"] * 2 + ["DDPM · dpm-solver++ 20 steps"] * 3,
+                           "seconds": [0.0, 40.0, 0.0, 20.0, 50.0], "FD": [900.0, 300.0, 900.0, 100.0, 80.0],
+                           "FD sd": [1.0] * 5})
+    (equal,) = [t for t in targets(rows, "s", families, curves) if "equal training seconds" in t]
+    assert ("(measured with the best models that have curves: DDPM · dpm-solver++ 20 steps for VAE-elbo-beta1 · "
+            "latent diffusion, which has no curve)") in equal
+    assert "within 40 s, DDPM · dpm-solver++ 20 steps 100.0 ± 1.0 (at 20 s) against VAE-elbo-beta1 300.0 ± 1.0" in equal
+    no_vae = targets(rows, "s", families, curves[curves.model != "VAE-elbo-beta1"])
+    assert any("not measured (no VAE-family model has a curve in this run)" in t for t in no_vae)

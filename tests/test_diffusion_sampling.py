@@ -170,9 +170,11 @@ def test_bad_new_settings_are_one_line_errors(kw, message):
         tiny(**kw)
 
 
-def test_a_solver_row_is_the_same_weights_with_its_own_solver(one_thread):
+def test_a_solver_row_is_the_same_weights_with_its_own_solver(one_thread, tmp_path):
     """scoring.solver_run: its images are those of the model inside ``sampling(solver, steps)``, the
-    run's own model keeps its solver, and a model without a solver is a one-line error."""
+    run's own model keeps its solver, the run's weight snapshots load into it (so a quality curve can
+    be drawn with the few-step solver), and a model without a solver is a one-line error."""
+    import copy
     import dataclasses
 
     from latent_toy import NoEncoder
@@ -196,5 +198,9 @@ def test_a_solver_row_is_the_same_weights_with_its_own_solver(one_thread):
         expected = model.decode(z)
     assert torch.equal(fast.model.decode(z), expected)
     assert model.solver == Solver.DDIM and model.sample_steps == TINY["sample_steps"] and model.preset == "DDPM"
+    from cxrnb.training.checkpoint import load_snapshot, save_snapshot
+    other = copy.deepcopy(fast.model)
+    assert load_snapshot(save_snapshot(tmp_path, model, 4, 0.5, 2.0), other)["iteration"] == 4
+    assert other.solver == Solver.DPM_SOLVER and torch.equal(other.decode(z), expected)
     with pytest.raises(CxrnbError, match="not a diffusion model"):
         solver_run(R("toy", NoEncoder(), prov), "ddim", 3)

@@ -107,3 +107,9 @@ def test_the_compute_figure_extends_each_tail_as_its_power_law():
     x, y = dashed[0].get_data()
     assert x[0] == pytest.approx(100) and y[0] == pytest.approx(10)
     assert x[-1] == pytest.approx(1000) and y[-1] == pytest.approx(100 / 1000 ** 0.5)
+    # with the real-vs-real floor at FD 5 the line stops where 100 t^-0.5 = 5, at t = 400 s
+    floored = plots.quality_vs_compute(curves, pd.DataFrame({"model": [LADDER + "blur"], "mean": [20.0]}),
+                                       floor=5.0)
+    (dashed,) = [line for line in floored.axes[0].get_lines() if line.get_linestyle() == "--"]
+    x, y = dashed.get_data()
+    assert x[-1] == pytest.approx(400) and y[-1] == pytest.approx(5.0)

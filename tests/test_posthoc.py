@@ -91,3 +91,16 @@ def test_refusals_are_one_line_errors():
         model.condition(None, 2)
     with pytest.raises(CxrnbError, match="call generate"):
         model.decode(torch.zeros(1, 1))
+
+
+def test_a_post_hoc_run_has_no_family_in_the_ranking():
+    """scoring.families: the base model keeps its family, its post-hoc selection gets none, so the
+    family order and the targets never take a labeller's pick for a model's own samples."""
+    from types import SimpleNamespace
+
+    from cxrnb.study.scoring import families
+
+    base = Grey()
+    runs = {"Grey": SimpleNamespace(model=base),
+            "Grey · labelled post hoc": SimpleNamespace(model=PosthocLabelled(base, brightness_labeller))}
+    assert families(runs) == {"Grey": "vae", "Grey · labelled post hoc": None}

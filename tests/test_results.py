@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrnb.evaluation.evaluate import REAL, evaluate
+from cxrnb.evaluation.evaluate import LADDER, REAL, Kind, evaluate
 from cxrnb.evaluation.label_evidence import Movement
 from cxrnb.report import numbers, results, usefulness
 
@@ -62,6 +62,25 @@ def test_family_order_ranks_each_family_best_model_and_marks_unresolved_neighbou
                         "(LSGAN 50.0 ± 2.0) ≈ GMVAE (GMVAE-V8 52.0 ± 3.0) < VAE (VAE-elbo-beta1 90.0 ± 4.0) < "
                         "Dirichlet VAE (DirVAE-elbo 200 ± 10).")
 
+
+def test_a_post_hoc_selection_represents_no_family():
+    """A family of None (``scoring.families`` gives it to post-hoc labelled runs: a labeller's pick
+    among a pool of samples) keeps the row out of the family order and the targets, however low its
+    FD: the GMVAE is represented by its own best row, 90, not its selection's 30, and the GAN by
+    LSGAN's 50, not its selection's 20."""
+    labelled, picked = "GMVAE-elbo · labelled post hoc", "LSGAN · labelled post hoc"
+    df = rows({"LSGAN": (50, 2), "GMVAE-elbo": (90, 4), labelled: (30, 2), picked: (20, 2), REAL: (5, 1)})
+    families = {"LSGAN": "gan", "GMVAE-elbo": "gmvae", labelled: None, picked: None}
+    (sentence,) = results.family_order_sentences(df, families)
+    assert sentence == ("FD (cxr-classifier), best model of each family: GAN (LSGAN 50.0 ± 2.0) < "
+                        "GMVAE (GMVAE-elbo 90.0 ± 4.0).")
+    df["kind"] = Kind.MODEL
+    rungs = pd.DataFrame([{"model": LADDER + name, "kind": Kind.LADDER, "space": "cxr-classifier", "metric": "FD",
+                           "mean": mean, "std": 5.0}
+                          for name, mean in (("16 px and back", 150.0), ("blur σ=1 px", 100.0))])
+    (vae, gan) = results.targets(pd.concat([df, rungs]), "cxr-classifier", families)[:2]
+    assert vae.endswith('GMVAE-elbo 90.0 ± 4.0 against "16 px and back" 150.0 ± 5.0: below it by 60; met.')
+    assert 'LSGAN 50.0 ± 2.0 against "blur σ=1 px" 100.0 ± 5.0: below it by 50; met' in gan
 
 def test_ranking_uses_each_family_best_model():
     df = rows({"LSGAN": (50, 2), "VAE-beta1": (120, 5), "VAE-beta0.002": (90, 4),

@@ -276,3 +276,18 @@ def test_a_cxrnb_error_in_a_notebook_is_shown_whole(tmp_path):
                "(or delete it) and train again; `cxrnb train ... --restart` starts over from iteration 0")
     e = PapermillExecutionError(2, 3, "run = study.load_run('LSGAN')", "CxrnbError", message, [])
     assert message in reproduce._failure("04_lsgan", e, tmp_path / "04_lsgan.ipynb")
+
+
+@pytest.mark.parametrize("profile", list(profiles.PROFILES))
+def test_every_profile_names_only_parameters_the_notebooks_declare(profile):
+    """A profile is checked like a user's --set: a renamed notebook parameter that a profile still
+    sets (or sets with the wrong type) fails here, not an hour into `make reproduce`."""
+    nbs = reproduce.find_notebooks(Path(__file__).resolve().parents[1] / "notebooks")
+    defaults = {nb.stem: reproduce._defaults(nb) for nb in nbs}
+    layer = profiles.PROFILES[profile]
+    profiles.check_keys([layer], list(defaults), {name: set(d) for name, d in defaults.items()})
+    profiles.check_types([layer], list(defaults), defaults)
+    for section, values in layer.items():          # and a section's names are its own notebook's
+        if profiles.is_section(section):
+            (nb,) = [name for name in defaults if name.startswith(section)]
+            assert set(values) <= set(defaults[nb]), (section, set(values) - set(defaults[nb]))

@@ -486,8 +486,26 @@ def test_a_full_disk_while_checkpointing_is_one_line(tmp_path, phantom_root, cap
         main(["train", "VAE-beta1", "--root", str(phantom_root), "--out", str(tmp_path), "--size", "32",
               "--batch-size", "16", "--epochs", "1"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert stop.value.code == 2 and err.startswith("cxrnb train: error: disk full writing ")
-    assert ".checkpoint.tmp.pt" in err and not list(tmp_path.rglob("*.tmp*"))
+    assert stop.value.code == 2 and err.startswith("cxrnb train: error: no space left on the disk writing ")
+    assert "checkpoint.pt" in err and not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_a_full_disk_outside_the_atomic_writes_is_one_line_too(capsys, monkeypatch):
+    """A write that bypasses paths.atomic (a library's own file) and fails with ENOSPC or EDQUOT gets
+    the same one line, not a traceback."""
+    import errno
+
+    from cxrnb import cli
+
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        def full(args, code=code):
+            raise OSError(code, "No space left on device", "/runs/x.bin")
+        monkeypatch.setattr(cli, "_dispatch", full)
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["train", "VAE-beta1", "--root", "phantom"])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err == ("cxrnb train: error: no space left on the disk writing /runs/x.bin: free "
+                                           "some space and run again (finished work is kept)\n")
 
 
 def test_the_cpu_loop_uses_fused_adam():

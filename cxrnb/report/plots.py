@@ -282,13 +282,15 @@ def ladder_plot(rows: pd.DataFrame, metric_names: tuple[str, ...] = FD_METRICS,
 
 
 def quality_vs_compute(curves: pd.DataFrame, rungs: pd.DataFrame, title: str | None = None,
-                       extend: float = 10.0) -> Figure:
+                       extend: float = 10.0, floor: float | None = None) -> Figure:
     """FD against measured training seconds, one line per model (mean ± std over subsets at each
     snapshot), the calibration ladder's rungs as grey horizontal lines: where a curve crosses a rung
     is the compute that bought that quality. Beyond the longest run, up to ``extend`` times it and on
     a grey background, each curve's tail extended as ``numbers.trend`` draws it (dashed): the
     extrapolation of results.md's crossing sentence. ``curves``: ``scoring.quality_curves``;
-    ``rungs``: the evaluation's ladder rows (model, mean) in the same space."""
+    ``rungs``: the evaluation's ladder rows (model, mean) in the same space; ``floor``: the real-vs-real
+    FD (``results.real_floor``), drawn solid: no set of samples scores below held-out real images, so
+    the dashed lines stop there."""
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
     measured = max(curves.seconds.max(), 1.0)
@@ -299,7 +301,10 @@ def quality_vs_compute(curves: pd.DataFrame, rungs: pd.DataFrame, title: str | N
                     color=f"C{i}", label=model)
         tail = trend(part.seconds, part.FD)
         if tail is not None and extend > 1:
-            x = np.geomspace(tail.last, right, 20)
+            end = right
+            if floor is not None and tail.slope < 0:      # where the line reaches the floor, it stops
+                end = min(right, max(tail.last, (floor / np.exp(tail.level)) ** (1 / tail.slope)))
+            x = np.geomspace(tail.last, end, 40)
             ax.plot(x, np.exp(tail.level) * x ** tail.slope, color=f"C{i}", lw=1, ls="--")
     if extend > 1:
         ax.axvspan(measured, right, color="0.93", zorder=0)
@@ -307,6 +312,9 @@ def quality_vs_compute(curves: pd.DataFrame, rungs: pd.DataFrame, title: str | N
     for _, rung in rungs.iterrows():
         ax.axhline(rung["mean"], color="0.6", lw=0.8, ls=":")
         ax.text(right, rung["mean"], " " + rung.model.removeprefix(LADDER), fontsize=7, color="0.4", va="center")
+    if floor is not None:
+        ax.axhline(floor, color="0.3", lw=1)
+        ax.text(right, floor, " real vs real", fontsize=7, color="0.3", va="center")
     ax.set_xscale("symlog", linthresh=1.0)       # the first snapshot is the untrained model, at 0 s
     ax.set_xlim(0, right)
     ax.set_yscale("log")

@@ -8,6 +8,7 @@ available feature space settles it the same way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -41,9 +42,10 @@ def _scored(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def family_of(model: str, families: Mapping[str, str] | None = None) -> str | None:
-    """The family of a scored model: from ``families`` (model -> family, e.g. ``scoring.families``)
-    where it names the model, else from its preset (``models.PRESETS``); None for neither."""
+def family_of(model: str, families: Mapping[str, str | None] | None = None) -> str | None:
+    """The family of a scored model: from ``families`` (model -> family, e.g. ``scoring.families``,
+    None for a post-hoc selection) where it names the model, else from its preset
+    (``models.PRESETS``); None for neither."""
     if families and model in families:
         return families[model]
     return PRESETS[model].family if model in PRESETS else None
@@ -67,15 +69,18 @@ def compare(a: pd.Series, b: pd.Series) -> str:
     return verdict(a["mean"], a["std"], b["mean"], b["std"], seeds=min(seeds_of(a), seeds_of(b)))
 
 
-def _best_per_family(part: pd.DataFrame, families: Mapping[str, str] | None) -> dict:
-    """{family: its row of lowest mean}, families in the order of their best rows."""
+def _best_per_family(part: pd.DataFrame, families: Mapping[str, str | None] | None,
+                     key=lambda family: family) -> dict:
+    """{key(family): its row of lowest mean}, in the order of their best rows; rows of no family (a
+    post-hoc selection, see ``scoring.families``) represent none."""
     best = {}
     for _, r in part.sort_values("mean").iterrows():
-        best.setdefault(family_of(r.model, families), r)
+        if (fam := family_of(r.model, families)) is not None:
+            best.setdefault(key(fam), r)
     return best
 
 
-def ranking_sentences(rows: pd.DataFrame, families: Mapping[str, str] | None = None) -> list[str]:
+def ranking_sentences(rows: pd.DataFrame, families: Mapping[str, str | None] | None = None) -> list[str]:
     """Per feature space: does 'GAN better than VAE and GMVAE' hold on the Fréchet distance?
     Each family is represented by its best model (lowest mean)."""
     out = []
@@ -108,7 +113,7 @@ def _family_model(family: str | None, r: pd.Series) -> str:
     return f"{FAMILY_NAMES.get(family, family)} ({r.model} {fmt(r['mean'], r['std'])})"
 
 
-def family_order_sentences(rows: pd.DataFrame, families: Mapping[str, str] | None = None) -> list[str]:
+def family_order_sentences(rows: pd.DataFrame, families: Mapping[str, str | None] | None = None) -> list[str]:
     """Per feature space: every family's best model (lowest FD) in order, each neighbour pair
     marked "<" where the gap exceeds twice its spread and "≈" where it does not."""
     out = []
@@ -241,7 +246,7 @@ def score_notes(rows: pd.DataFrame) -> list[str]:
     return lines + [f"- Feature space `{r.space}`: {r.note}." for _, r in rows[rows.metric == ""].iterrows()]
 
 
-def ranking_section(rows: pd.DataFrame, families: Mapping[str, str] | None) -> list[str]:
+def ranking_section(rows: pd.DataFrame, families: Mapping[str, str | None] | None) -> list[str]:
     """The ladder placement, the paper's ranking per space, every family in order, and the pairs
     every space settles alike."""
     lines = []
@@ -362,7 +367,7 @@ def usefulness_section(rows: pd.DataFrame, usefulness: pd.DataFrame, evidence: p
 
 
 def results_markdown(rows: pd.DataFrame, provenance_lines: Sequence[str],
-                     families: Mapping[str, str] | None = None, usefulness: pd.DataFrame | None = None,
+                     families: Mapping[str, str | None] | None = None, usefulness: pd.DataFrame | None = None,
                      title: str = "Measured sample quality", evidence: pd.DataFrame | None = None,
                      movements: Mapping[str, Movement] | None = None,
                      generator_descriptions: Mapping[str, str] | None = None,
@@ -463,17 +468,25 @@ def compute_lines(curves: pd.DataFrame, rows: pd.DataFrame, space: str) -> list[
                      + ", ".join(f"\"{m}\"" for m in missed))
         lines.append(text + ".")
     if budgets:
-        lines.append(crossing_line(curves, _at_budget(curves, budgets[-1]).iloc[0].model))
+        lines.append(crossing_line(curves, _at_budget(curves, budgets[-1]).iloc[0].model, real_floor(rows, space)))
     return lines
+
+
+def real_floor(rows: pd.DataFrame, space: str) -> float | None:
+    """The real-vs-real FD in ``space`` (held-out real images against the test set): the lowest FD a
+    set of samples can be expected to reach; None where the rows have no such row."""
+    real = rows[(rows.model == REAL) & (rows.space == space) & rows.metric.isin(FD_METRICS)]
+    return float(real["mean"].iloc[0]) if len(real) else None
 
 
 HORIZON = 100.0     # how far beyond the longest measured run a crossing sentence extrapolates
 
 
-def crossing_line(curves: pd.DataFrame, leader: str) -> str:
+def crossing_line(curves: pd.DataFrame, leader: str, floor: float | None = None) -> str:
     """Whether each model's curve would pass ``leader``'s with more training: straight lines through
     each curve's last three points in log FD against log seconds, extended beyond the measured range
-    and labelled as the extrapolation they are."""
+    and labelled as the extrapolation they are. A crossing below ``floor`` (the real-vs-real FD) is
+    none: there the lines have left what any set of images scores."""
     tails = {m: trend(part.seconds, part.FD) for m, part in curves.groupby("model", sort=False)}
     lead = tails[leader]
     said = []
@@ -485,7 +498,10 @@ def crossing_line(curves: pd.DataFrame, leader: str) -> str:
             continue
         at = crossing(tail, lead)
         slopes = f"slope {tail.slope:.2f} against {lead.slope:.2f}"
-        if at is not None and at > HORIZON * max(tail.last, lead.last):
+        if at is not None and floor is not None and math.exp(lead.level) * at ** lead.slope < floor:
+            said.append(f"{model}'s line meets {leader}'s only below the real-vs-real FD {floor:.3g}, where no "
+                        f"images score, so it would not pass it ({slopes})")
+        elif at is not None and at > HORIZON * max(tail.last, lead.last):
             said.append(f"{model} would pass {leader} only beyond {HORIZON:g}× the longest measured run, "
                         f"too far for these lines to say ({slopes})")
         elif at is not None:
@@ -518,7 +534,7 @@ def _against(row: pd.Series, rung: pd.Series | None, name: str) -> str:
             f"{by}; {word}")
 
 
-def targets(rows: pd.DataFrame, space: str, families: Mapping[str, str] | None = None,
+def targets(rows: pd.DataFrame, space: str, families: Mapping[str, str | None] | None = None,
             curves: pd.DataFrame | None = None, solvers: Mapping[str, str] | None = None,
             seconds: Mapping[str, float] | None = None) -> list[str]:
     """The study's quality targets on the ruler ``space``, each met, missed (and by how much) or not
@@ -533,11 +549,7 @@ def targets(rows: pd.DataFrame, space: str, families: Mapping[str, str] | None =
     ladder = sc[(sc.space == space) & sc.metric.isin(FD_METRICS) & (sc.kind == Kind.LADDER)]
     rung = {n: (part.iloc[0] if len(part) else None)
             for n in TARGET_RUNGS.values() for part in [ladder[ladder.model == LADDER + n]]}
-    best = {}
-    for _, r in fd.sort_values("mean").iterrows():
-        fam = family_of(r.model, families)
-        key = "vae" if fam in VAE_FAMILIES else fam
-        best.setdefault(key, r)
+    best = _best_per_target(fd, families)
     out = []
     if "vae" in best:
         out.append("Best VAE-family model (any sampler) below \"16 px and back\": "
@@ -557,7 +569,9 @@ def targets(rows: pd.DataFrame, space: str, families: Mapping[str, str] | None =
                    f"is {ratio:.2g}× {gan.model}'s {fmt(gan['mean'], gan['std'])}: "
                    + ("met" if ratio <= 2 else f"missed by a factor {ratio / 2:.2g}") + ".")
     if diff is not None and "vae" in best and curves is not None:
-        out.append(_equal_seconds(curves, diff.model, best["vae"].model))
+        curved = _best_per_target(fd[fd.model.isin(set(curves.model))], families)
+        out.append(_equal_seconds(curves, curved.get(Family.DIFFUSION), curved.get("vae"),
+                                  diff.model, best["vae"].model))
     for fast, own in (solvers or {}).items():
         if fast in fd.model.values and own in fd.model.values and seconds and fast in seconds and own in seconds:
             out.append(_faster(fd.set_index("model").loc[fast], fd.set_index("model").loc[own],
@@ -582,19 +596,30 @@ def _faster(fast: pd.Series, own: pd.Series, fast_s: float, own_s: float) -> str
             f"{fmt(fast['mean'], fast['std'])} against {fmt(own['mean'], own['std'])} ({fd_said}): {word}.")
 
 
-def _equal_seconds(curves: pd.DataFrame, diffusion: str, vae: str) -> str:
-    """The diffusion model against the VAE-family model at the shorter of their two runs' budgets, each
-    at its latest snapshot within it (a point not measured is not interpolated)."""
-    have = set(curves.model)
-    if not {diffusion, vae} <= have:
-        missing = ", ".join(m for m in (diffusion, vae) if m not in have)
-        return (f"Best diffusion model ahead of the best VAE-family model at equal training seconds: not "
-                f"measured ({missing} has no curve in this run).")
+def _best_per_target(fd: pd.DataFrame, families: Mapping[str, str | None] | None) -> dict:
+    """``_best_per_family`` with the three VAE families as one, "vae": the targets' families."""
+    return _best_per_family(fd, families, key=lambda family: "vae" if family in VAE_FAMILIES else family)
+
+
+def _equal_seconds(curves: pd.DataFrame, diff: pd.Series | None, vae: pd.Series | None,
+                   best_diffusion: str, best_vae: str) -> str:
+    """The best diffusion model with a curve against the best VAE-family model with one (``diff``,
+    ``vae``: their FD rows, None where no model of the family has a curve), at the shorter of their
+    two runs' budgets, each at its latest snapshot within it (a point not measured is not
+    interpolated). Where a family's best model overall has no curve, the sentence says which stood in."""
+    head = "Best diffusion model ahead of the best VAE-family model at equal training seconds"
+    if diff is None or vae is None:
+        missing = " and ".join(f for f, r in (("diffusion", diff), ("VAE-family", vae)) if r is None)
+        return f"{head}: not measured (no {missing} model has a curve in this run)."
+    diffusion, vae = diff.model, vae.model
+    stand_in = [f"{name} for {best}, which has no curve" for name, best in ((diffusion, best_diffusion),
+                                                                         (vae, best_vae)) if name != best]
+    if stand_in:
+        head += " (measured with the best models that have curves: " + "; ".join(stand_in) + ")"
     budget = min(curves[curves.model == m].seconds.max() for m in (diffusion, vae))
     at = _at_budget(curves[curves.model.isin([diffusion, vae])], budget).set_index("model")
     d, v = at.loc[diffusion], at.loc[vae]
     gap = verdict(d.FD, d["FD sd"], v.FD, v["FD sd"], seeds=1)
     word = {"holds": "met", "reversed": "missed"}.get(gap, gap)
-    return (f"Best diffusion model ahead of the best VAE-family model at equal training seconds: within "
-            f"{_seconds(budget)}, {diffusion} {fmt(d.FD, d['FD sd'])} (at {_seconds(d.seconds)}) against {vae} "
-            f"{fmt(v.FD, v['FD sd'])} (at {_seconds(v.seconds)}): {word}.")
+    return (f"{head}: within {_seconds(budget)}, {diffusion} {fmt(d.FD, d['FD sd'])} (at {_seconds(d.seconds)}) "
+            f"against {vae} {fmt(v.FD, v['FD sd'])} (at {_seconds(v.seconds)}): {word}.")

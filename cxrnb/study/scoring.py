@@ -179,8 +179,8 @@ def solver_run(run: Run, solver: str, steps: int) -> Run:
     diffusion.check_sampling(solver, steps)
     model = copy.copy(run.model)                  # the same modules and weights, its own solver settings
     model.solver, model.sample_steps = diffusion.Solver(solver), steps
-    model.preset = f"{run.preset} · {solver} {steps} steps"
-    return replace(run, preset=model.preset, model=model,
+    # model.preset stays the trained one: the run's snapshots load into it (a quality curve by this solver)
+    return replace(run, preset=f"{run.preset} · {solver} {steps} steps", model=model,
                    prov=run.prov.updated(sampler=f"{solver}, {steps} steps"))
 
 
@@ -255,7 +255,8 @@ def synthetic_usefulness(data: EvalData, generators: Mapping[str, Sequence[Run]]
     ``evidence``: one row per (generator, finding), the ruler's AUROC on each synthetic set for the
     labels it was generated with (``own_label_auroc``), mean ± std over the seeds' sets."""
     if not generators:
-        raise CxrnbError("no generator given for the usefulness test: name at least one conditional model")
+        raise CxrnbError("no generator given for the usefulness test: name a model in conditional_models or "
+                         "posthoc_models")
     parts, evidence, size = [], [], data.train.shape[-1]
     rare_n = rare_set_size(data.train_y, rare_k)
     for i, seed in enumerate(seeds):
@@ -371,8 +372,12 @@ def describe_generator(run: Run, training_seeds: int = 1, n: int = 32, seed: int
             f"reconstruction error {d.mse:.4f} against {d.mean_image_mse:.4f} for the mean training image)")
 
 
-def families(runs: dict[str, Run]) -> dict[str, str]:
-    return {name: run.model.family for name, run in runs.items()}
+def families(runs: dict[str, Run]) -> dict[str, str | None]:
+    """Each run's family for the family ranking and the targets. A post-hoc labelled run has none: its
+    images are a selection (the labeller keeps one of a pool of the base model's samples), so its FD
+    is not a model's own and competes with no family's best; it is judged in the augmentation test."""
+    return {name: None if isinstance(run.model, posthoc.PosthocLabelled) else run.model.family
+            for name, run in runs.items()}
 
 
 def timed_samples_per_run(runs: dict[str, Run], n: int, seed: int = 0, size: int | None = None
