@@ -55,10 +55,29 @@ axes = explore.principal_directions(toy, images, k=3, progress=False)
 """
 
 
+def _one_worker_only(tmp_path_factory) -> None:
+    """Fail when a second xdist worker sets the lab up: the group mark should keep these tests on one
+    worker, but pytest-xdist 3.8 on pytest 9.2 splits groups silently (pytest-xdist issue 1386), and
+    then every suite trains the runs and starts JupyterLab twice (pytest is pinned below 9.2)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        return
+    marker = tmp_path_factory.getbasetemp().parent / "browser-lab-worker"    # shared by the run's workers
+    try:
+        with open(marker, "x") as f:
+            f.write(worker)
+    except FileExistsError:
+        first = marker.read_text()
+        if first != worker:
+            pytest.fail(f"the browser tests run on {first} and {worker}: --dist loadgroup did not keep their "
+                        "group on one worker (is pytest >= 9.2 installed? see pyproject.toml)")
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """The smoke profile's runs of notebook 05's four models (phantom, 64 px, one epoch of 64 images),
     notebook 05 on them, the control and broken notebooks, and a JupyterLab serving them all."""
+    _one_worker_only(tmp_path_factory)
     root = tmp_path_factory.mktemp("lab")
     smoke = dict(data_root="phantom", image_size=64, epochs=1, max_images=64, batch_size=16, device="cpu",
                  progress=False, runs_dir=root / "runs")

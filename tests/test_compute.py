@@ -65,6 +65,26 @@ def test_compute_sentences_name_the_leader_at_each_budget_and_the_first_budget_b
                                '"noise" (30.0 ± 1.0) at 300 s')
 
 
+def test_a_budget_where_neither_leader_has_a_new_point_adds_no_line():
+    """Runs A (ends at 100 s), C (ends at 102 s, its only point after 0 s at 102 s, FD 500) and B (ends at
+    300 s). By hand: within 100 s A (50) leads B (80 at 90 s); within 102 s the same two points lead (C's
+    500 is third), so no second line; within 300 s B (20) leads A. The 6c90842 run said the same
+    sentence for 176 s and 179 s."""
+    import pandas as pd
+
+    from cxrnb.report.results import compute_lines
+
+    curves = pd.DataFrame({"model": ["A", "A", "B", "B", "B", "C", "C"],
+                           "seconds": [0.0, 100.0, 0.0, 90.0, 300.0, 0.0, 102.0],
+                           "images": [0, 640, 0, 576, 1920, 0, 640], "iteration": [0, 10, 0, 9, 30, 0, 10],
+                           "FD": [900.0, 50.0, 900.0, 80.0, 20.0, 900.0, 500.0],
+                           "FD sd": [10.0, 2.0, 10.0, 3.0, 1.0, 10.0, 5.0]})
+    rows = pd.DataFrame({"model": ["A"], "kind": ["model"], "space": ["cxr-classifier"], "metric": ["FD"],
+                         "mean": [50.0], "std": [2.0]})
+    leads = [line for line in compute_lines(curves, rows, "cxr-classifier") if line.startswith("Within")]
+    assert [line.split(":")[0] for line in leads] == ["Within 100 s of training", "Within 300 s of training"]
+
+
 def test_the_extrapolation_is_the_power_law_through_each_tail_and_says_where_lines_cross():
     """Exact power laws, measured at 10, 30 and 100 s: A = 100 t^-0.5, B = 10 t^-0.1, C = 50 t^-0.05.
     By hand: B leads at 100 s (6.31 against A's 10.0 and C's 39.7); A's line meets B's where
@@ -124,7 +144,14 @@ def test_the_targets_say_met_missed_or_not_resolved_by_the_verdict_rule():
     vae, gan, diffusion, equal = targets(rows, "cxr-classifier", curves=curves)
     assert vae.endswith('VAE-elbo-beta1 100.0 ± 5.0 against "16 px and back" 150.0 ± 5.0: below it by 50; met.')
     assert 'LSGAN 90 ± 10 against "blur σ=1 px" 60.0 ± 2.0: above it by 30 (1.5×); missed; ' \
-           "recall 0.550 ± 0.020, below 0.8." in gan
+           "recall 0.550 ± 0.020, below 0.8; the target as a whole: missed." in gan
+    # the FD part met (40 ± 5 vs 60 ± 2: 20 > 2·hypot(5, 2) = 10.8): the whole is met only with recall >= 0.8
+    for recall, whole in ((0.55, "missed"), (0.85, "met")):
+        better = rows.copy()
+        better.loc[(better.model == "LSGAN") & (better.metric == "FD"), ["mean", "std"]] = [40.0, 5.0]
+        better.loc[(better.model == "LSGAN") & (better.metric == "recall"), "mean"] = recall
+        said = targets(better, "cxr-classifier")[1]
+        assert "below it by 20; met; recall" in said and said.endswith(f"the target as a whole: {whole}.")
     assert diffusion.endswith("DDPM 400.0 ± 5.0 is 4.4× LSGAN's 90 ± 10: missed by a factor 2.2.")
     assert ("within 40 s, DDPM 300.0 ± 1.0 (at 20 s) against VAE-elbo-beta1 120.0 ± 1.0 (at 40 s): not resolved: "
             "1 training seed") in equal
