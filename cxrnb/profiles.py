@@ -60,12 +60,12 @@ ONE_SEED: dict = {
            "curve_models": ["VAE-elbo-beta1", "DirVAE-elbo", "GMVAE-elbo", "LSGAN", "LSGAN-DiffAug-EMA",
                             "DDPM · dpm-solver++ 20 steps"]}}
 
-# The quick look, `cpu`: every notebook on the real images in under 30 minutes on a 2-core CPU (52 min
-# with the study's models at the lengths below in parentheses, on the slower of the two 2-core EPYCs
-# seen here). The study's models that answer its questions, each trained once and shorter: the VAE
+# The quick look, `cpu`: every notebook on the real images in under 30 minutes on a 2-core CPU (its
+# earlier lengths, in parentheses below, took 52 min on the slower of the two 2-core EPYCs seen
+# here). The study's models that answer its questions, each trained once and shorter: the VAE
 # pair and the Dirichlet VAE 40 iterations (80), the GANs 80 (100), the DDPM 60 (160) without its
-# min-SNR twin; of Table 4 only GMVAE-V8 beside GMVAE-elbo (the FS-GMVAEs and six more variants in
-# the study); 100 samples per model; three points per quality curve (six), none for the DDPM (its
+# min-SNR twin; of Table 4 only GMVAE-V8 beside GMVAE-elbo (the FS-GMVAEs and five more GMVAE variants in
+# the study); 100 samples per model; four points per quality curve (six), none for the DDPM (its
 # curve took 150 s of sampling); the augmentation test with one generator, two seeds and 3-epoch
 # classifiers. One training seed per model: spreads are over resampled subsets only, so results.md
 # calls no gap settled; at these lengths the models are barely trained, so the quick look shows that

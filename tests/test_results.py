@@ -32,6 +32,10 @@ def rows(fd: dict[str, tuple[float, float]], space: str = "cxr-classifier", n_se
     (float("nan"), float("nan"), "–"),
     (6.28e-6, 1.6e-7, "6.28 ± 0.16 × 10⁻⁶"),
     (-4.2e-4, float("nan"), "-4.2 × 10⁻⁴"),
+    # five equal repeats of 2/41 whose std is round-off (8.5e-18): the cpu run of 63afe7a printed
+    # "0.0487804878048780574 ± 0.0000000000000000085"
+    (0.04878048780487806, 8.5e-18, "0.04878"),
+    (0.0, 0.0, "0"),
 ])
 def test_fmt(mean, std, text):
     assert numbers.fmt(mean, std) == text

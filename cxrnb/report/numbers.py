@@ -19,6 +19,9 @@ MIN_SEEDS = 3              # training seeds a spread must pool before a gap can 
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
+ROUND_OFF = 1e-9     # a std this small against its mean is arithmetic noise (equal repeats), not a spread
+
+
 def fmt(mean: float, std: float) -> str:
     """'12.3 ± 0.45': the std to two significant digits and the mean to the same decimal place;
     below 0.001, '6.28 ± 0.16 × 10⁻⁶'."""
@@ -28,8 +31,8 @@ def fmt(mean: float, std: float) -> str:
         e = math.floor(math.log10(abs(mean)))
         scaled = fmt(mean / 10 ** e, std / 10 ** e if std is not None else std)
         return f"{scaled} × 10{str(e).translate(SUPERSCRIPT)}"
-    if std is None or math.isnan(std) or std == 0:
-        return f"{mean:.4g}"
+    if std is None or math.isnan(std) or std <= ROUND_OFF * abs(mean):
+        return f"{mean:.4g}"        # no spread, or one of floating-point round-off: repeats that agree
     places = max(0, 1 - math.floor(math.log10(abs(std))))
     return f"{mean:.{places}f} ± {std:.{places}f}"
 
