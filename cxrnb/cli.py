@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 
 from cxrnb.errors import CxrnbError
+from cxrnb.paths import DISK_FULL_ERRNOS
 from cxrnb.profiles import PROFILES
 
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"cxrnb {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:                        # a write outside paths.atomic
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno not in DISK_FULL_ERRNOS:
             raise
         print(f"cxrnb {args.command}: error: no space left on the disk writing {e.filename or 'a file'}: free "
               "some space and run again (finished work is kept)", file=sys.stderr)

@@ -54,13 +54,14 @@ def atomic(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)   # the errors a full disk or quota raises
 LOW_DISK_BYTES = 256 * 2**20    # below this a failed write is blamed on the disk, whatever the library said
 
 
 def disk_full(error: BaseException, folder: Path) -> bool:
     """Did ``error`` come from a full disk? ENOSPC says so; libraries that hide it (torch's zip
     writer) leave only the free space to tell."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+    if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
         return True
     try:
         return shutil.disk_usage(folder).free < LOW_DISK_BYTES
