@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from cxrnb.errors import CxrnbError
-from cxrnb.paths import DISK_FULL_ERRNOS
+from cxrnb.paths import DISK_FULL_ERRNOS, disk_full_error
 from cxrnb.profiles import PROFILES
 
 
@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:                        # a write outside paths.atomic
         if e.errno not in DISK_FULL_ERRNOS:
             raise
-        print(f"cxrnb {args.command}: error: no space left on the disk writing {e.filename or 'a file'}: free "
-              "some space and run again (finished work is kept)", file=sys.stderr)
+        print(f"cxrnb {args.command}: error: {disk_full_error(e.filename)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
         print(f"cxrnb {args.command}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)

@@ -45,10 +45,7 @@ def atomic(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except Exception as e:
         if disk_full(e, path.parent):
-            free = shutil.disk_usage(path.parent).free / 2**20
-            raise CxrnbError(f"no space left on the disk writing {path} ({free:.0f} MB free): free some "
-                             "space (old runs/, data/cache/, pytest's temporary folders) and run again; "
-                             "the previous file, if any, is unchanged") from e
+            raise disk_full_error(path, atomic=True) from e
         raise
     finally:
         tmp.unlink(missing_ok=True)
@@ -67,6 +64,23 @@ def disk_full(error: BaseException, folder: Path) -> bool:
         return shutil.disk_usage(folder).free < LOW_DISK_BYTES
     except OSError:
         return False
+
+
+def disk_full_error(path: str | Path | None, atomic: bool = False) -> CxrnbError:
+    """The one line for a write that failed on a full disk, whoever wrote: ``atomic`` (which keeps the
+    previous file), or a library's own file reaching the CLI as an OSError (``path`` None when the
+    library did not name it)."""
+    free = ""
+    folder = Path(path).parent if path else None
+    while folder is not None and not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = f" ({shutil.disk_usage(folder).free / 2**20:.0f} MB free)" if folder else ""
+    except OSError:
+        pass
+    return CxrnbError(f"no space left on the disk writing {path or 'a file'}{free}: free some space (old runs/, "
+                      "data/cache/, pytest's temporary folders) and run again; finished work is kept"
+                      + ("; the previous file, if any, is unchanged" if atomic else ""))
 
 
 def write_text(path: str | Path, text: str) -> Path:
