@@ -1,5 +1,6 @@
 """The preprocessed cache (build, reuse, resume, refusal) and the loaders that read it."""
 
+import errno
 import json
 import os
 import shutil
@@ -138,11 +139,12 @@ def test_a_full_disk_is_refused_before_the_memory_map_and_named_while_writing(ti
     assert not list((tmp_path / "c1").glob("*/images.u8"))      # refused before the file exists
     monkeypatch.setattr(cache_mod.shutil, "disk_usage", real)
 
-    def no_space(*a, **k):
-        raise OSError(28, "No space left on device")            # errno.ENOSPC
-    monkeypatch.setattr(cache_mod, "write_text", no_space)
-    with pytest.raises(CxrnbError, match=r"disk full while writing the cache in .*run again to resume"):
-        build(tiny, tmp_path / "c2")
+    for code in (errno.ENOSPC, errno.EDQUOT):                   # a full disk, or a full quota
+        def no_space(*a, code=code, **k):
+            raise OSError(code, "No space left on device")
+        monkeypatch.setattr(cache_mod, "write_text", no_space)
+        with pytest.raises(CxrnbError, match=r"disk full while writing the cache in .*run again to resume"):
+            build(tiny, tmp_path / f"c2-{code}")
 
 
 def test_all_images_unreadable_is_an_error(tmp_path):

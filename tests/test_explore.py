@@ -230,3 +230,15 @@ def test_notebook_05_walks_each_model_on_its_own_images(phantom_root, tmp_path, 
         assert widgets.walk_widget(w).image.value                               # the sliders draw
     with pytest.raises(CxrnbError, match="GMVAE-elbo takes 64 px images, got 32x32"):
         explore.principal_directions(gmvae.model, vae.cache.split_images("train"), k=2, progress=False)
+    # the axes come from at most n_images training images: a seeded subset, in cache order
+    train = vae.cache.split_images("train")
+    some = explore.walk_images(vae, n=5, seed=1)
+    rows = [next(i for i in range(len(train)) if torch.equal(train[i], x)) for x in some]
+    assert len(some) == 5 and rows == sorted(rows) and torch.equal(some, explore.walk_images(vae, n=5, seed=1))
+    assert not torch.equal(some, explore.walk_images(vae, n=5, seed=2))
+    assert torch.equal(explore.walk_images(vae, n=len(train)), train)
+    encoded = []
+    means = explore.encode_means
+    monkeypatch.setattr(explore, "encode_means", lambda m, x, p=True: encoded.append(len(x)) or means(m, x, p))
+    explore.walk(vae, k=2, progress=False, n_images=5)
+    assert encoded == [5]

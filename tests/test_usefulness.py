@@ -126,10 +126,11 @@ def test_usefulness_on_the_phantom_blank_control_is_chance(tmp_path_factory, one
 
 
 def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_thread, monkeypatch):
-    """Notebook 07's step end to end on the phantom, with a conditional GAN and a post-hoc labelled
-    one: each classifier seed uses its own generator run, the controls are trained once per seed (not
-    once per generator) and are the same rows in both generators' summaries, each change is against
-    those shared controls, every regime is scored, the rare findings are named, and the label
+    """Notebook 07's step end to end on the phantom, with a conditional GAN (the AC-GAN: the smoke
+    profile's notebook run has the other one, LSGAN-cond) and a post-hoc labelled one: each
+    classifier seed uses its own generator run, the controls are trained once per seed (not once per
+    generator) and are the same rows in both generators' summaries, each change is against those
+    shared controls, every regime is scored, the rare findings are named, and the label
     evidence is the ruler's AUROC on each synthetic set."""
     from cxrnb import study
     from cxrnb.evaluation.ruler import load_ruler
@@ -137,7 +138,7 @@ def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_th
 
     common = dict(image_size=64, max_images=32, batch_size=16, epochs=1, device="cpu", runs_dir=tmp_path,
                   sample_at=[0], progress=False)
-    cond = study.train_run("LSGAN-cond", str(phantom_root), **common)
+    cond = study.train_run("ACGAN", str(phantom_root), **common)
     gan = study.train_run("LSGAN", str(phantom_root), **common)
     data = scoring.eval_data(str(phantom_root), 32)
     assert data.test_patients is not None and len(data.test_patients) == len(data.test)
@@ -147,14 +148,14 @@ def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_th
     trained = []
     fit = U.fit_classifier
     monkeypatch.setattr(U, "fit_classifier", lambda x, y, c, **kw: trained.append(len(x)) or fit(x, y, c, **kw))
-    df, ev = scoring.synthetic_usefulness(data, {"LSGAN-cond": [cond], labelled.preset: [labelled]}, cfg,
+    df, ev = scoring.synthetic_usefulness(data, {"ACGAN": [cond], labelled.preset: [labelled]}, cfg,
                                           load_ruler(), seeds=(0, 1))
     # per seed: 3 shared regimes once, then 4 synthetic regimes (pretraining in 2 stages) per generator
     assert len(trained) == 2 * (3 + 2 * 5)
     macro = df[df.finding == "macro"]
     shared = macro[macro.generator == ""].set_index("regime")
     assert list(shared.index) == list(scoring.SHARED) and (shared.n_seeds == 2).all()
-    for name in ("LSGAN-cond", labelled.preset):
+    for name in ("ACGAN", labelled.preset):
         own = macro[macro.generator == name].set_index("regime")
         assert set(own.index) == set(REGIMES) - set(scoring.SHARED) and (own.n_seeds == 2).all()
         assert (df[df.generator == name]["generator runs"] == 1).all()
@@ -170,7 +171,7 @@ def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_th
     assert macro[macro.regime == Regime.RARE].n_train.eq(len(data.train) + n_rare).all()
     # label evidence: one macro row per generator over the 2 synthetic sets, an AUROC in [0, 1]
     ev_macro = ev[ev.finding == "macro"].set_index("generator")
-    assert list(ev_macro.index) == ["LSGAN-cond", labelled.preset] and (ev_macro.n_sets == 2).all()
+    assert list(ev_macro.index) == ["ACGAN", labelled.preset] and (ev_macro.n_sets == 2).all()
     assert ev_macro["mean"].between(0, 1).all() and (ev_macro["training runs"] == 1).all()
 
 

@@ -23,7 +23,6 @@ failure removes it, so no half-built cache is left behind.
 from __future__ import annotations
 
 import copy
-import errno
 import hashlib
 import json
 import multiprocessing
@@ -42,7 +41,7 @@ from cxrnb.data.index import data_source, label_matrix, load_index, resolve_root
 from cxrnb.data.transforms import PREP_VERSION, load_preprocessed, why_unusable
 from cxrnb.errors import CxrnbError
 from cxrnb.labels import LABELS
-from cxrnb.paths import CACHE_DIR, atomic, in_repo, write_text
+from cxrnb.paths import CACHE_DIR, DISK_FULL_ERRNOS, atomic, in_repo, write_text
 from cxrnb.provenance import Provenance
 
 CHUNK = 64              # images per worker task
@@ -171,7 +170,7 @@ def prepare(root: str | Path | None = None, csv: str | Path | None = None, size:
         try:
             _finish(path, df, root, csv, rows_hash, size, workers, progress)
         except BaseException as e:
-            full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+            full = isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS     # a quota too
             if not (full or isinstance(e, KeyboardInterrupt)):     # failed for good, not interrupted:
                 shutil.rmtree(path, ignore_errors=True)             # no half-built cache is left
             if full:

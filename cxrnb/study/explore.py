@@ -328,19 +328,33 @@ class Walk:
         return image_grid(self.grid[None, None], nrow=1, title=self.title)
 
 
-def walk(run: Run, k: int = 6, seed: int = 0, progress: bool = True) -> Walk:
+WALK_IMAGES = 512   # training images encoded for a walk's axes (the paper's encoders are slow on a CPU)
+
+
+def walk_images(run: Run, n: int = WALK_IMAGES, seed: int = 0) -> Tensor:
+    """At most ``n`` of ``run``'s training images (a seeded random subset, in cache order) whose
+    encodings give the walk's axes: six principal directions or the mean point on the simplex are
+    estimated well from hundreds of images, and encoding all of CXR14 for them would take hours."""
+    images = run.cache.split_images(Split.TRAIN)
+    if len(images) <= n:
+        return images
+    keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return images[keep]
+
+
+def walk(run: Run, k: int = 6, seed: int = 0, progress: bool = True, n_images: int = WALK_IMAGES) -> Walk:
     """``run``'s model walked along ``k`` axes: the top principal directions of its encoded training
-    images (those of its own cache, at its own size) for a model with an encoder, random orthonormal
-    directions of its prior for one without (``seed``), and the weights of the ``k`` heaviest
-    components for a latent on the simplex (Dirichlet VAE)."""
+    images (``walk_images``: those of its own cache, at its own size) for a model with an encoder,
+    random orthonormal directions of its prior for one without (``seed``), and the weights of the
+    ``k`` heaviest components for a latent on the simplex (Dirichlet VAE)."""
     model, name = run.model, run.preset
     if model.prior == Prior.DIRICHLET:
-        base, comps = simplex_base(model, run.cache.split_images(Split.TRAIN), k=k, progress=progress)
+        base, comps = simplex_base(model, walk_images(run, n_images, seed), k=k, progress=progress)
         return Walk(run, simplex_traverse(model, base, comps), simplex_sensitivity_table(model, base, comps),
                     f"{name}: top {k} components, share 0 → 1 (data mean → vertex)", (base, comps))
     y = labels_for(model)
     if model.has_encoder:
-        axes = principal_directions(model, run.cache.split_images(Split.TRAIN), k=k, progress=progress)
+        axes = principal_directions(model, walk_images(run, n_images, seed), k=k, progress=progress)
         title = f"{name}: traversal of the top {k} principal directions"
     else:
         axes = random_directions(model.latent_dim, k=k, seed=seed)
