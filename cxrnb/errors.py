@@ -7,3 +7,8 @@ class CxrnbError(Exception):
     The message is one line that says what is wrong and what to do about it. The CLI prints it
     without a traceback; everything else (bugs) propagates with its traceback.
     """
+
+
+class DiskFullError(CxrnbError):
+    """A write failed on a full disk or quota (``paths.disk_full_error`` says so in one line): work
+    that can resume, such as a cache build, keeps what it has."""

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cxrnb.errors import CxrnbError
+from cxrnb.errors import DiskFullError
 
 
 def repo_dir() -> Path:
@@ -66,10 +66,11 @@ def disk_full(error: BaseException, folder: Path) -> bool:
         return False
 
 
-def disk_full_error(path: str | Path | None, atomic: bool = False) -> CxrnbError:
+def disk_full_error(path: str | bytes | Path | None, atomic: bool = False) -> DiskFullError:
     """The one line for a write that failed on a full disk, whoever wrote: ``atomic`` (which keeps the
     previous file), or a library's own file reaching the CLI as an OSError (``path`` None when the
     library did not name it)."""
+    path = os.fsdecode(path) if isinstance(path, bytes) else path        # an OSError's filename may be bytes
     free = ""
     folder = Path(path).parent if path else None
     while folder is not None and not folder.is_dir() and folder != folder.parent:
@@ -78,9 +79,9 @@ def disk_full_error(path: str | Path | None, atomic: bool = False) -> CxrnbError
         free = f" ({shutil.disk_usage(folder).free / 2**20:.0f} MB free)" if folder else ""
     except OSError:
         pass
-    return CxrnbError(f"no space left on the disk writing {path or 'a file'}{free}: free some space (old runs/, "
-                      "data/cache/, pytest's temporary folders) and run again; finished work is kept"
-                      + ("; the previous file, if any, is unchanged" if atomic else ""))
+    return DiskFullError(f"no space left on the disk writing {path or 'a file'}{free}: free some space (old runs/, "
+                         "data/cache/, pytest's temporary folders) and run again"
+                         + ("; the previous file, if any, is unchanged" if atomic else ""))
 
 
 def write_text(path: str | Path, text: str) -> Path:

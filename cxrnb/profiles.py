@@ -23,7 +23,7 @@ from cxrnb.errors import CxrnbError
 # Literal parameter sets. A string "$NAME" is read from the environment when the run starts.
 # The time each notebook took in the committed run is in reports/index.md.
 #
-# The committed study on a 2-core CPU, real images at 64 px. The paper's VAE and GMVAE presets
+# The study on a 2-core CPU, real images at 64 px. The paper's VAE and GMVAE presets
 # collapse within a few dozen iterations (notebooks 02, 03 show it), so the time goes to the models
 # that learn, the GANs, and one equal-length pair that isolates the loss (VAE-beta0.002 and
 # VAE-elbo-beta1, 200 iterations each), and the Dirichlet-prior VAE for as many iterations as
@@ -112,16 +112,17 @@ PROFILES: dict[str, dict] = {
                      "posthoc_models": ["GMVAE-elbo · GMM sampler"],
                      "curve_models": ["GMVAE-elbo", "LSGAN"]}},
     "cpu": CPU,
-    # The committed study: ONE_SEED with the models that enter its verdicts trained with three seeds
-    # (seeds 1 and 2 as replicates, in 07), so their spreads include the training seed: the ELBO VAE
-    # (its GMM sampler against the GAN in the paper's ranking), the ELBO GMVAE (the best VAE-family
-    # model, and a generator of the augmentation test) and LSGAN-DiffAug-EMA (the best model, and the
-    # other generator); the ELBO GMVAE trained again with seed 0 in bf16, to show whether its verdicts
-    # depend on the arithmetic. The other models keep one seed, so gaps involving them stay "not
-    # resolved": three seeds of every model would take over twice as long. The 6c90842 study seeded
-    # the loss-scaling pair (VAE-beta0.002 as well, twice in bf16) and trained the min-SNR DDPM, in
-    # 101 min on the faster 2-core EPYC; by that run's training and sampling times this one takes about
-    # 13 min less there (an estimate, not a run), and about twice as long on the slower EPYC.
+    # The study: ONE_SEED with the models of its headline verdicts trained with three seeds (seeds 1
+    # and 2 as replicates, in 07), so their spreads include the training seed: the ELBO VAE (its GMM
+    # sampler against the GAN in the paper's ranking), the ELBO GMVAE (the best VAE-family model, and a
+    # generator of the augmentation test) and LSGAN-DiffAug-EMA (the best model, and the other
+    # generator); the ELBO GMVAE trained again with seed 0 in bf16, to show whether its verdicts depend
+    # on the arithmetic. The other models keep one seed, so gaps involving them stay "not resolved":
+    # three seeds of every model would take over twice as long. The committed reports come from the
+    # study of 6c90842 (`git show 02022e2:cxrnb/profiles.py`), which seeded VAE-beta0.002 as well,
+    # trained both of the pair again in bf16 and trained the min-SNR DDPM, in 101 min on the faster
+    # 2-core EPYC; by that run's training and sampling times this one takes about 13 min less there
+    # (an estimate, not a run), and 1.8x as long on the slower EPYC.
     "study": {**ONE_SEED,
               "07": {**ONE_SEED["07"], "training_seeds": [0, 1, 2],
                      "seeded_models": ["VAE-elbo-beta1", "GMVAE-elbo", "LSGAN-DiffAug-EMA"],

@@ -106,14 +106,14 @@ def lab(tmp_path_factory):
         yield root, server
 
 
-def _explore(lab, name: str, record, timeout_ms: float = 10_000) -> list[browser.Interaction]:
-    """Run notebook ``name`` in the browser and work every explorer it shows, waiting ``timeout_ms``
-    for each redraw; what each did goes into the run's summary (conftest.pytest_terminal_summary)."""
+def _explore(lab, name: str, record) -> list[browser.Interaction]:
+    """Run notebook ``name`` in the browser and work every explorer it shows; what each did goes
+    into the run's summary (conftest.pytest_terminal_summary)."""
     root, server = lab
     with browser.browser_page() as page:
         browser.run_notebook(page, server, name, timeout=600)
         assert browser.cell_errors(root / name) == []
-        done = browser.exercise_all(page, timeout_ms)
+        done = browser.exercise_all(page)
     record("browser", f"{name}:\n" + "\n".join(f"  {i.line()}" for i in done))
     return done
 
@@ -150,7 +150,7 @@ def test_each_kind_of_explorer_changes_its_image_under_the_mouse(lab, record_pro
 def test_the_check_fails_when_a_slider_stops_changing_the_image(lab, record_property):
     """A test of the test: an explorer whose redraw never reaches the page, and one that redraws but
     always shows the same image, must both be reported, each for what it lacks."""
-    silent, still = _explore(lab, "broken.ipynb", record_property, timeout_ms=4000)   # the silent one waits it out
+    silent, still = _explore(lab, "broken.ipynb", record_property)
     assert silent.should_change and not silent.image_changed
     assert {"explorer 0: dragging the slider did not change the image",
             "explorer 0: no redraw reached the page while the slider was dragged"} <= set(silent.problems())

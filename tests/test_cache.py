@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -139,12 +140,19 @@ def test_a_full_disk_is_refused_before_the_memory_map_and_named_while_writing(ti
     assert not list((tmp_path / "c1").glob("*/images.u8"))      # refused before the file exists
     monkeypatch.setattr(cache_mod.shutil, "disk_usage", real)
 
-    for code in (errno.ENOSPC, errno.EDQUOT):                   # a full disk, or a full quota
-        def no_space(*a, code=code, **k):
-            raise OSError(code, "No space left on device")
-        monkeypatch.setattr(cache_mod, "write_text", no_space)
+    # the disk fills while the index is written (through paths.atomic, as every cache write is): the
+    # pixels already built are kept for the resume, not deleted with a failed build; a full quota too
+    write = Path.write_text
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        def no_space(self, *a, code=code, **k):
+            if "index" in self.name:
+                raise OSError(code, "No space left on device", str(self))
+            return write(self, *a, **k)
+        monkeypatch.setattr(Path, "write_text", no_space)
         with pytest.raises(CxrnbError, match=r"disk full while writing the cache in .*run again to resume"):
             build(tiny, tmp_path / f"c2-{code}")
+        assert list((tmp_path / f"c2-{code}").glob("*/images.u8"))         # kept for the resume
+    monkeypatch.setattr(Path, "write_text", write)
 
 
 def test_all_images_unreadable_is_an_error(tmp_path):

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from cxrnb.data.index import data_source, label_matrix, load_index, resolve_root, split_by_patient
 from cxrnb.data.transforms import PREP_VERSION, load_preprocessed, why_unusable
-from cxrnb.errors import CxrnbError
+from cxrnb.errors import CxrnbError, DiskFullError
 from cxrnb.labels import LABELS
 from cxrnb.paths import CACHE_DIR, DISK_FULL_ERRNOS, atomic, in_repo, write_text
 from cxrnb.provenance import Provenance
@@ -170,7 +170,8 @@ def prepare(root: str | Path | None = None, csv: str | Path | None = None, size:
         try:
             _finish(path, df, root, csv, rows_hash, size, workers, progress)
         except BaseException as e:
-            full = isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS     # a quota too
+            # a full disk or quota, from our own writes (paths.atomic says DiskFullError) or a library's
+            full = isinstance(e, DiskFullError) or (isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS)
             if not (full or isinstance(e, KeyboardInterrupt)):     # failed for good, not interrupted:
                 shutil.rmtree(path, ignore_errors=True)             # no half-built cache is left
             if full:

@@ -336,10 +336,9 @@ def exercise(page, explorer, index: int, timeout_ms: float = 10_000) -> Interact
     return interaction
 
 
-def exercise_all(page, timeout_ms: float = 10_000) -> list[Interaction]:
-    """``exercise`` every explorer on the page; ``timeout_ms``: how long to wait for each redraw."""
+def exercise_all(page) -> list[Interaction]:
     found = explorers(page)
-    return [exercise(page, found.nth(i), i, timeout_ms) for i in range(found.count())]
+    return [exercise(page, found.nth(i), i) for i in range(found.count())]
 
 
 def screenshot(page, explorer, path: Path) -> Path:

@@ -82,12 +82,16 @@ def _model_input(model: GenerativeModel, u8: Tensor) -> Tensor:
     return model.input_spec.to_model(u8.to(model.device))
 
 
+ENCODE_BATCH = 64
+
+
 def encode_means(model: GenerativeModel, data: Tensor | Iterable, progress: bool = True) -> Tensor:
     """Posterior means (N, D) of uint8 images (N, 1, S, S), or of every batch ``(u8, y)`` of a loader."""
     if not model.has_encoder:
         raise CxrnbError(f"{type(model).__name__} has no encoder: explore it with "
                          "random_directions(model.latent_dim) instead of principal directions")
-    batches = [data] if isinstance(data, Tensor) else (u8 for u8, _ in data)
+    # a tensor in batches of ENCODE_BATCH: hundreds of 224-px images through VGG16 at once need gigabytes
+    batches = data.split(ENCODE_BATCH) if isinstance(data, Tensor) else (u8 for u8, _ in data)
     with model.evaluating():
         means = [model.encode(_model_input(model, u8))[0].flatten(1).float().cpu()
                  for u8 in tqdm(batches, desc="encoding", disable=not progress, leave=False)]
@@ -332,14 +336,10 @@ WALK_IMAGES = 512   # training images encoded for a walk's axes (the paper's enc
 
 
 def walk_images(run: Run, n: int = WALK_IMAGES, seed: int = 0) -> Tensor:
-    """At most ``n`` of ``run``'s training images (a seeded random subset, in cache order) whose
-    encodings give the walk's axes: six principal directions or the mean point on the simplex are
-    estimated well from hundreds of images, and encoding all of CXR14 for them would take hours."""
-    images = run.cache.split_images(Split.TRAIN)
-    if len(images) <= n:
-        return images
-    keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return images[keep]
+    """At most ``n`` of ``run``'s training images (the cache's seeded random subset, in cache order)
+    whose encodings give the walk's axes: six principal directions or the mean point on the simplex
+    are estimated well from hundreds of images, and encoding all of CXR14 for them would take hours."""
+    return run.cache.split_images(Split.TRAIN, max_images=n, seed=seed)
 
 
 def walk(run: Run, k: int = 6, seed: int = 0, progress: bool = True, n_images: int = WALK_IMAGES) -> Walk:
