@@ -152,7 +152,6 @@ def test_a_full_disk_is_refused_before_the_memory_map_and_named_while_writing(ti
         with pytest.raises(CxrnbError, match=r"disk full while writing the cache in .*run again to resume"):
             build(tiny, tmp_path / f"c2-{code}")
         assert list((tmp_path / f"c2-{code}").glob("*/images.u8"))         # kept for the resume
-    monkeypatch.setattr(Path, "write_text", write)
 
 
 def test_all_images_unreadable_is_an_error(tmp_path):
