@@ -99,10 +99,11 @@ PROFILES: dict[str, dict] = {
                      "epochs_for": {"GMVAE-V8": 2}},
               # Within the notebook test's time (the suite's longest test): two training seeds (so the
               # pooling over them runs) for four models; the augmentation test with one classifier seed
-              # and two generators, one label-conditioned GAN and one post-hoc labelled GMVAE. Pooled
-              # usefulness seeds and the AC-GAN as a generator: tests/test_usefulness.py; the bf16
-              # twins: tests/test_replicates.py.
-              "07": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 1,
+              # and two generators, one label-conditioned GAN and one post-hoc labelled GMVAE, on the
+              # 64 training images the models saw (max_images), so two epochs make the two gradient
+              # steps that pretraining then fine-tuning needs. Pooled usefulness seeds and the AC-GAN
+              # as a generator: tests/test_usefulness.py; the bf16 twins: tests/test_replicates.py.
+              "07": {"n_generated": 40, "n_repeats": 2, "classifier_epochs": 2,
                      "usefulness_seeds": [0],
                      "models": ["VAE-beta0.002", "GMVAE-elbo", "LSGAN", "LSGAN-cond"],
                      "conditional_models": ["LSGAN-cond"],

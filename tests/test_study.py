@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,6 +83,22 @@ def test_auroc_table_counts_the_positives_behind_each_value(phantom_root):
     assert len(data.train) + len(data.val) + len(data.test) == 64
     table = scoring.auroc_table(load_ruler(), data)          # the shipped ruler scores any image size
     assert len(table) == 14 and (table["positives in test"] == data.test_y[:, :14].sum(0).numpy()).all()
+
+
+def test_eval_data_with_max_train_holds_the_training_subset_a_model_saw(phantom_root):
+    """Capped: the training rows are exactly those a run with max_images and that seed trains on
+    (the loader's rows); val and test stay whole; the provenance counts the subset."""
+    from cxrnb.data.cache import prepare
+
+    whole, capped = scoring.eval_data(str(phantom_root), 32), scoring.eval_data(str(phantom_root), 32, seed=3,
+                                                                               max_train=10)
+    cache = prepare(str(phantom_root), size=32)
+    rows = cache.loader("train", batch_size=5, seed=3, max_images=10).rows
+    assert torch.equal(capped.train[:, 0], torch.from_numpy(cache.images[np.sort(rows)]))
+    assert torch.equal(capped.train_y, torch.from_numpy(cache.labels[np.sort(rows)]))
+    assert len(capped.train) == 10 < len(whole.train)
+    assert torch.equal(capped.test, whole.test) and torch.equal(capped.val, whole.val)
+    assert capped.prov.extra["train / val / test images"] == f"10 / {len(whole.val)} / {len(whole.test)}"
 
 
 def test_fixed_label_batch_cycles_when_there_are_fewer_images_than_samples(phantom_root):

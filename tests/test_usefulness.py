@@ -76,6 +76,13 @@ def test_equal_steps_rule_every_regime_trains_the_same_steps_in_all(monkeypatch)
     assert [c["seed"] for c in calls] == [0, 1, 0, 0, 1, 1, 0, 1]
 
 
+def test_one_step_cannot_be_split_into_pretraining_and_fine_tuning():
+    real, synth, test = toy(16, seed=0), toy(16, seed=6), toy(16, seed=7)
+    with pytest.raises(CxrnbError, match=r"1 gradient step\(s\) \(16 real images, batch 16\) cannot be split over 2"):
+        usefulness(*real, *synth, *test, seeds=(0,), cfg=ClassifierConfig(epochs=1, batch_size=16, width=4),
+                   progress=False, regimes=(Regime.REAL, Regime.PRETRAINED))
+
+
 def test_fine_tuning_starts_from_the_pretrained_weights_and_leaves_them_alone():
     x, y = toy(32, seed=0)
     first = fit_classifier(x, y, ClassifierConfig(steps=2, batch_size=16, width=4), progress=False)

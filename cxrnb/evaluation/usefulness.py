@@ -279,6 +279,10 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
     steps = total_steps(cfg, len(xr))
     data = training_sets(xr, yr, xs, ys, cfg.seed, rare)
     wanted = [r for r in (regimes or REGIMES) if r in data]
+    stages = max(len(data[r].stages) for r in wanted)
+    if steps < stages:
+        raise CxrnbError(f"{steps} gradient step(s) ({len(xr)} real images, batch {cfg.batch_size}) cannot be "
+                         f"split over {stages} training stages: use more epochs or images")
     draws = test_resamples(len(xt), resamples, test_groups) if resamples else None
     rows = []
     for regime in wanted:

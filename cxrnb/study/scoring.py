@@ -63,9 +63,13 @@ class EvalData:
     test_patients: np.ndarray | None = None   # each test image's patient (bootstrap draws take patients)
 
 
-def eval_data(data_root: str | None, image_size: int, seed: int = 0) -> EvalData:
+def eval_data(data_root: str | None, image_size: int, seed: int = 0, max_train: int | None = None) -> EvalData:
+    """The splits at ``image_size``; with ``max_train``, the training split is the seeded subset a model
+    trained with ``max_images=max_train`` and ``seed`` saw (what the usefulness classifiers, post-hoc
+    labelling and the memorisation search then use). The test split is always whole."""
     cache = prepare(data_root, size=image_size)
-    parts = {s: (cache.split_images(s), cache.split_labels(s)) for s in Split}
+    cap = {Split.TRAIN: max_train}
+    parts = {s: (cache.split_images(s, cap.get(s), seed), cache.split_labels(s, cap.get(s), seed)) for s in Split}
     prov = cache.provenance(seed=seed, split=None, extra={
         "train / val / test images": " / ".join(str(len(parts[s][0])) for s in parts)})
     return EvalData(*parts[Split.TRAIN], *parts[Split.VAL], *parts[Split.TEST], cache.mean_image(), prov,
