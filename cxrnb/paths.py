@@ -66,10 +66,14 @@ def disk_full(error: BaseException, folder: Path) -> bool:
         return False
 
 
-def disk_full_error(path: str | bytes | Path | None, atomic: bool = False) -> DiskFullError:
+FREE_SPACE = "free some space (old runs/, data/cache/, pytest's temporary folders) and run again"
+
+
+def disk_full_error(path: str | bytes | Path | None, atomic: bool = False, advice: str = FREE_SPACE
+                    ) -> DiskFullError:
     """The one line for a write that failed on a full disk, whoever wrote: ``atomic`` (which keeps the
-    previous file), or a library's own file reaching the CLI as an OSError (``path`` None when the
-    library did not name it)."""
+    previous file), a library's own file reaching the CLI as an OSError (``path`` None when the
+    library did not name it), or a cache build (its own ``advice``)."""
     path = os.fsdecode(path) if isinstance(path, bytes) else path        # an OSError's filename may be bytes
     free = ""
     folder = Path(path).parent if path else None
@@ -79,8 +83,7 @@ def disk_full_error(path: str | bytes | Path | None, atomic: bool = False) -> Di
         free = f" ({shutil.disk_usage(folder).free / 2**20:.0f} MB free)" if folder else ""
     except OSError:
         pass
-    return DiskFullError(f"no space left on the disk writing {path or 'a file'}{free}: free some space (old runs/, "
-                         "data/cache/, pytest's temporary folders) and run again"
+    return DiskFullError(f"no space left on the disk writing {path or 'a file'}{free}: {advice}"
                          + ("; the previous file, if any, is unchanged" if atomic else ""))
 
 

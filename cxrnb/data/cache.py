@@ -41,7 +41,7 @@ from cxrnb.data.index import data_source, label_matrix, load_index, resolve_root
 from cxrnb.data.transforms import PREP_VERSION, load_preprocessed, why_unusable
 from cxrnb.errors import CxrnbError, DiskFullError
 from cxrnb.labels import LABELS
-from cxrnb.paths import CACHE_DIR, DISK_FULL_ERRNOS, atomic, in_repo, write_text
+from cxrnb.paths import CACHE_DIR, DISK_FULL_ERRNOS, atomic, disk_full_error, in_repo, write_text
 from cxrnb.provenance import Provenance
 
 CHUNK = 64              # images per worker task
@@ -175,8 +175,8 @@ def prepare(root: str | Path | None = None, csv: str | Path | None = None, size:
             if not (full or isinstance(e, KeyboardInterrupt)):     # failed for good, not interrupted:
                 shutil.rmtree(path, ignore_errors=True)             # no half-built cache is left
             if full:
-                raise CxrnbError(f"disk full while writing the cache in {path}: free space or pass another "
-                                 "--cache-dir; run again to resume the build") from None
+                raise disk_full_error(getattr(e, "filename", None) or path, advice="free space or pass another "
+                                      "--cache-dir; run again to resume the build") from None
             raise
     return ImageCache(path, split_seed=split_seed)
 
