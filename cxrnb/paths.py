@@ -83,8 +83,10 @@ def disk_full_error(path: str | bytes | Path | None, atomic: bool = False, advic
         free = f" ({shutil.disk_usage(folder).free / 2**20:.0f} MB free)" if folder else ""
     except OSError:
         pass
-    return DiskFullError(f"no space left on the disk writing {path or 'a file'}{free}: {advice}"
-                         + ("; the previous file, if any, is unchanged" if atomic else ""))
+    error = DiskFullError(f"no space left on the disk writing {path or 'a file'}{free}: {advice}"
+                          + ("; the previous file, if any, is unchanged" if atomic else ""))
+    error.filename = path            # as an OSError's, so a caller that words its own line can name the file
+    return error
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -70,6 +70,7 @@ def _run_all(tmp_path, source: str, overrides: list[str]) -> None:
     # the smoke profile scores every model over 2 training seeds: spreads pooled, no gap settled
     assert "× 2, 2 seeds |" in results and "not resolved: 2 training seeds (settling needs 3)" in results
     assert "## The rulers" in results and "SHA-256" in results
+    assert "train / val / test images: 64 / " in results     # 07 on the 64 training images the runs saw
     # the latent diffusion sampler: its own score row, and its decoder's ceiling beside it
     assert "| GMVAE-elbo · latent diffusion |" in results
     assert "the ceiling of any sampler of its latent" in results and "DPM-Solver++ steps" in results

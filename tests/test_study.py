@@ -101,6 +101,23 @@ def test_eval_data_with_max_train_holds_the_training_subset_a_model_saw(phantom_
     assert capped.prov.extra["train / val / test images"] == f"10 / {len(whole.val)} / {len(whole.test)}"
 
 
+def test_a_capped_evaluation_refuses_runs_that_saw_other_images(vae_run, phantom_root):
+    """vae_run trained on 32 images (seed 0): an evaluation capped to those 32 accepts it, at any image
+    size (the same files); one capped to other images refuses it in one line; the whole split accepts it."""
+    run, _ = vae_run
+    same = scoring.eval_data(str(phantom_root), 64, max_train=32)
+    index = run.cache.index.set_index("row")
+    assert same.train_images == index.loc[run.cache.loader("train", 16, max_images=32).rows, "image"].tolist()
+    smaller, whole = scoring.eval_data(str(phantom_root), 32, max_train=32), scoring.eval_data(str(phantom_root), 64)
+    for data in (same, smaller, whole):
+        scoring.check_training_subset({"vae": run}, data)
+    for other in (scoring.eval_data(str(phantom_root), 64, seed=1, max_train=32),
+                  scoring.eval_data(str(phantom_root), 64, max_train=16)):
+        with pytest.raises(CxrnbError, match=r"^vae trained on other images \(max_images=32, seed 0\) than the "
+                                             r"(32|16) this evaluation uses"):
+            scoring.check_training_subset({"vae": run}, other)
+
+
 def test_fixed_label_batch_cycles_when_there_are_fewer_images_than_samples(phantom_root):
     from cxrnb.data.cache import prepare
     from cxrnb.models import build

@@ -81,6 +81,13 @@ def test_one_step_cannot_be_split_into_pretraining_and_fine_tuning():
     with pytest.raises(CxrnbError, match=r"1 gradient step\(s\) \(16 real images, batch 16\) cannot be split over 2"):
         usefulness(*real, *synth, *test, seeds=(0,), cfg=ClassifierConfig(epochs=1, batch_size=16, width=4),
                    progress=False, regimes=(Regime.REAL, Regime.PRETRAINED))
+    with pytest.raises(CxrnbError, match="use more steps$"):
+        usefulness(*real, *synth, *test, seeds=(0,), cfg=ClassifierConfig(steps=1, batch_size=16, width=4),
+                   progress=False, regimes=(Regime.PRETRAINED,))
+    # two steps split into one of pretraining and one of fine-tuning (the smoke profile's case)
+    out = usefulness(*real, *synth, *test, seeds=(0,), cfg=ClassifierConfig(epochs=2, batch_size=16, width=4),
+                     progress=False, regimes=(Regime.PRETRAINED,), resamples=0)
+    assert (out.steps == 2).all()
 
 
 def test_fine_tuning_starts_from_the_pretrained_weights_and_leaves_them_alone():

@@ -279,10 +279,11 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
     steps = total_steps(cfg, len(xr))
     data = training_sets(xr, yr, xs, ys, cfg.seed, rare)
     wanted = [r for r in (regimes or REGIMES) if r in data]
-    stages = max(len(data[r].stages) for r in wanted)
-    if steps < stages:
+    stages = max((len(data[r].stages) for r in wanted), default=1)
+    if 1 <= steps < stages:           # (0 steps: fit_classifier says what is missing)
+        more = "steps" if cfg.steps is not None else "epochs or images"
         raise CxrnbError(f"{steps} gradient step(s) ({len(xr)} real images, batch {cfg.batch_size}) cannot be "
-                         f"split over {stages} training stages: use more epochs or images")
+                         f"split over {stages} training stages: use more {more}")
     draws = test_resamples(len(xt), resamples, test_groups) if resamples else None
     rows = []
     for regime in wanted:

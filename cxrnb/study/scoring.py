@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -61,19 +61,41 @@ class EvalData:
     prov: Provenance
     key: str                    # the cache's key: which images these are
     test_patients: np.ndarray | None = None   # each test image's patient (bootstrap draws take patients)
+    max_train: int | None = None    # the training split capped as train_run(max_images=max_train) caps it
+    train_images: list[str] = field(default_factory=list)   # the file name of each training image, row by row
 
 
 def eval_data(data_root: str | None, image_size: int, seed: int = 0, max_train: int | None = None) -> EvalData:
-    """The splits at ``image_size``; with ``max_train``, the training split is the seeded subset a model
+    """The splits at ``image_size``; with ``max_train``, the training split is the seeded subset a run
     trained with ``max_images=max_train`` and ``seed`` saw (what the usefulness classifiers, post-hoc
-    labelling and the memorisation search then use). The test split is always whole."""
+    labelling and the memorisation search then use; ``check_training_subset`` holds the runs to it).
+    The validation and test splits, and the mean training image, are always whole."""
     cache = prepare(data_root, size=image_size)
     cap = {Split.TRAIN: max_train}
     parts = {s: (cache.split_images(s, cap.get(s), seed), cache.split_labels(s, cap.get(s), seed)) for s in Split}
     prov = cache.provenance(seed=seed, split=None, extra={
         "train / val / test images": " / ".join(str(len(parts[s][0])) for s in parts)})
     return EvalData(*parts[Split.TRAIN], *parts[Split.VAL], *parts[Split.TEST], cache.mean_image(), prov,
-                    cache.path.name, cache.split_patients(Split.TEST))
+                    cache.path.name, cache.split_patients(Split.TEST), max_train,
+                    _image_names(cache, cache.rows(Split.TRAIN, max_train, seed)))
+
+
+def _image_names(cache, rows: np.ndarray) -> list[str]:
+    return cache.index.set_index("row").loc[rows, "image"].tolist()
+
+
+def check_training_subset(runs: Mapping[str, Run], data: EvalData) -> None:
+    """With a capped training split, every run must have trained on exactly those images: else the
+    memorisation search and the usefulness test's real baseline would miss images a generator learnt
+    from. One line naming the first run that did not (the whole split needs no check: it holds them all)."""
+    if data.max_train is None:
+        return
+    for name, run in runs.items():
+        spec = run_spec(run)
+        if _image_names(run.cache, run.cache.rows(Split.TRAIN, spec["max_images"], spec["seed"])) != data.train_images:
+            raise CxrnbError(f"{name} trained on other images (max_images={spec['max_images']}, seed {spec['seed']}) "
+                             f"than the {len(data.train_images)} this evaluation uses (max_images={data.max_train}): "
+                             "give notebook 07 the max_images and seed of the notebooks that trained it")
 
 
 def auroc_table(clf: Classifier, data: EvalData) -> pd.DataFrame:
