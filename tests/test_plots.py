@@ -89,6 +89,22 @@ def test_publish_shows_the_saved_file(tmp_path):
     assert image.data == (tmp_path / "g.png").read_bytes()
 
 
+def test_sample_rows_wraps_many_panels_and_long_titles():
+    """Sixteen models' samples (notebook 07) become rows of six panels, and a long name wraps."""
+    names = [f"model {i} · GMM sampler · labelled post hoc" for i in range(16)]
+    fig = plots.sample_rows({name: torch.rand(4, 1, 16, 16) for name in names})
+    axes = fig.get_axes()
+    assert len(axes) == 16
+    assert len({round(ax.get_position().y0, 3) for ax in axes}) == 3       # ceil(16 / 6) rows
+    assert len({round(ax.get_position().x0, 3) for ax in axes}) == 6
+    assert fig.get_size_inches()[0] == pytest.approx(3.2 * 6)
+    titles = [ax.get_title() for ax in axes]
+    assert all(max(map(len, t.splitlines())) <= plots.TITLE_WIDTH for t in titles)
+    assert [t.replace("\n", " ") for t in titles] == names                   # wrapped, not cut
+    few = plots.sample_rows({f"iteration {i}": torch.rand(4, 1, 16, 16) for i in (0, 100, 250)})
+    assert len({round(ax.get_position().y0, 3) for ax in few.get_axes()}) == 1  # three stay in one row
+
+
 def test_sample_rows_refuses_an_empty_set_of_panels():
     with pytest.raises(CxrnbError, match="no panels"):
         plots.sample_rows({})

@@ -74,6 +74,9 @@ def tile(images: Tensor | np.ndarray, nrow: int = 8, padding: int = 2) -> Tensor
     return make_grid(images, nrow=nrow, padding=padding, pad_value=1.0)[0]
 
 
+TITLE_WIDTH = 28                 # characters per line of a panel title (a 3.2-inch panel at 10 pt)
+
+
 def _show(ax, grid: Tensor, title: str | None = None) -> None:
     ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
@@ -91,14 +94,20 @@ def image_grid(images: Tensor | np.ndarray, nrow: int = 8, title: str | None = N
     return fig
 
 
-def sample_rows(rows: dict[str, Tensor], title: str | None = None) -> Figure:
-    """Panels side by side, one per label: e.g. samples at iterations 0, 100 and 250 (paper Fig. 6, 8)."""
+def sample_rows(rows: dict[str, Tensor], title: str | None = None, per_row: int = 6) -> Figure:
+    """Panels side by side, one per label: e.g. samples at iterations 0, 100 and 250 (paper Fig. 6, 8).
+
+    More than ``per_row`` panels wrap onto further rows, and long labels wrap onto further lines, so
+    sixteen models' samples stay readable rather than one strip of overlapping titles.
+    """
     if not rows:
         raise CxrnbError("sample_rows got no panels to draw (an empty dict of image sets)")
-    fig = Figure(figsize=(3.2 * len(rows), 3.6))
+    cols = min(len(rows), per_row)
+    lines = math.ceil(len(rows) / cols)
+    fig = Figure(figsize=(3.2 * cols, 3.8 * lines))
     for i, (label, images) in enumerate(rows.items()):
         nrow = math.ceil(math.sqrt(len(images)))
-        _show(fig.add_subplot(1, len(rows), i + 1), tile(images, nrow), label)
+        _show(fig.add_subplot(lines, cols, i + 1), tile(images, nrow), textwrap.fill(label, TITLE_WIDTH))
     if title:
         fig.suptitle(title)
     return fig
