@@ -108,6 +108,8 @@ def test_sample_rows_wraps_many_panels_and_long_titles():
 def test_sample_rows_refuses_an_empty_set_of_panels():
     with pytest.raises(CxrnbError, match="no panels"):
         plots.sample_rows({})
+    with pytest.raises(CxrnbError, match=r"^sample_rows needs at least one panel per row, not per_row=0$"):
+        plots.sample_rows({"a": torch.rand(4, 1, 16, 16)}, per_row=0)
 
 
 def test_the_compute_figure_extends_each_tail_as_its_power_law():

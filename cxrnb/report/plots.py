@@ -102,6 +102,8 @@ def sample_rows(rows: dict[str, Tensor], title: str | None = None, per_row: int 
     """
     if not rows:
         raise CxrnbError("sample_rows got no panels to draw (an empty dict of image sets)")
+    if per_row < 1:
+        raise CxrnbError(f"sample_rows needs at least one panel per row, not per_row={per_row}")
     cols = min(len(rows), per_row)
     lines = math.ceil(len(rows) / cols)
     fig = Figure(figsize=(3.2 * cols, 3.8 * lines))
