@@ -185,6 +185,17 @@ def test_usefulness_section_for_two_generators():
     assert "G2 helps in: real+synthetic." in md
     # the target: G2's synthetic-only beats blank by 0.10 > 2 x 0.012 (paired), and 0.70 >= 0.65
     assert "for their own labels: met by G2." in md
+    assert "The blank control has" not in md                  # as many seeds as the rest: nothing to say
+
+
+def test_a_blank_control_with_more_seeds_is_said_to_be_read_unpaired():
+    df, u, ev, moves = _two_generators()
+    u.loc[u.regime == "blank (mean grey + noise)", "n_seeds"] = 9
+    md = results.results_markdown(df, [], usefulness=u, evidence=ev, movements=moves)
+    assert ("The blank control has 9 seeds (its classifiers learn nothing, so their scores vary most between "
+            "seeds): synthetic-only is read against it unpaired") in md
+    assert ("| blank (mean grey + noise) | (none: control) | 0.520 ± 0.020 | – | 1,326 blank, real labels | 200 | 9 |"
+            in md)
 
 
 def test_post_hoc_generators_are_marked_and_the_target_is_a_parameter():

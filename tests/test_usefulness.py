@@ -1,6 +1,8 @@
 """The usefulness protocol: every regime at equal gradient steps, its controls, the rare-finding
 label rows and fine-tuning from a pretrained classifier, checked by hand on toy data."""
 
+import math
+
 import pytest
 import torch
 
@@ -163,12 +165,14 @@ def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_th
     fit = U.fit_classifier
     monkeypatch.setattr(U, "fit_classifier", lambda x, y, c, **kw: trained.append(len(x)) or fit(x, y, c, **kw))
     df, ev = scoring.synthetic_usefulness(data, {"ACGAN": [cond], labelled.preset: [labelled]}, cfg,
-                                          load_ruler(), seeds=(0, 1))
-    # per seed: 3 shared regimes once, then 4 synthetic regimes (pretraining in 2 stages) per generator
-    assert len(trained) == 2 * (3 + 2 * 5)
+                                          load_ruler(), seeds=(0, 1), extra_blank_seeds=(1, 7))
+    # per seed: 3 shared regimes once, then 4 synthetic regimes (pretraining in 2 stages) per generator;
+    # then the blank control alone for the extra seed 7 (seed 1 it has already)
+    assert len(trained) == 2 * (3 + 2 * 5) + 1
     macro = df[df.finding == "macro"]
     shared = macro[macro.generator == ""].set_index("regime")
-    assert list(shared.index) == list(scoring.SHARED) and (shared.n_seeds == 2).all()
+    assert list(shared.index) == list(scoring.SHARED)
+    assert shared.n_seeds.to_dict() == {Regime.REAL: 2, Regime.DUPLICATED: 2, Regime.BLANK: 3}
     for name in ("ACGAN", labelled.preset):
         own = macro[macro.generator == name].set_index("regime")
         assert set(own.index) == set(REGIMES) - set(scoring.SHARED) and (own.n_seeds == 2).all()
@@ -176,9 +180,10 @@ def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_th
         # paired by seed, the mean change is the difference of the means against the shared controls
         mixed = own.loc[Regime.MIXED]
         assert mixed.change == pytest.approx(mixed["mean"] - shared.loc[Regime.REAL, "mean"])
-        synth = own.loc[Regime.SYNTHETIC]
+        synth = own.loc[Regime.SYNTHETIC]       # against the blank control's 3 seeds: unpaired
         assert synth.vs_blank == pytest.approx(synth["mean"] - shared.loc[Regime.BLANK, "mean"])
-        assert synth.change_std > 0 and synth.vs_blank_std > 0
+        assert synth.vs_blank_std == pytest.approx(math.hypot(synth["std"], shared.loc[Regime.BLANK, "std"]))
+        assert synth.change_std > 0
     rare = df["rare findings"].iloc[0].split(", ")
     assert rare == rare_findings(data.train_y, 3)
     n_rare = rare_set_size(data.train_y, 3)
@@ -242,6 +247,24 @@ def test_summarise_pools_seeds_and_draws_and_pairs_the_changes_by_hand():
     assert s.loc["synthetic", "vs_blank"] == pytest.approx(0.12)
     assert s.loc["synthetic", "vs_blank_std"] == pytest.approx(math.sqrt(0.0008 + 0.0004))
     assert pd.isna(s.loc["real+synthetic", "vs_blank"])
+
+
+def test_a_blank_control_with_more_seeds_is_compared_unpaired_by_hand():
+    """The blank control with three seeds against synthetic images with two: no seed pairing, so the
+    difference of the means and the two pooled spreads in quadrature."""
+    import math
+
+    import pandas as pd
+
+    long = pd.DataFrame(_long(Regime.BLANK, [0.50, 0.50, 0.56], [[0.49, 0.51], [0.50, 0.50], [0.55, 0.57]])
+                        + _long(Regime.SYNTHETIC, [0.60, 0.64], [[0.60, 0.62], [0.63, 0.67]]))
+    s = U.summarise(long).set_index("regime")
+    # blank: var of (0.50, 0.50, 0.56) = 0.0024 / 2 = 0.0012, draw variances (0.0002, 0, 0.0002): mean 0.0002/1.5
+    assert s.loc["blank (mean grey + noise)", "std"] == pytest.approx(math.sqrt(0.0012 + 0.0004 / 3))
+    assert s.loc["blank (mean grey + noise)", "n_seeds"] == 3
+    # synthetic: var of (0.60, 0.64) = 0.0008, draw variances (0.0002, 0.0008): mean 0.0005
+    assert s.loc["synthetic", "vs_blank"] == pytest.approx(0.62 - 0.52)
+    assert s.loc["synthetic", "vs_blank_std"] == pytest.approx(math.sqrt(0.0013 + 0.0012 + 0.0004 / 3))
 
 
 def test_summarise_refuses_doubled_rows_and_judges_no_single_seed():

@@ -104,26 +104,30 @@ def rare_label_rows(labels: Tensor, n: int, k: int = 3, seed: int = 0) -> Tensor
     return labels[carriers[torch.randint(len(carriers), (n,), generator=g)]].clone()
 
 
-def training_sets(xr: Tensor, yr: Tensor, xs: Tensor, ys: Tensor, seed: int,
+def training_sets(xr: Tensor, yr: Tensor, xs: Tensor | None, ys: Tensor | None, seed: int,
                   rare: tuple[Tensor, Tensor] | None = None) -> dict[Regime, TrainingSet]:
     """Each regime's training set from checked real and synthetic sets (``rare``: the synthetic set
-    generated for ``rare_label_rows``; without it there is no RARE regime); the blank images' noise
-    is drawn from a generator seeded with ``seed``."""
+    generated for ``rare_label_rows``; without it there is no RARE regime; without a synthetic set,
+    ``xs`` None, the controls and real alone); the blank images' noise is drawn from a generator
+    seeded with ``seed``."""
     real_u = as_unit_images(xr)
     g = torch.Generator().manual_seed(seed)
     blank = noisy(torch.full_like(real_u, float(real_u.mean())), BLANK_NOISE, g)
-    n_real, n_synth = f"{len(xr):,} real", f"{len(xs):,} synthetic"
-    out = {Regime.REAL: TrainingSet([(xr, yr)], n_real),
-           Regime.MIXED: TrainingSet([(torch.cat([real_u, as_unit_images(xs)]), torch.cat([yr, ys]))],
-                                     f"{n_real} + {n_synth}"),
-           Regime.PRETRAINED: TrainingSet([(xs, ys), (xr, yr)], f"{n_synth}, then {n_real}")}
-    if rare is not None:
+    n_real = f"{len(xr):,} real"
+    out = {Regime.REAL: TrainingSet([(xr, yr)], n_real)}
+    if xs is not None:
+        n_synth = f"{len(xs):,} synthetic"
+        out[Regime.MIXED] = TrainingSet([(torch.cat([real_u, as_unit_images(xs)]), torch.cat([yr, ys]))],
+                                        f"{n_real} + {n_synth}")
+        out[Regime.PRETRAINED] = TrainingSet([(xs, ys), (xr, yr)], f"{n_synth}, then {n_real}")
+    if rare is not None and xs is not None:
         xq, yq = rare
         out[Regime.RARE] = TrainingSet([(torch.cat([real_u, as_unit_images(xq)]), torch.cat([yr, yq]))],
                                        f"{n_real} + {len(xq):,} synthetic (rare findings)")
     out[Regime.DUPLICATED] = TrainingSet([(torch.cat([real_u, real_u]), torch.cat([yr, yr]))],
                                          f"{n_real}, each twice")
-    out[Regime.SYNTHETIC] = TrainingSet([(xs, ys)], n_synth)
+    if xs is not None:
+        out[Regime.SYNTHETIC] = TrainingSet([(xs, ys)], n_synth)
     out[Regime.BLANK] = TrainingSet([(blank, yr)], f"{len(xr):,} blank, real labels")
     return out
 
@@ -201,7 +205,14 @@ def _pooled(full: pd.Series, draws: pd.DataFrame) -> float:
 
 
 def _difference(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float]:
-    """Mean and spread of a - b, paired by seed index (the i-th seed of each) and by draw."""
+    """Mean and spread of a - b, paired by seed index (the i-th seed of each) and by draw, where both
+    have as many seeds. Where they do not (the blank control trains more seeds than the regimes it
+    is compared with: ``synthetic_usefulness``'s ``extra_blank_seeds``), unpaired: the difference of
+    the means, and the two pooled spreads (``_pooled``) added in quadrature."""
+    if a.seed.nunique() != b.seed.nunique():
+        whole = lambda t: t[t["resample"] == FULL]                                       # noqa: E731
+        spread = lambda t: _pooled(whole(t)["auroc"], t[t["resample"] != FULL])          # noqa: E731
+        return (float(whole(a)["auroc"].mean() - whole(b)["auroc"].mean()), float(np.hypot(spread(a), spread(b))))
     key = ["pair", "resample"]
     rank = lambda t: t.assign(pair=t.seed.rank(method="dense").astype(int))  # noqa: E731
     d = rank(a).merge(rank(b), on=key, suffixes=("", "_b"), validate="one_to_one")
@@ -260,6 +271,7 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
 
     ``synth_labels`` are the labels the synthetic images were generated for (conditional models);
     for an unconditional generator they must come from elsewhere, which the caller should state.
+    Without synthetic images (``synth`` None) only real images and the controls can be trained.
     ``regimes`` limits the regimes trained (all that the inputs allow by default); ``test_groups``
     (each test image's patient) makes the bootstrap draw patients (``test_resamples``). Returns one row
     per (regime, finding), the findings plus "macro" (mean over the findings with an AUROC), with
@@ -269,10 +281,11 @@ def usefulness(train_real, train_labels, synth, synth_labels, test, test_labels,
     """
     cfg = cfg or ClassifierConfig()
     xr, yr = checked(train_real, train_labels)
-    xs, ys = checked(synth, synth_labels)
+    xs, ys = checked(synth, synth_labels) if synth is not None else (None, None)
     xt, yt = checked(test, test_labels)
     rare = checked(*rare) if rare is not None else None
-    sizes = {"real": xr, "synthetic": xs, "test": xt} | ({"rare synthetic": rare[0]} if rare else {})
+    sizes = ({"real": xr, "test": xt} | ({"synthetic": xs} if xs is not None else {})
+             | ({"rare synthetic": rare[0]} if rare else {}))
     if len({tuple(x.shape[-2:]) for x in sizes.values()}) > 1:
         raise CxrnbError("image sizes differ: " + ", ".join(f"{k} {tuple(x.shape[-2:])}" for k, x in sizes.items())
                          + "; resize to one size")

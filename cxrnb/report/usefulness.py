@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from cxrnb.evaluation.label_evidence import Movement
-from cxrnb.evaluation.usefulness import Regime
+from cxrnb.evaluation.usefulness import MACRO, Regime
 from cxrnb.report.numbers import count, fmt, verdict
 from cxrnb.report.tables import markdown_table
 
@@ -326,9 +326,15 @@ def generators_section(table: pd.DataFrame, evidence: pd.DataFrame, movements: M
     lines += ["", "### Label evidence: do the images carry the labels they were generated for?", ""]
     lines += evidence_table(evidence, movements, rows, space, references, posthoc)
     lines += [""] + [f"- {evidence_line(g, evidence, movements.get(g), target, g in posthoc)}" for g in gens]
+    macro = table[table.finding == MACRO]
+    blank_seeds = macro[macro.regime == Regime.BLANK].n_seeds
+    more = (f" The blank control has {int(blank_seeds.iloc[0])} seeds (its classifiers learn nothing, so their "
+            "scores vary most between seeds): synthetic-only is read against it unpaired, the difference of "
+            "the means ± the two spreads in quadrature."
+            if len(blank_seeds) and int(blank_seeds.iloc[0]) != int(macro.n_seeds.min()) else "")
     lines += ["", "### Usefulness: macro test AUROC on the real test images, equal gradient steps", "",
               "Each ± is the spread of one classifier (one seed) scored on one bootstrap draw of the test "
-              "patients; a change is read from differences paired by seed and draw.", ""]
+              "patients; a change is read from differences paired by seed and draw." + more, ""]
     lines += overview_table(table)
     for i, g in enumerate(gens):
         fd = _metric(rows, g, space, "FD")

@@ -262,8 +262,8 @@ SHARED = (Regime.REAL, Regime.DUPLICATED, Regime.BLANK)     # the regimes withou
 
 
 def synthetic_usefulness(data: EvalData, generators: Mapping[str, Sequence[Run]], cfg: ClassifierConfig,
-                         ruler: Classifier, seeds=(0, 1, 2), device: str = "auto", rare_k: int = 3
-                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                         ruler: Classifier, seeds=(0, 1, 2), device: str = "auto", rare_k: int = 3,
+                         extra_blank_seeds: Sequence[int] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Do each generator's images help a classifier, and do they carry their labels?
 
     For every classifier seed and every generator (name -> its training runs: its run and its seed
@@ -273,7 +273,11 @@ def synthetic_usefulness(data: EvalData, generators: Mapping[str, Sequence[Run]]
     ``i % len(runs)``, so with as many runs as seeds the spread covers the generator's training seed
     as well as the classifier's. The regimes without synthetic images (``SHARED``: real, the
     duplicated and blank controls) are trained once per seed, not once per generator: the same seed
-    on the same data trains the same classifier.
+    on the same data trains the same classifier. The blank control also trains ``extra_blank_seeds``:
+    its classifiers learn nothing from pixels, so each scores the test images by the random features
+    it started from, and its score varies between seeds far more than a trained classifier's does;
+    three seeds estimate that spread too poorly for the synthetic-only verdict, which is read against
+    it, to survive a rerun. Blank classifiers are cheap (no synthetic images to draw).
 
     Returns (usefulness, evidence). ``usefulness``: one row per (generator, regime, finding), the
     controls under generator "", with mean, spread and n_seeds over the classifier seeds and the test
@@ -299,6 +303,10 @@ def synthetic_usefulness(data: EvalData, generators: Mapping[str, Sequence[Run]]
             parts.append(t)
             auc = own_label_auroc(ruler, synth, data.train_y)
             evidence += [{"generator": name, "seed": seed, "finding": f, "auroc": a} for f, a in auc.items()]
+    for seed in [s for s in extra_blank_seeds if s not in seeds]:
+        t = usefulness(data.train, data.train_y, None, None, data.test, data.test_y, seeds=(seed,), cfg=replace(cfg),
+                       device=device, regimes=(Regime.BLANK,), test_groups=data.test_patients, long=True)
+        parts.append(t.assign(generator=""))
     long = pd.concat(parts, ignore_index=True)
     described = long.drop(columns=["seed", "resample", "auroc", "generator"]).drop_duplicates(["regime", "finding"])
     tables = []
