@@ -188,12 +188,13 @@ def test_usefulness_section_for_two_generators():
     assert "The blank control has" not in md                  # as many seeds as the rest: nothing to say
 
 
-def test_a_blank_control_with_more_seeds_is_said_to_be_read_unpaired():
+def test_a_blank_control_with_more_seeds_is_said_to_be_read_by_draw_only():
     df, u, ev, moves = _two_generators()
     u.loc[u.regime == "blank (mean grey + noise)", "n_seeds"] = 9
     md = results.results_markdown(df, [], usefulness=u, evidence=ev, movements=moves)
     assert ("The blank control has 9 seeds (its classifiers learn nothing, so their scores vary most between "
-            "seeds): synthetic-only is read against it unpaired") in md
+            "seeds): synthetic-only is read against it paired by draw only") in md
+    assert "for their own labels: met by G2." in md           # 3 seeds against 9 still settle (min 3)
     assert ("| blank (mean grey + noise) | (none: control) | 0.520 ± 0.020 | – | 1,326 blank, real labels | 200 | 9 |"
             in md)
 

@@ -180,9 +180,9 @@ def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_th
         # paired by seed, the mean change is the difference of the means against the shared controls
         mixed = own.loc[Regime.MIXED]
         assert mixed.change == pytest.approx(mixed["mean"] - shared.loc[Regime.REAL, "mean"])
-        synth = own.loc[Regime.SYNTHETIC]       # against the blank control's 3 seeds: unpaired
+        synth = own.loc[Regime.SYNTHETIC]       # against the blank control's 3 seeds: paired by draw only
         assert synth.vs_blank == pytest.approx(synth["mean"] - shared.loc[Regime.BLANK, "mean"])
-        assert synth.vs_blank_std == pytest.approx(math.hypot(synth["std"], shared.loc[Regime.BLANK, "std"]))
+        assert math.isfinite(synth.vs_blank_std) and synth.vs_blank_std > 0
         assert synth.change_std > 0
     rare = df["rare findings"].iloc[0].split(", ")
     assert rare == rare_findings(data.train_y, 3)
@@ -249,22 +249,29 @@ def test_summarise_pools_seeds_and_draws_and_pairs_the_changes_by_hand():
     assert pd.isna(s.loc["real+synthetic", "vs_blank"])
 
 
-def test_a_blank_control_with_more_seeds_is_compared_unpaired_by_hand():
-    """The blank control with three seeds against synthetic images with two: no seed pairing, so the
-    difference of the means and the two pooled spreads in quadrature."""
-    import math
-
+def test_a_blank_control_with_more_seeds_is_compared_by_draw_only_by_hand():
+    """The blank control with three seeds against synthetic images with two: the seeds cannot pair,
+    the draws still do. Real and mixed, two seeds each, keep their paired change."""
     import pandas as pd
 
-    long = pd.DataFrame(_long(Regime.BLANK, [0.50, 0.50, 0.56], [[0.49, 0.51], [0.50, 0.50], [0.55, 0.57]])
+    long = pd.DataFrame(_long(Regime.REAL, [0.70, 0.72], [[0.68, 0.72], [0.70, 0.74]])
+                        + _long(Regime.MIXED, [0.75, 0.79], [[0.74, 0.80], [0.77, 0.81]])
+                        + _long(Regime.BLANK, [0.50, 0.50, 0.56], [[0.49, 0.51], [0.50, 0.50], [0.55, 0.57]])
                         + _long(Regime.SYNTHETIC, [0.60, 0.64], [[0.60, 0.62], [0.63, 0.67]]))
     s = U.summarise(long).set_index("regime")
-    # blank: var of (0.50, 0.50, 0.56) = 0.0024 / 2 = 0.0012, draw variances (0.0002, 0, 0.0002): mean 0.0002/1.5
+    # blank: var of (0.50, 0.50, 0.56) = 0.0024 / 2 = 0.0012, draw variances (0.0002, 0, 0.0002): mean 0.0004/3
     assert s.loc["blank (mean grey + noise)", "std"] == pytest.approx(math.sqrt(0.0012 + 0.0004 / 3))
     assert s.loc["blank (mean grey + noise)", "n_seeds"] == 3
-    # synthetic: var of (0.60, 0.64) = 0.0008, draw variances (0.0002, 0.0008): mean 0.0005
-    assert s.loc["synthetic", "vs_blank"] == pytest.approx(0.62 - 0.52)
-    assert s.loc["synthetic", "vs_blank_std"] == pytest.approx(math.sqrt(0.0013 + 0.0012 + 0.0004 / 3))
+    # synthetic - blank: means 0.62 - 0.52; seed part 0.0008 + 0.0012; draw part over the six seed pairs:
+    # a0 - b: (0.11, 0.11), (0.10, 0.12), (0.05, 0.05); a1 - b: (0.14, 0.16), (0.13, 0.17), (0.08, 0.10),
+    # variances 0, 0.0002, 0, 0.0002, 0.0008, 0.0002: mean 0.0014 / 6
+    assert s.loc["synthetic", "vs_blank"] == pytest.approx(0.10)
+    assert s.loc["synthetic", "vs_blank_std"] == pytest.approx(math.sqrt(0.0020 + 0.0014 / 6))
+    # below the two pooled spreads in quadrature (sqrt(0.0013 + 0.0012 + 0.0004 / 3)): the draws pair
+    assert s.loc["synthetic", "vs_blank_std"] < math.sqrt(0.0013 + 0.0012 + 0.0004 / 3)
+    # mixed against real, two seeds each: still paired by seed (the hand values of the paired test)
+    assert s.loc["real+synthetic", "change"] == pytest.approx(0.06)
+    assert s.loc["real+synthetic", "change_std"] == pytest.approx(math.sqrt(0.0003))
 
 
 def test_summarise_refuses_doubled_rows_and_judges_no_single_seed():

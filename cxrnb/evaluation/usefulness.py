@@ -18,11 +18,13 @@ classifier, whatever the call), drawing patients rather than images (one patient
 independent), and a score's spread is that of one (seed, draw) pair by the law of total variance.
 A change between two regimes is read from the paired differences (same seed index, same draw), so
 a finding with a handful of test positives, whose AUROC moves with every draw, cannot be called
-helped or hurt on the strength of three seeds alone.
+helped or hurt on the strength of three seeds alone. Regimes of unequal seed counts (the blank
+control trains more) pair by draw only (``_difference``).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -204,15 +206,34 @@ def _pooled(full: pd.Series, draws: pd.DataFrame) -> float:
     return float(np.sqrt(float(full.var(ddof=1)) + (0.0 if np.isnan(within) else within)))
 
 
+def _unpaired(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float]:
+    """Mean and spread of a - b for regimes of unequal seed counts: the difference of the whole-test
+    means; the spread by the law of total variance as in ``_pooled``, its seed part the two regimes'
+    seed variances added (no seed pairs with another), its draw part the variance over the draws of
+    a_i - b_j averaged over every pair of seeds (i, j): both are scored on the same draws, so the
+    test set's sampling cancels as it does in a paired difference. NaN with fewer than two seeds."""
+    whole = lambda t: t[t["resample"] == FULL].set_index("seed")["auroc"]               # noqa: E731
+    fa, fb = whole(a), whole(b)
+    mean = float(fa.mean() - fb.mean())
+    if min(len(fa), len(fb)) < 2:
+        return mean, float("nan")
+    per_draw = lambda t: t[t["resample"] != FULL].pivot(index="resample", columns="seed", values="auroc")  # noqa: E731
+    da, db = per_draw(a).align(per_draw(b), join="inner", axis=0)
+    within = 0.0
+    if len(da) > 1:
+        diffs = da.to_numpy()[:, :, None] - db.to_numpy()[:, None, :]      # draws x seeds of a x seeds of b
+        with warnings.catch_warnings():          # a finding absent from every draw: NaN, as pandas gives it
+            warnings.simplefilter("ignore", RuntimeWarning)
+            within = float(np.nanmean(np.nanvar(diffs, axis=0, ddof=1)))     # NaN draws: one class only
+    return mean, float(np.sqrt(fa.var(ddof=1) + fb.var(ddof=1) + within))
+
+
 def _difference(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float]:
     """Mean and spread of a - b, paired by seed index (the i-th seed of each) and by draw, where both
-    have as many seeds. Where they do not (the blank control trains more seeds than the regimes it
-    is compared with: ``synthetic_usefulness``'s ``extra_blank_seeds``), unpaired: the difference of
-    the means, and the two pooled spreads (``_pooled``) added in quadrature."""
+    have as many seeds; where they do not (the blank control trains more seeds than the regimes it
+    is compared with: ``synthetic_usefulness``'s ``extra_blank_seeds``), by draw only (``_unpaired``)."""
     if a.seed.nunique() != b.seed.nunique():
-        whole = lambda t: t[t["resample"] == FULL]                                       # noqa: E731
-        spread = lambda t: _pooled(whole(t)["auroc"], t[t["resample"] != FULL])          # noqa: E731
-        return (float(whole(a)["auroc"].mean() - whole(b)["auroc"].mean()), float(np.hypot(spread(a), spread(b))))
+        return _unpaired(a, b)
     key = ["pair", "resample"]
     rank = lambda t: t.assign(pair=t.seed.rank(method="dense").astype(int))  # noqa: E731
     d = rank(a).merge(rank(b), on=key, suffixes=("", "_b"), validate="one_to_one")
@@ -226,7 +247,8 @@ def summarise(long: pd.DataFrame) -> pd.DataFrame:
     """Per (regime, finding) of ``seed_aurocs`` rows: the mean over seeds on the whole test set, its
     pooled spread (``_pooled``), the seeds; each regime's change against real images alone
     (``change``, ``change_std``) and synthetic images' against the blank control (``vs_blank``,
-    ``vs_blank_std``), from paired differences (``_difference``). Rows of one (regime, finding,
+    ``vs_blank_std``), from paired differences (``_difference``; by draw only where the seed counts
+    differ). Rows of one (regime, finding,
     seed, draw) twice (two generators' regimes pooled by mistake) are refused."""
     twice = long.duplicated(["regime", "finding", "seed", "resample"])
     if twice.any():

@@ -32,7 +32,7 @@ def usefulness_table(macro: pd.DataFrame) -> list[str]:
 
 def gap(row: pd.Series, ref: pd.Series, column: str = "change") -> tuple[float, float, str]:
     """``row``'s score minus ``ref``'s, its spread and the verdict word ("holds": above, "reversed":
-    below, else not resolved): from the paired differences ``evaluation.usefulness.summarise`` put in
+    below, else not resolved): from the (paired) differences ``evaluation.usefulness.summarise`` put in
     ``column`` / ``column_std``, or, for a table without them, from the two independent spreads."""
     if column in row and not pd.isna(row[column]):
         d, sd = float(row[column]), float(row[f"{column}_std"])
@@ -329,8 +329,8 @@ def generators_section(table: pd.DataFrame, evidence: pd.DataFrame, movements: M
     macro = table[table.finding == MACRO]
     blank_seeds = macro[macro.regime == Regime.BLANK].n_seeds
     more = (f" The blank control has {int(blank_seeds.iloc[0])} seeds (its classifiers learn nothing, so their "
-            "scores vary most between seeds): synthetic-only is read against it unpaired, the difference of "
-            "the means ± the two spreads in quadrature."
+            "scores vary most between seeds): synthetic-only is read against it paired by draw only, the "
+            "difference of the means ± both seed spreads and the spread of the differences over the draws."
             if len(blank_seeds) and int(blank_seeds.iloc[0]) != int(macro.n_seeds.min()) else "")
     lines += ["", "### Usefulness: macro test AUROC on the real test images, equal gradient steps", "",
               "Each ± is the spread of one classifier (one seed) scored on one bootstrap draw of the test "

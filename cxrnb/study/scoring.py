@@ -281,7 +281,8 @@ def synthetic_usefulness(data: EvalData, generators: Mapping[str, Sequence[Run]]
 
     Returns (usefulness, evidence). ``usefulness``: one row per (generator, regime, finding), the
     controls under generator "", with mean, spread and n_seeds over the classifier seeds and the test
-    set's bootstrap draws, and the paired changes of ``evaluation.usefulness.summarise``.
+    set's bootstrap draws, and the paired changes of ``evaluation.usefulness.summarise`` (synthetic-only
+    against a blank control of more seeds: paired by draw only).
     ``evidence``: one row per (generator, finding), the ruler's AUROC on each synthetic set for the
     labels it was generated with (``own_label_auroc``), mean ± std over the seeds' sets."""
     if not generators:
@@ -303,7 +304,7 @@ def synthetic_usefulness(data: EvalData, generators: Mapping[str, Sequence[Run]]
             parts.append(t)
             auc = own_label_auroc(ruler, synth, data.train_y)
             evidence += [{"generator": name, "seed": seed, "finding": f, "auroc": a} for f, a in auc.items()]
-    for seed in [s for s in extra_blank_seeds if s not in seeds]:
+    for seed in [s for s in dict.fromkeys(extra_blank_seeds) if s not in seeds]:
         t = usefulness(data.train, data.train_y, None, None, data.test, data.test_y, seeds=(seed,), cfg=replace(cfg),
                        device=device, regimes=(Regime.BLANK,), test_groups=data.test_patients, long=True)
         parts.append(t.assign(generator=""))
