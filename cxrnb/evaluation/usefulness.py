@@ -116,21 +116,21 @@ def training_sets(xr: Tensor, yr: Tensor, xs: Tensor | None, ys: Tensor | None, 
     g = torch.Generator().manual_seed(seed)
     blank = noisy(torch.full_like(real_u, float(real_u.mean())), BLANK_NOISE, g)
     n_real = f"{len(xr):,} real"
-    out = {Regime.REAL: TrainingSet([(xr, yr)], n_real)}
-    if xs is not None:
-        n_synth = f"{len(xs):,} synthetic"
-        out[Regime.MIXED] = TrainingSet([(torch.cat([real_u, as_unit_images(xs)]), torch.cat([yr, ys]))],
-                                        f"{n_real} + {n_synth}")
-        out[Regime.PRETRAINED] = TrainingSet([(xs, ys), (xr, yr)], f"{n_synth}, then {n_real}")
-    if rare is not None and xs is not None:
+    out = {Regime.REAL: TrainingSet([(xr, yr)], n_real),
+           Regime.DUPLICATED: TrainingSet([(torch.cat([real_u, real_u]), torch.cat([yr, yr]))],
+                                          f"{n_real}, each twice"),
+           Regime.BLANK: TrainingSet([(blank, yr)], f"{len(xr):,} blank, real labels")}
+    if xs is None:                   # (``usefulness`` trains the regimes in REGIMES' order, not this one's)
+        return out
+    n_synth = f"{len(xs):,} synthetic"
+    out[Regime.MIXED] = TrainingSet([(torch.cat([real_u, as_unit_images(xs)]), torch.cat([yr, ys]))],
+                                    f"{n_real} + {n_synth}")
+    out[Regime.PRETRAINED] = TrainingSet([(xs, ys), (xr, yr)], f"{n_synth}, then {n_real}")
+    out[Regime.SYNTHETIC] = TrainingSet([(xs, ys)], n_synth)
+    if rare is not None:
         xq, yq = rare
         out[Regime.RARE] = TrainingSet([(torch.cat([real_u, as_unit_images(xq)]), torch.cat([yr, yq]))],
                                        f"{n_real} + {len(xq):,} synthetic (rare findings)")
-    out[Regime.DUPLICATED] = TrainingSet([(torch.cat([real_u, real_u]), torch.cat([yr, yr]))],
-                                         f"{n_real}, each twice")
-    if xs is not None:
-        out[Regime.SYNTHETIC] = TrainingSet([(xs, ys)], n_synth)
-    out[Regime.BLANK] = TrainingSet([(blank, yr)], f"{len(xr):,} blank, real labels")
     return out
 
 
