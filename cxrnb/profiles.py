@@ -121,11 +121,8 @@ PROFILES: dict[str, dict] = {
     # generator of the augmentation test) and LSGAN-DiffAug-EMA (the best model, and the other
     # generator); the ELBO GMVAE trained again with seed 0 in bf16, to show whether its verdicts depend
     # on the arithmetic. The other models keep one seed, so gaps involving them stay "not resolved":
-    # three seeds of every model would take over twice as long. The committed reports come from the
-    # study of 6c90842 (`git show 02022e2:cxrnb/profiles.py`), which seeded VAE-beta0.002 as well,
-    # trained both of the pair again in bf16 and trained the min-SNR DDPM, in 101 min on the faster
-    # 2-core EPYC; by that run's training and sampling times this one takes about 13 min less there
-    # (an estimate, not a run), and 1.8x as long on the slower EPYC.
+    # three seeds of every model would take over twice as long. The README says which run of it the
+    # committed reports come from, on which machine, and how long it took.
     # The blank control gets six more classifier seeds (nine): a blank classifier scores the test images
     # by the random features it started from, so its score varies widely between seeds, and three
     # seeds gave it a spread twice as wide in the a8e4cc3 run as in 6c90842's, which decided the
