@@ -110,6 +110,25 @@ def test_sample_rows_refuses_an_empty_set_of_panels():
         plots.sample_rows({})
     with pytest.raises(CxrnbError, match=r"^sample_rows needs at least one panel per row, not per_row=0$"):
         plots.sample_rows({"a": torch.rand(4, 1, 16, 16)}, per_row=0)
+    with pytest.raises(CxrnbError, match="^nearest_pairs got no panels"):
+        plots.nearest_pairs({})
+
+
+def test_nearest_pairs_wraps_sixteen_models_into_rows_of_six():
+    """The memorisation figure of notebook 07 (sixteen models) was one strip 3,851 px wide whose
+    titles overlapped; it now wraps like the samples figure, and no panel title outruns its panel."""
+    names = [f"model {i} · GMM sampler · labelled post hoc" for i in range(16)]
+    pair = (torch.rand(4, 1, 16, 16), torch.rand(4, 1, 16, 16))
+    fig = plots.nearest_pairs({name: pair for name in names}, title="closest pairs")
+    axes = fig.get_axes()
+    assert len({round(ax.get_position().y0, 3) for ax in axes}) == 3       # ceil(16 / 6) rows
+    assert len({round(ax.get_position().x0, 3) for ax in axes}) == 6
+    assert fig.get_size_inches()[0] == pytest.approx(plots.PANEL_WIDTH * 6)
+    titles = [ax.get_title() for ax in axes]
+    assert all(max(map(len, t.splitlines())) <= plots.TITLE_WIDTH for t in titles)
+    assert [t.replace("\n", " ") for t in titles] == names
+    width, height = fig.get_size_inches()
+    assert height < width / 3                        # strips two images tall, not square panels
 
 
 def test_the_compute_figure_extends_each_tail_as_its_power_law():

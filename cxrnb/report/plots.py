@@ -94,19 +94,28 @@ def image_grid(images: Tensor | np.ndarray, nrow: int = 8, title: str | None = N
     return fig
 
 
+def _panel_grid(n: int, per_row: int, caller: str) -> tuple[int, int]:
+    """(rows, columns) for ``n`` panels, at most ``per_row`` to a row."""
+    if n == 0:
+        raise CxrnbError(f"{caller} got no panels to draw (an empty dict of image sets)")
+    if per_row < 1:
+        raise CxrnbError(f"{caller} needs at least one panel per row, not per_row={per_row}")
+    cols = min(n, per_row)
+    return math.ceil(n / cols), cols
+
+
+PANEL_WIDTH = 3.2                # inches per panel of sample_rows and nearest_pairs
+
+
 def sample_rows(rows: dict[str, Tensor], title: str | None = None, per_row: int = 6) -> Figure:
     """Panels side by side, one per label: e.g. samples at iterations 0, 100 and 250 (paper Fig. 6, 8).
 
     More than ``per_row`` panels wrap onto further rows, and long labels wrap onto further lines, so
-    sixteen models' samples stay readable rather than one strip of overlapping titles.
+    sixteen models' samples stay readable rather than one strip of overlapping titles. Each panel is
+    a square grid, so a row is about as tall as a panel is wide: no empty bands between rows.
     """
-    if not rows:
-        raise CxrnbError("sample_rows got no panels to draw (an empty dict of image sets)")
-    if per_row < 1:
-        raise CxrnbError(f"sample_rows needs at least one panel per row, not per_row={per_row}")
-    cols = min(len(rows), per_row)
-    lines = math.ceil(len(rows) / cols)
-    fig = Figure(figsize=(3.2 * cols, 3.8 * lines))
+    lines, cols = _panel_grid(len(rows), per_row, "sample_rows")
+    fig = Figure(figsize=(PANEL_WIDTH * cols, 3.4 * lines + (0.4 if title else 0.1)), layout="constrained")
     for i, (label, images) in enumerate(rows.items()):
         nrow = math.ceil(math.sqrt(len(images)))
         _show(fig.add_subplot(lines, cols, i + 1), tile(images, nrow), textwrap.fill(label, TITLE_WIDTH))
@@ -205,14 +214,19 @@ def recon_pairs(inputs: Tensor, recons: Tensor,
     return fig
 
 
-def nearest_pairs(pairs: dict[str, tuple[Tensor, Tensor]], title: str | None = None) -> Figure:
+def nearest_pairs(pairs: dict[str, tuple[Tensor, Tensor]], title: str | None = None,
+                  per_row: int = 6) -> Figure:
     """One panel per label, each with images (top row) above their matches (bottom row): e.g. a
-    model's samples above their nearest training images."""
-    fig = Figure(figsize=(max(6, 2.4 * len(pairs)), 2.6), layout="constrained")
+    model's samples above their nearest training images. Panels wrap onto rows of ``per_row`` and
+    long labels onto further lines, as in ``sample_rows``."""
+    lines, cols = _panel_grid(len(pairs), per_row, "nearest_pairs")
+    across = max(len(top) for top, _ in pairs.values())
+    height = (PANEL_WIDTH - 0.2) * 2 / across + 0.5          # a strip two images tall, and its title
+    fig = Figure(figsize=(PANEL_WIDTH * cols, height * lines + (0.4 if title else 0.1)), layout="constrained")
     for i, (label, (top, bottom)) in enumerate(pairs.items()):
         grid = tile(torch.cat([torch.as_tensor(top).float(), torch.as_tensor(bottom).float()]),
                     nrow=len(top))
-        _show(fig.add_subplot(1, len(pairs), i + 1), grid, label)
+        _show(fig.add_subplot(lines, cols, i + 1), grid, textwrap.fill(label, TITLE_WIDTH))
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
