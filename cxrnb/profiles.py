@@ -52,10 +52,9 @@ ONE_SEED: dict = {
            "n_timed": 16, "lr": 1e-3, "min_snr": False},
     # 07: the augmentation test's generators are two unconditional models labelled post hoc, the GMVAE's
     # GMM sampler and the best GAN. The DDPM is also sampled by DPM-Solver++ in 15 steps: a solver step
-    # costs what a DDIM step does (18.6 against 18.1 ms per image in the a8e4cc3 study), so 20 steps
-    # against 50 sat on the 2.5x target by construction (2.43x there, 2.58x in the 6c90842 run) and
-    # 15 decide it (about 3.3x). Its curve is drawn with that solver, which scored far better than the
-    # 50 DDIM steps at the final weights in every study run so far (664 ± 74 against 4197 ± 43 at 20 steps).
+    # costs about what a DDIM step does, so 20 steps against 50 would sit on the 2.5x speed target by
+    # construction and the verdict would move with the machine; 15 decide it. Its curve is drawn with
+    # that solver, which scores far better than 50 DDIM steps at this budget (results.md).
     "07": {"n_generated": 200, "n_repeats": 5, "classifier_epochs": 10,
            "usefulness_seeds": [0, 1, 2],
            "models": ["VAE-beta0.002", "VAE-elbo-beta1", "DirVAE-elbo", "GMVAE-V8", "GMVAE-elbo", "FS-GMVAE-elbo",
@@ -125,8 +124,8 @@ PROFILES: dict[str, dict] = {
     # committed reports come from, on which machine, and how long it took.
     # The blank control gets six more classifier seeds (nine): a blank classifier scores the test images
     # by the random features it started from, so its score varies widely between seeds, and three
-    # seeds gave it a spread twice as wide in the a8e4cc3 run as in 6c90842's, which decided the
-    # synthetic-only verdict. Blank classifiers are cheap (no synthetic images to draw).
+    # seeds estimate that spread too poorly to decide the synthetic-only verdict (two study runs with
+    # three disagreed). Blank classifiers are cheap (no synthetic images to draw).
     "study": {**ONE_SEED,
               "07": {**ONE_SEED["07"], "training_seeds": [0, 1, 2], "extra_blank_seeds": [3, 4, 5, 6, 7, 8],
                      "seeded_models": ["VAE-elbo-beta1", "GMVAE-elbo", "LSGAN-DiffAug-EMA"],
