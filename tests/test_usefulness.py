@@ -164,6 +164,9 @@ def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_th
     trained = []
     fit = U.fit_classifier
     monkeypatch.setattr(U, "fit_classifier", lambda x, y, c, **kw: trained.append(len(x)) or fit(x, y, c, **kw))
+    summarised = []                     # the rows each generator's table is summarised from
+    summarise = scoring.summarise
+    monkeypatch.setattr(scoring, "summarise", lambda long: summarised.append(long) or summarise(long))
     df, ev = scoring.synthetic_usefulness(data, {"ACGAN": [cond], labelled.preset: [labelled]}, cfg,
                                           load_ruler(), seeds=(0, 1), extra_blank_seeds=(1, 7))
     # per seed: 3 shared regimes once, then 4 synthetic regimes (pretraining in 2 stages) per generator;
@@ -183,6 +186,11 @@ def test_synthetic_usefulness_with_two_generators(phantom_root, tmp_path, one_th
         synth = own.loc[Regime.SYNTHETIC]       # against the blank control's 3 seeds: paired by draw only
         assert synth.vs_blank == pytest.approx(synth["mean"] - shared.loc[Regime.BLANK, "mean"])
         assert math.isfinite(synth.vs_blank_std) and synth.vs_blank_std > 0
+        rows = next(t for t in summarised if (t.generator == name).any())
+        rows = rows[rows.finding == "macro"]
+        blank, alone = rows[rows.regime == Regime.BLANK], rows[rows.regime == Regime.SYNTHETIC]
+        assert sorted(blank.seed.unique()) == [0, 1, 7]
+        assert (synth.vs_blank, synth.vs_blank_std) == pytest.approx(U._unpaired(alone, blank))
         assert synth.change_std > 0
     rare = df["rare findings"].iloc[0].split(", ")
     assert rare == rare_findings(data.train_y, 3)

@@ -248,8 +248,8 @@ def summarise(long: pd.DataFrame) -> pd.DataFrame:
     pooled spread (``_pooled``), the seeds; each regime's change against real images alone
     (``change``, ``change_std``) and synthetic images' against the blank control (``vs_blank``,
     ``vs_blank_std``), from paired differences (``_difference``; by draw only where the seed counts
-    differ). Rows of one (regime, finding,
-    seed, draw) twice (two generators' regimes pooled by mistake) are refused."""
+    differ). Rows of one (regime, finding, seed, draw) twice (two generators' regimes pooled by
+    mistake) are refused."""
     twice = long.duplicated(["regime", "finding", "seed", "resample"])
     if twice.any():
         first = long[twice].iloc[0]
