@@ -76,6 +76,10 @@ def _reproduce_command(sub) -> None:
     s.add_argument("--overwrite", action="store_true",
                    help="replace reports that were made from other data (e.g. real images by the phantom)")
 
+    s = sub.add_parser("compare", help="two reports folders side by side: same verdicts? FDs within spread?")
+    s.add_argument("a", help="a reports folder written by `make reproduce`")
+    s.add_argument("b", help="another one (e.g. the same commit on another machine)")
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxrnb", description=__doc__)
@@ -151,6 +155,11 @@ def _dispatch(a: argparse.Namespace) -> None:
         from cxrnb.reproduce import reproduce
         reproduce(profile=a.profile, params_file=a.params, overrides=a.set, only=a.only,
                   reports=a.reports, notebooks=a.notebooks, overwrite=a.overwrite)
+    elif a.command == "compare":
+        from cxrnb.report.compare import compare, render
+        comparison = compare(a.a, a.b)
+        print(render(comparison), end="")
+        sys.exit(0 if comparison.agrees else 1)
 
 
 def _ruler(a: argparse.Namespace) -> None:

@@ -1,0 +1,170 @@
+"""Two runs of the study side by side: does a rerun on another machine say the same?
+
+A verdict counts only if it survives a rerun (another seed, the other precision path, another CPU).
+``cxrnb compare A B`` reads two reports folders made by ``make reproduce`` and checks the two things a
+rerun must keep:
+
+- **the verdict sentences** of ``results.md``, with every number masked: "holds", "not resolved",
+  the family order, "no measurable effect" must read the same; the numbers inside them may move;
+- **every FD in the metrics table** (ladder rungs first: the ruler itself), by the one rule the
+  reports settle gaps with (``numbers.verdict``): two runs agree on a value when they differ by no more
+  than twice the spread of the difference, sqrt(sd_a² + sd_b²).
+
+Sentences are compared clause by clause (split at "; "), so one moved clause of a long line does not
+hide that the rest agree. Provenance is left out: it names the machine, which differs by design.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from cxrnb.errors import CxrnbError
+from cxrnb.report.index import read_index
+from cxrnb.report.numbers import fmt
+
+RESULTS = "results.md"
+METRICS = Path("figures") / "07_evaluation" / "metrics_pooled.csv"
+UNCOMPARED = ("## Provenance",)     # sections that describe the run, not what it found
+
+# A number as the reports print one: '-0.018', '1,326', '674 ± 24', '6.28 ± 0.16 × 10⁻⁶', '2.93×'. Not
+# a digit inside a name ('VAE-beta0.002', 'GMVAE-V8', 'σ=1 px'): the character before it is no letter,
+# digit, dot or '=', nor a hyphen after one ('COVID-19').
+_DECIMAL = r"\d+(?:,\d{3})*(?:\.\d+)?"
+NUMBER = re.compile(rf"(?<![\w.=])(?<!\w-)[-−+]?{_DECIMAL}(?:\s*±\s*{_DECIMAL})?(?:\s*×\s*10[⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+)?")
+
+
+def mask(text: str) -> str:
+    """``text`` with every number replaced by '#', so two runs' sentences compare by their words."""
+    return NUMBER.sub("#", text)
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One clause of ``results.md``: its section heading and its text as printed."""
+
+    section: str
+    text: str
+
+    @property
+    def masked(self) -> tuple[str, str]:
+        return self.section, mask(self.text)
+
+
+def clauses(results_md: str) -> list[Clause]:
+    """The sentences of ``results.md`` outside tables and provenance, split into clauses at '; '."""
+    out, section = [], ""
+    for line in results_md.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            section = line
+            continue
+        if not line or line.startswith("|") or line.startswith("_") or section.startswith(UNCOMPARED):
+            continue
+        out += [Clause(section, part) for part in line.split("; ")]
+    return out
+
+
+@dataclass(frozen=True)
+class Value:
+    """One FD of the metrics table in both runs, and whether they agree."""
+
+    space: str
+    row: str
+    kind: str
+    a: tuple[float, float]
+    b: tuple[float, float]
+
+    @property
+    def gap(self) -> float:
+        return self.b[0] - self.a[0]
+
+    @property
+    def spread(self) -> float:
+        return math.hypot(self.a[1], self.b[1])
+
+    @property
+    def agrees(self) -> bool:
+        return abs(self.gap) <= 2 * self.spread
+
+
+@dataclass
+class Comparison:
+    """What two runs share: their clauses (masked), and their FDs value by value."""
+
+    runs: tuple[str, str]
+    n_clauses: tuple[int, int]
+    differing: list[tuple[list[Clause], list[Clause]]] = field(default_factory=list)
+    values: list[Value] = field(default_factory=list)
+
+    @property
+    def n_same(self) -> int:
+        return self.n_clauses[0] - sum(len(a) for a, _ in self.differing)
+
+    @property
+    def agrees(self) -> bool:
+        return not self.differing and all(v.agrees for v in self.values)
+
+
+def _run_words(reports: Path) -> str:
+    """'commit 191f4b7, fp32 on AMD EPYC, …' from the index (every notebook's, where they differ)."""
+    runs = read_index(reports).values()
+
+    def words(key: str) -> str:
+        return ", ".join(sorted({getattr(r, key) for r in runs if getattr(r, key)})) or "?"
+    return f"{reports}: commit {words('commit')}, {words('precision')} on {words('machine')}"
+
+
+def _fds(reports: Path) -> pd.DataFrame:
+    path = reports / METRICS
+    if not path.is_file():
+        raise CxrnbError(f"{path} not found: compare two reports folders written by `make reproduce`")
+    df = pd.read_csv(path)
+    return df[(df.metric == "FD") & df.kind.isin(["ladder", "model", "reference"])].set_index(["space", "model"])
+
+
+def compare(a: str | Path, b: str | Path) -> Comparison:
+    """Compare the reports folders ``a`` and ``b`` (see the module docstring for the rules)."""
+    a, b = Path(a), Path(b)
+    texts = []
+    for reports in (a, b):
+        if not (reports / RESULTS).is_file():
+            raise CxrnbError(f"{reports / RESULTS} not found: compare two reports folders written by `make reproduce`")
+        texts.append(clauses((reports / RESULTS).read_text()))
+    ca, cb = texts
+    out = Comparison(runs=(_run_words(a), _run_words(b)), n_clauses=(len(ca), len(cb)))
+    matcher = difflib.SequenceMatcher(a=[c.masked for c in ca], b=[c.masked for c in cb], autojunk=False)
+    out.differing = [(ca[i1:i2], cb[j1:j2]) for op, i1, i2, j1, j2 in matcher.get_opcodes() if op != "equal"]
+    fa, fb = _fds(a), _fds(b)
+    for key in fa.index.intersection(fb.index):
+        ra, rb = fa.loc[key], fb.loc[key]
+        out.values.append(Value(space=key[0], row=key[1], kind=ra.kind, a=(float(ra["mean"]), float(ra["std"])),
+                                b=(float(rb["mean"]), float(rb["std"]))))
+    order = {"ladder": 0, "reference": 1, "model": 2}
+    out.values.sort(key=lambda v: (order[v.kind], v.space))
+    return out
+
+
+def render(c: Comparison) -> str:
+    """The comparison as Markdown: the verdicts that differ, then a table of every FD."""
+    lines = ["# Two runs compared", "", f"- A: {c.runs[0]}", f"- B: {c.runs[1]}", "",
+             "## Verdict sentences of results.md, numbers masked", "",
+             f"{c.n_same} of {c.n_clauses[0]} clauses of A read the same in B ({c.n_clauses[1]} in B)."]
+    for da, db in c.differing:
+        section = (da or db)[0].section
+        lines += ["", f"In `{section}`:"]
+        lines += [f"- A: {x.text}" for x in da] + [f"- B: {x.text}" for x in db]
+    rungs = [v for v in c.values if v.kind == "ladder"]
+    lines += ["", "## FD in both runs (agree: the gap within twice the spread of the difference)", "",
+              f"Ladder rungs agreeing: {sum(v.agrees for v in rungs)} of {len(rungs)}; "
+              f"every row: {sum(v.agrees for v in c.values)} of {len(c.values)}.", "",
+              "| space | row | A | B | gap | 2 × spread | agree |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {v.space} | {v.row} | {fmt(*v.a)} | {fmt(*v.b)} | {v.gap:+.3g} | {2 * v.spread:.3g} | "
+              f"{'yes' if v.agrees else '**no**'} |" for v in c.values]
+    lines += ["", "The runs agree." if c.agrees else "The runs differ (above)."]
+    return "\n".join(lines) + "\n"
