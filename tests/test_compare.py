@@ -54,7 +54,9 @@ def test_numbers_that_move_with_the_same_words_agree(tmp_path):
     (rung,) = [v for v in c.values if v.kind == "ladder"]        # FD only, not KID
     assert (rung.gap, rung.spread) == (10.0, 5.0)                # |110 - 100| <= 2 * sqrt(3² + 4²)
     assert rung.agrees and c.agrees
-    assert "Ladder rungs agreeing: 1 of 1" in render(c) and "The runs agree." in render(c)
+    text = render(c)
+    assert "Agreeing: ladder rungs 1 of 1; models pooling 3 or more training seeds 1 of 1" in text
+    assert "The runs agree." in text
 
 
 def test_a_changed_verdict_or_a_moved_rung_is_reported(tmp_path):
@@ -69,6 +71,16 @@ def test_a_changed_verdict_or_a_moved_rung_is_reported(tmp_path):
     assert not rung.agrees                       # 11 > 2 * 5
     text = render(c)
     assert "| **no** |" in text and "The runs differ" in text
+
+
+def test_sentences_indexed_by_measured_seconds_are_listed_but_do_not_decide(tmp_path):
+    a, b = _reports(tmp_path, "a"), _reports(tmp_path, "b")
+    timed = "\n## Quality against training compute\n\n- Within {s} s of training: {m} leads.\n\n## Provenance"
+    for d, s, m in ((a, 626, "LSGAN-DiffAug-EMA"), (b, 337, "LSGAN")):
+        (d / "results.md").write_text((d / "results.md").read_text().replace("\n## Provenance", timed.format(s=s, m=m)))
+    c = compare(a, b)
+    assert len(c.differing) == 1 and c.verdicts_differing == [] and c.agrees
+    assert "(indexed by measured seconds" in render(c)
 
 
 def test_cli_exit_status_says_whether_the_runs_agree(tmp_path, capsys):
