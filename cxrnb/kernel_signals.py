@@ -12,14 +12,34 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from jupyter_client import AsyncKernelManager
+from jupyter_core.paths import jupyter_runtime_dir
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# The kernel talks to the runner over Unix sockets where there are some. Over TCP, jupyter_client
+# picks five free ports and the kernel binds them a moment later; a kernel starting beside it (two
+# test workers, two runs) can take one in between, and the kernel's heartbeat dies with "Address
+# already in use". Socket files in Jupyter's runtime folder cannot collide, and stay on this machine.
+IPC = os.name == "posix"
+MAX_SOCKET_DIR = 80     # characters of folder before '/cxrnb-<12 hex>-<port>' within a socket path's limit
 SETTLE_SECONDS = 0.2    # a cell runs this long before an interrupt is sent (an idle kernel ignores one)
+
+
+def _socket_prefix() -> str:
+    """A path of its own for one kernel's five sockets (jupyter_client's default, 'kernel-ipc', is
+    relative: the files would land in the folder the notebook runs in, shared by every run there)."""
+    runtime = Path(jupyter_runtime_dir())
+    if len(str(runtime)) > MAX_SOCKET_DIR:       # a Unix socket's path holds at most 107 bytes
+        runtime = Path(tempfile.gettempdir())
+    runtime.mkdir(parents=True, exist_ok=True)
+    return str(runtime / f"cxrnb-{uuid.uuid4().hex[:12]}")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -102,6 +122,8 @@ class Signals:
 
         class Kernel(AsyncKernelManager):
             def __init__(self, **kwargs):
+                if IPC and "transport" not in kwargs:
+                    kwargs |= {"transport": "ipc", "ip": _socket_prefix()}
                 super().__init__(**kwargs)
                 signals.kernel = self
         return {"kernel_manager_class": Kernel, "on_cell_execute": self._cell_starts,

@@ -130,3 +130,40 @@ def test_a_second_run_into_the_same_reports_exits_at_once_and_signals_stop_the_f
     done = subprocess.run([sys.executable, "-m", "cxrnb", "reproduce", *command, "--only", "02"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-2000:]                 # the lock went with the first run
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Unix sockets: elsewhere the kernel keeps TCP")
+def test_each_kernel_talks_over_unix_sockets_of_its_own(tmp_path, monkeypatch):
+    """Over TCP a kernel starting beside another could lose a port to it between jupyter_client's
+    pick and its bind ('Address already in use', seen with two test workers): each kernel gets socket
+    files of its own in Jupyter's runtime folder (a short one where that path is too long for a
+    socket), none in the folder the notebook runs in, and they go when the kernel does."""
+    import asyncio
+
+    from cxrnb.kernel_signals import MAX_SOCKET_DIR, Signals
+    from cxrnb.reproduce import KERNEL
+
+    monkeypatch.chdir(tmp_path)
+    runtime = tmp_path / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    make = lambda: Signals().client_options()["kernel_manager_class"](kernel_name=KERNEL)  # noqa: E731
+    one, two = make(), make()
+    assert (one.transport, two.transport) == ("ipc", "ipc") and one.ip != two.ip
+    assert Path(one.ip).parent == runtime
+
+    async def start_and_stop(km) -> list[bool]:
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)              # the kernel answers over them
+            return [p.is_socket() for p in runtime.glob(Path(km.ip).name + "-*")]
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+
+    assert asyncio.run(start_and_stop(one)) == [True] * 5                # shell, iopub, stdin, control, hb
+    assert not list(runtime.glob(Path(one.ip).name + "-*")) and not list(tmp_path.glob("kernel-ipc*"))
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ("x" * (MAX_SOCKET_DIR + 1))))
+    assert len(make().ip) < 100                                             # fell back to the temp folder
