@@ -139,12 +139,16 @@ def test_each_kernel_talks_over_unix_sockets_of_its_own(tmp_path, monkeypatch):
     files of its own in Jupyter's runtime folder (a short one where that path is too long for a
     socket), none in the folder the notebook runs in, and they go when the kernel does."""
     import asyncio
+    import shutil
+    import tempfile
 
     from cxrnb.kernel_signals import MAX_SOCKET_DIR, Signals
     from cxrnb.reproduce import KERNEL
 
     monkeypatch.chdir(tmp_path)
-    runtime = tmp_path / "runtime"
+    # a short folder of its own: tmp_path under pytest-xdist (or on macOS) can be longer than
+    # MAX_SOCKET_DIR, and the kernel would then rightly take the temp folder instead
+    runtime = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
     make = lambda: Signals().client_options()["kernel_manager_class"](kernel_name=KERNEL)  # noqa: E731
     one, two = make(), make()
@@ -165,5 +169,6 @@ def test_each_kernel_talks_over_unix_sockets_of_its_own(tmp_path, monkeypatch):
     assert asyncio.run(start_and_stop(one)) == [True] * 5                # shell, iopub, stdin, control, hb
     assert not list(runtime.glob(Path(one.ip).name + "-*")) and not list(tmp_path.glob("kernel-ipc*"))
 
+    shutil.rmtree(runtime)
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ("x" * (MAX_SOCKET_DIR + 1))))
     assert len(make().ip) < 100                                             # fell back to the temp folder

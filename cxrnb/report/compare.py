@@ -98,6 +98,12 @@ class Value:
         return abs(self.gap) <= 2 * self.spread
 
 
+def _timed(block: tuple[list[Clause], list[Clause]]) -> bool:
+    """Is a differing block (A's clauses, B's) in a section indexed by measured seconds?"""
+    a, b = block
+    return (a or b)[0].section.startswith(TIMED)
+
+
 @dataclass
 class Comparison:
     """What two runs share: their clauses (masked), and their FDs value by value."""
@@ -114,7 +120,7 @@ class Comparison:
     @property
     def verdicts_differing(self) -> list[tuple[list[Clause], list[Clause]]]:
         """The differing clauses outside the sections indexed by measured seconds."""
-        return [(a, b) for a, b in self.differing if not (a or b)[0].section.startswith(TIMED)]
+        return [block for block in self.differing if not _timed(block)]
 
     @property
     def agrees(self) -> bool:
@@ -172,9 +178,8 @@ def render(c: Comparison) -> str:
              f"{c.n_same} of {c.n_clauses[0]} clauses of A read the same in B ({c.n_clauses[1]} in B); "
              f"differing outside the sections indexed by measured seconds: {len(c.verdicts_differing)} block(s)."]
     for da, db in c.differing:
-        section = (da or db)[0].section
-        timed = " (indexed by measured seconds: differs with the machine's speed by design)" * section.startswith(TIMED)
-        lines += ["", f"In `{section}`{timed}:"]
+        timed = " (indexed by measured seconds: differs with the machine's speed by design)" * _timed((da, db))
+        lines += ["", f"In `{(da or db)[0].section}`{timed}:"]
         lines += [f"- A: {x.text}" for x in da] + [f"- B: {x.text}" for x in db]
     rungs = [v for v in c.values if v.kind == "ladder"]
     lines += ["", "## FD in both runs (agree: the gap within twice the spread of the difference)", "",
