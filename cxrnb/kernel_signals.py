@@ -26,20 +26,27 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # The kernel talks to the runner over Unix sockets where there are some. Over TCP, jupyter_client
 # picks five free ports and the kernel binds them a moment later; a kernel starting beside it (two
 # test workers, two runs) can take one in between, and the kernel's heartbeat dies with "Address
-# already in use". Socket files in Jupyter's runtime folder cannot collide, and stay on this machine.
+# already in use". Socket files of unique names cannot collide, and stay on this machine.
 IPC = os.name == "posix"
-MAX_SOCKET_DIR = 80     # characters of folder before '/cxrnb-<12 hex>-<port>' within a socket path's limit
+MAX_SOCKET_DIR = 80     # bytes of folder before '/cxrnb-<12 hex>-<port>' within a socket path's limit
 SETTLE_SECONDS = 0.2    # a cell runs this long before an interrupt is sent (an idle kernel ignores one)
 
 
-def _socket_prefix() -> str:
+def _socket_prefix() -> str | None:
     """A path of its own for one kernel's five sockets (jupyter_client's default, 'kernel-ipc', is
-    relative: the files would land in the folder the notebook runs in, shared by every run there)."""
-    runtime = Path(jupyter_runtime_dir())
-    if len(str(runtime)) > MAX_SOCKET_DIR:       # a Unix socket's path holds at most 107 bytes
-        runtime = Path(tempfile.gettempdir())
-    runtime.mkdir(parents=True, exist_ok=True)
-    return str(runtime / f"cxrnb-{uuid.uuid4().hex[:12]}")
+    relative: the files would land in the folder the notebook runs in, shared by every run there).
+    In the temp folder (local, and meant for such files), else Jupyter's runtime folder (HOME may be
+    read-only, or on a file system without sockets); None where neither is short and writable."""
+    for folder in (Path(tempfile.gettempdir()), Path(jupyter_runtime_dir())):
+        if len(os.fsencode(folder)) > MAX_SOCKET_DIR:    # a Unix socket's path holds at most 107 bytes
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK | os.X_OK):
+            return str(folder / f"cxrnb-{uuid.uuid4().hex[:12]}")
+    return None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -122,8 +129,9 @@ class Signals:
 
         class Kernel(AsyncKernelManager):
             def __init__(self, **kwargs):
-                if IPC and "transport" not in kwargs:
-                    kwargs |= {"transport": "ipc", "ip": _socket_prefix()}
+                prefix = _socket_prefix() if IPC and "transport" not in kwargs else None
+                if prefix:                      # else TCP, jupyter_client's default
+                    kwargs |= {"transport": "ipc", "ip": prefix}
                 super().__init__(**kwargs)
                 signals.kernel = self
         return {"kernel_manager_class": Kernel, "on_cell_execute": self._cell_starts,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cxrnb import cli
-from cxrnb.report.compare import compare, mask, render
+from cxrnb.report.compare import compare, items_only_in, mask, render
 
 RESULTS = """# Measured sample quality
 
@@ -50,7 +50,7 @@ def test_numbers_that_move_with_the_same_words_agree(tmp_path):
     a = _reports(tmp_path, "a")
     b = _reports(tmp_path, "b", gan="131 ± 19", machine="Intel Xeon", rung=(110.0, 4.0))
     c = compare(a, b)
-    assert c.differing == [] and c.n_clauses == (2, 2) and c.n_same == 2   # provenance (the machine) not compared
+    assert c.differing == [] and c.n_clauses == (5, 5) and c.n_same == 5   # table, 2 clauses; not provenance
     (rung,) = [v for v in c.values if v.kind == "ladder"]        # FD only, not KID
     assert (rung.gap, rung.spread) == (10.0, 5.0)                # |110 - 100| <= 2 * sqrt(3² + 4²)
     assert rung.agrees and c.agrees
@@ -96,3 +96,64 @@ def test_cli_exit_status_says_whether_the_runs_agree(tmp_path, capsys):
         cli.main(["compare", str(a), str(tmp_path / "missing")])
     assert e.value.code == 2
     assert capsys.readouterr().err.startswith("cxrnb compare: error:")
+
+
+def test_mask_hides_scientific_notation():
+    assert mask("gap -554 against a seed spread of 1.53e+03 (3 seeds)") == "gap # against a seed spread of # (# seeds)"
+
+
+def test_a_row_in_one_run_only_is_a_difference(tmp_path):
+    a, b = _reports(tmp_path, "a"), _reports(tmp_path, "b")
+    csv = b / "figures" / "07_evaluation" / "metrics_pooled.csv"
+    csv.write_text(csv.read_text() + "DDPM,model,cxr-classifier,256,9.8,FD,4197.0,43.0,,82,82,5,1\n")
+    c = compare(a, b)
+    assert c.differing == [] and all(v.agrees for v in c.values)
+    assert c.only_in == [("cxr-classifier", "DDPM", "B")] and not c.agrees
+    assert "cxr-classifier DDPM (only in B)" in render(c)
+
+
+def test_a_verdict_after_a_timed_section_is_judged_in_its_own_section(tmp_path):
+    """One difflib block over the whole file could span the timed section and the next one, and be
+    let off as 'timed'; diffing section by section keeps the target's change a verdict."""
+    a, b = _reports(tmp_path, "a"), _reports(tmp_path, "b")
+    tail = ("\n## Quality against training compute\n\n- Within {s} s of training: {m} leads.\n\n"
+            "## The study's quality targets\n\n- Best GAN below blur σ=1 px: {t}.\n\n## Provenance")
+    for d, s, m, t in ((a, 626, "GAN", "met"), (b, 337, "VAE", "missed by a factor 2.3")):
+        text = (d / "results.md").read_text()
+        (d / "results.md").write_text(text.replace("\n## Provenance", tail.format(s=s, m=m, t=t)))
+    c = compare(a, b)
+    assert [(x[0][0].section) for x in c.differing] == ["## Quality against training compute",
+                                                        "## The study's quality targets"]
+    ((da, db),) = c.verdicts_differing
+    assert "met" in da[0].text and "missed" in db[0].text and not c.agrees
+
+
+def test_table_rows_are_compared_by_their_words(tmp_path):
+    a, b = _reports(tmp_path, "a"), _reports(tmp_path, "b")
+    row = "\n| real+synthetic | GAN | 0.698 ± 0.033 | {change} |\n"
+    for d, change in ((a, "-0.018 ± 0.024: no measurable effect"), (b, "-0.041 ± 0.012: it hurts")):
+        text = (d / "results.md").read_text()
+        (d / "results.md").write_text(text.replace("| GAN | {} |\n".format("120 ± 16"),
+                                                   "| GAN | 120 ± 16 |\n" + row.format(change=change)))
+    c = compare(a, b)
+    ((da, db),) = c.verdicts_differing
+    assert "no measurable effect" in da[0].text and "it hurts" in db[0].text
+    assert c.n_clauses == (6, 6)     # the table (header, separator, two rows) and two clauses
+
+
+def test_a_row_without_a_spread_agrees_only_up_to_round_off(tmp_path):
+    a = _reports(tmp_path, "a", rung=(100.0, float("nan")))
+    same = _reports(tmp_path, "b", rung=(100.00001, float("nan")))
+    moved = _reports(tmp_path, "c", rung=(100.1, float("nan")))
+    (rung,) = [v for v in compare(a, same).values if v.kind == "ladder"]
+    assert rung.spread == 0 and rung.agrees                      # 1e-7 of itself: round-off
+    (rung,) = [v for v in compare(a, moved).values if v.kind == "ladder"]
+    assert not rung.agrees
+    assert "largest relative gap 0.001 (cxr-classifier, ladder: blur σ=1 px)" in render(compare(a, moved))
+
+
+def test_a_list_that_lost_an_item_names_it():
+    a = "Settled: GAN < VAE, GAN < DDPM, VAE < DDPM."
+    b = "Settled: GAN < VAE, VAE < DDPM."
+    assert items_only_in(a, b) == (["GAN < DDPM"], [])
+    assert items_only_in("prior 12 ± 3", "no sign") == ([], [])     # different sentences, not one list

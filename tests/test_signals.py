@@ -136,8 +136,9 @@ def test_a_second_run_into_the_same_reports_exits_at_once_and_signals_stop_the_f
 def test_each_kernel_talks_over_unix_sockets_of_its_own(tmp_path, monkeypatch):
     """Over TCP a kernel starting beside another could lose a port to it between jupyter_client's
     pick and its bind ('Address already in use', seen with two test workers): each kernel gets socket
-    files of its own in Jupyter's runtime folder (a short one where that path is too long for a
-    socket), none in the folder the notebook runs in, and they go when the kernel does."""
+    files of its own in the temp folder (Jupyter's runtime folder where that path is too long for a
+    socket, TCP where both are), none in the folder the notebook runs in, and they go when the kernel
+    does."""
     import asyncio
     import shutil
     import tempfile
@@ -147,13 +148,13 @@ def test_each_kernel_talks_over_unix_sockets_of_its_own(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     # a short folder of its own: tmp_path under pytest-xdist (or on macOS) can be longer than
-    # MAX_SOCKET_DIR, and the kernel would then rightly take the temp folder instead
-    runtime = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    # MAX_SOCKET_DIR, and the kernel would then rightly take another folder
+    short = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(short))
     make = lambda: Signals().client_options()["kernel_manager_class"](kernel_name=KERNEL)  # noqa: E731
     one, two = make(), make()
     assert (one.transport, two.transport) == ("ipc", "ipc") and one.ip != two.ip
-    assert Path(one.ip).parent == runtime
+    assert Path(one.ip).parent == short
 
     async def start_and_stop(km) -> list[bool]:
         await km.start_kernel()
@@ -161,14 +162,20 @@ def test_each_kernel_talks_over_unix_sockets_of_its_own(tmp_path, monkeypatch):
         kc.start_channels()
         try:
             await kc.wait_for_ready(timeout=60)              # the kernel answers over them
-            return [p.is_socket() for p in runtime.glob(Path(km.ip).name + "-*")]
+            return [p.is_socket() for p in short.glob(Path(km.ip).name + "-*")]
         finally:
             kc.stop_channels()
             await km.shutdown_kernel()
 
     assert asyncio.run(start_and_stop(one)) == [True] * 5                # shell, iopub, stdin, control, hb
-    assert not list(runtime.glob(Path(one.ip).name + "-*")) and not list(tmp_path.glob("kernel-ipc*"))
+    assert not list(short.glob(Path(one.ip).name + "-*")) and not list(tmp_path.glob("kernel-ipc*"))
+    shutil.rmtree(short)
 
+    too_long = tmp_path / ("x" * (MAX_SOCKET_DIR + 1))
+    monkeypatch.setattr(tempfile, "tempdir", str(too_long))
+    runtime = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    assert Path(make().ip).parent == runtime                                # the runtime folder instead
     shutil.rmtree(runtime)
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ("x" * (MAX_SOCKET_DIR + 1))))
-    assert len(make().ip) < 100                                             # fell back to the temp folder
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(too_long))
+    assert make().transport == "tcp"                                        # no short folder: TCP

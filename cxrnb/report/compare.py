@@ -10,8 +10,10 @@ rerun must keep:
   reports settle gaps with (``numbers.verdict``): two runs agree on a value when they differ by no more
   than twice the spread of the difference, sqrt(sd_a² + sd_b²).
 
-Sentences are compared clause by clause (split at "; "), so one moved clause of a long line does not
-hide that the rest agree. Provenance is left out: it names the machine, which differs by design.
+Sentences are compared section by section and clause by clause (split at "; "), so one moved clause
+of a long line does not hide that the rest agree; table rows are compared whole, masked like the
+sentences (the usefulness tables hold verdicts too). Provenance is left out: it names the machine,
+which differs by design. A row of the metrics table present in one run only is a difference.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from cxrnb.report.index import read_index
 from cxrnb.report.numbers import MIN_SEEDS, fmt
 
 RESULTS = "results.md"
+# FDs of the same images by the same shipped ruler on two CPUs differ in the 7th digit (float32 features
+# summed in another order): a value without a spread agrees within this fraction of itself
+ROUND_OFF = 1e-6
 METRICS = Path("figures") / "07_evaluation" / "metrics_pooled.csv"
 UNCOMPARED = ("## Provenance",)     # sections that describe the run, not what it found
 # sections indexed by measured training seconds: a machine twice as fast puts other snapshots in each
@@ -36,10 +41,11 @@ UNCOMPARED = ("## Provenance",)     # sections that describe the run, not what i
 # design; they are listed, and left out of whether the runs agree
 TIMED = ("## Quality against training compute",)
 
-# A number as the reports print one: '-0.018', '1,326', '674 ± 24', '6.28 ± 0.16 × 10⁻⁶', '2.93×'. Not
+# A number as the reports print one: '-0.018', '1,326', '674 ± 24', '6.28 ± 0.16 × 10⁻⁶', '2.93×',
+# '1.53e+03'. Not
 # a digit inside a name ('VAE-beta0.002', 'GMVAE-V8', 'σ=1 px'): the character before it is no letter,
 # digit, dot or '=', nor a hyphen after one ('COVID-19').
-_DECIMAL = r"\d+(?:,\d{3})*(?:\.\d+)?"
+_DECIMAL = r"\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?"
 NUMBER = re.compile(rf"(?<![\w.=])(?<!\w-)[-−+]?{_DECIMAL}(?:\s*±\s*{_DECIMAL})?(?:\s*×\s*10[⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+)?")
 
 
@@ -61,16 +67,36 @@ class Clause:
 
 
 def clauses(results_md: str) -> list[Clause]:
-    """The sentences of ``results.md`` outside tables and provenance, split into clauses at '; '."""
+    """The sentences of ``results.md`` outside provenance, split into clauses at '; ', and its table
+    rows, whole."""
     out, section = [], ""
     for line in results_md.splitlines():
         line = line.strip()
         if line.startswith("#"):
             section = line
             continue
-        if not line or line.startswith("|") or line.startswith("_") or section.startswith(UNCOMPARED):
+        if not line or line.startswith("_") or section.startswith(UNCOMPARED):
             continue
-        out += [Clause(section, part) for part in line.split("; ")]
+        out += [Clause(section, line)] if line.startswith("|") else [Clause(section, p) for p in line.split("; ")]
+    return out
+
+
+def _by_section(cs: list[Clause]) -> dict[str, list[Clause]]:
+    out: dict[str, list[Clause]] = {}
+    for c in cs:
+        out.setdefault(c.section, []).append(c)
+    return out
+
+
+def differing_blocks(ca: list[Clause], cb: list[Clause]) -> list[tuple[list[Clause], list[Clause]]]:
+    """The blocks of clauses that differ (A's, B's), diffed section by section so that each block
+    lies in one section (a block spanning two would be judged by the first one's)."""
+    sa, sb = _by_section(ca), _by_section(cb)
+    out = []
+    for section in dict.fromkeys([*sa, *sb]):        # A's order, then the sections only B has
+        xa, xb = sa.get(section, []), sb.get(section, [])
+        matcher = difflib.SequenceMatcher(a=[c.masked for c in xa], b=[c.masked for c in xb], autojunk=False)
+        out += [(xa[i1:i2], xb[j1:j2]) for op, i1, i2, j1, j2 in matcher.get_opcodes() if op != "equal"]
     return out
 
 
@@ -91,11 +117,18 @@ class Value:
 
     @property
     def spread(self) -> float:
-        return math.hypot(self.a[1], self.b[1])
+        """sqrt(sd_a² + sd_b²); a row without a spread (NaN: one value) counts as 0."""
+        return math.hypot(*(0.0 if math.isnan(sd) else sd for sd in (self.a[1], self.b[1])))
+
+    @property
+    def relative_gap(self) -> float:
+        return abs(self.gap) / max(abs(self.a[0]), abs(self.b[0]), 1e-300)
 
     @property
     def agrees(self) -> bool:
-        return abs(self.gap) <= 2 * self.spread
+        if math.isnan(self.a[0]) or math.isnan(self.b[0]):
+            return math.isnan(self.a[0]) and math.isnan(self.b[0])
+        return abs(self.gap) <= 2 * self.spread or self.relative_gap <= ROUND_OFF
 
 
 def _timed(block: tuple[list[Clause], list[Clause]]) -> bool:
@@ -112,6 +145,7 @@ class Comparison:
     n_clauses: tuple[int, int]
     differing: list[tuple[list[Clause], list[Clause]]] = field(default_factory=list)
     values: list[Value] = field(default_factory=list)
+    only_in: list[tuple[str, str, str]] = field(default_factory=list)   # (space, row, 'A' or 'B')
 
     @property
     def n_same(self) -> int:
@@ -124,7 +158,7 @@ class Comparison:
 
     @property
     def agrees(self) -> bool:
-        return not self.verdicts_differing and all(v.agrees for v in self.values)
+        return not self.verdicts_differing and not self.only_in and all(v.agrees for v in self.values)
 
 
 def _run_words(reports: Path) -> str:
@@ -154,9 +188,10 @@ def compare(a: str | Path, b: str | Path) -> Comparison:
         texts.append(clauses((reports / RESULTS).read_text()))
     ca, cb = texts
     out = Comparison(runs=(_run_words(a), _run_words(b)), n_clauses=(len(ca), len(cb)))
-    matcher = difflib.SequenceMatcher(a=[c.masked for c in ca], b=[c.masked for c in cb], autojunk=False)
-    out.differing = [(ca[i1:i2], cb[j1:j2]) for op, i1, i2, j1, j2 in matcher.get_opcodes() if op != "equal"]
+    out.differing = differing_blocks(ca, cb)
     fa, fb = _fds(a), _fds(b)
+    out.only_in = [(*key, "A") for key in fa.index.difference(fb.index)] + \
+                  [(*key, "B") for key in fb.index.difference(fa.index)]
     for key in fa.index.intersection(fb.index):
         ra, rb = fa.loc[key], fb.loc[key]
         seeds = [r.n_seeds for r in (ra, rb) if ra.kind == "model" and pd.notna(r.n_seeds)]
@@ -165,6 +200,17 @@ def compare(a: str | Path, b: str | Path) -> Comparison:
     order = {"ladder": 0, "reference": 1, "model": 2}
     out.values.sort(key=lambda v: (order[v.kind], v.space))
     return out
+
+
+def items_only_in(a: str, b: str) -> tuple[list[str], list[str]]:
+    """The items of two comma-separated lists (e.g. the settled pairs) found in one only, by their
+    masked words: which pair a long list gained or lost. Nothing where the two share no item (two
+    different sentences, not one list that changed)."""
+    ia, ib = a.rstrip(".").split(", "), b.rstrip(".").split(", ")
+    ma, mb = [mask(x) for x in ia], [mask(x) for x in ib]
+    if not set(ma) & set(mb):
+        return [], []
+    return [x for x, m in zip(ia, ma) if m not in mb], [x for x, m in zip(ib, mb) if m not in ma]
 
 
 def _tally(values: list[Value]) -> str:
@@ -181,9 +227,21 @@ def render(c: Comparison) -> str:
         timed = " (indexed by measured seconds: differs with the machine's speed by design)" * _timed((da, db))
         lines += ["", f"In `{(da or db)[0].section}`{timed}:"]
         lines += [f"- A: {x.text}" for x in da] + [f"- B: {x.text}" for x in db]
+        if len(da) == len(db) == 1:
+            only_a, only_b = items_only_in(da[0].text, db[0].text)
+            if only_a or only_b:
+                lines += [f"- in A only: {', '.join(only_a) or '–'}; in B only: {', '.join(only_b) or '–'}"]
     rungs = [v for v in c.values if v.kind == "ladder"]
-    lines += ["", "## FD in both runs (agree: the gap within twice the spread of the difference)", "",
-              f"Agreeing: ladder rungs {_tally(rungs)}; models pooling {MIN_SEEDS} or more training seeds "
+    fixed = [v for v in c.values if v.kind != "model"]
+    lines += ["", "## FD in both runs (agree: the gap within twice the spread of the difference)", ""]
+    if c.only_in:
+        lines += [f"In one run only (a difference): {len(c.only_in)} row(s): "
+                  + "; ".join(f"{space} {row} (only in {run})" for space, row, run in c.only_in) + ".", ""]
+    if fixed:
+        worst = max(fixed, key=lambda v: v.relative_gap)
+        lines += [f"The ladder rungs and the real reference score the same images with the same shipped rulers "
+                  f"in both runs: largest relative gap {worst.relative_gap:.2g} ({worst.space}, {worst.row}).", ""]
+    lines += [f"Agreeing: ladder rungs {_tally(rungs)}; models pooling {MIN_SEEDS} or more training seeds "
               f"{_tally([v for v in c.values if (v.seeds or 0) >= MIN_SEEDS])}; models of fewer "
               f"{_tally([v for v in c.values if v.kind == 'model' and (v.seeds or 0) < MIN_SEEDS])}; "
               f"every row {_tally(c.values)}.", "",
