@@ -283,7 +283,8 @@ def _moves(note: str) -> float:
 def exercise(page, explorer, index: int, timeout_ms: float = 10_000) -> Interaction:
     """Drag the explorer's first visible slider (opening the fold when every slider is folded)
     right by ``DRAG_STEPS`` mouse moves, timing each from the move to the redraw on the page; release
-    it; then pick the last entry of its first menu."""
+    it (a slider that redraws only on release is dragged ``DRAG_STEPS`` times, each release timed);
+    then pick the last entry of its first menu."""
     explorer.scroll_into_view_if_needed()
     image = explorer.locator(f"img.{IMAGE_CLASS}").first
     delta = explorer.locator(f".{DELTA_CLASS}").first
@@ -314,12 +315,23 @@ def exercise(page, explorer, index: int, timeout_ms: float = 10_000) -> Interact
             page.mouse.move(x + DRAG_STEPS * STEP_PX, y)
             break
         latencies.append(done - began)
-    seen = _changes(timing)
-    began = page.evaluate("performance.now()")
-    page.mouse.up()
-    if not latencies:                       # not live: the image follows on release
-        done = _wait_redraw(page, timing, seen, timeout_ms)
-        latencies += [done - began] if done is not None else []
+    live = bool(latencies)
+    for step in range(DRAG_STEPS if not live else 1):
+        if step:                            # not live: drag again, a step at a time, so that the median
+            handle = slider.locator(".noUi-handle").bounding_box()      # is of DRAG_STEPS releases too
+            hx, hy = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+            page.mouse.move(hx, hy)
+            page.mouse.down()
+            page.mouse.move(hx + STEP_PX, hy)
+        seen = _changes(timing)
+        began = page.evaluate("performance.now()")
+        page.mouse.up()
+        if live:
+            break
+        done = _wait_redraw(page, timing, seen, timeout_ms)     # not live: the image follows each release
+        if done is None:
+            break
+        latencies.append(done - began)
     page.wait_for_timeout(300)
     interaction = Interaction(index, n_visible, _moves(notes[0]) if notes else float("nan"),
                               image.get_attribute("src") != before_src, (readout_before, readout.inner_text()),
