@@ -157,3 +157,28 @@ def test_a_list_that_lost_an_item_names_it():
     b = "Settled: GAN < VAE, VAE < DDPM."
     assert items_only_in(a, b) == (["GAN < DDPM"], [])
     assert items_only_in("prior 12 ± 3", "no sign") == ([], [])     # different sentences, not one list
+
+
+def test_a_one_seed_models_placement_is_listed_but_does_not_decide(tmp_path):
+    """results.md settles nothing on a model of one training seed, so where a rerun places it on the
+    ladder is a reading: listed, not deciding; a placement of a model of three seeds decides."""
+    runs = []
+    for name, vae_rung, gan_rung in (("a", "blur σ=2 px", "flipped"), ("b", "noise σ=0.1", "flipped"),
+                                     ("c", "blur σ=2 px", "blur σ=1 px")):
+        d = _reports(tmp_path, name)
+        section = (f"\n## Where the models sit on the calibration ladder\n\n- FD (cxr-classifier): "
+                   f"VAE-beta0.002 · GMM sampler 674 ± 24: between {vae_rung} and x; "
+                   f"GAN 120 ± 16: between {gan_rung} and y."
+                   "\n\n## Provenance")
+        (d / "results.md").write_text((d / "results.md").read_text().replace("\n## Provenance", section))
+        csv = d / "figures" / "07_evaluation" / "metrics_pooled.csv"
+        csv.write_text(csv.read_text()                  # the one-seed sampler's name begins with a 3-seed model's
+                       + "VAE-beta0.002 · GMM sampler,model,cxr-classifier,256,9.8,FD,674.0,24.0,,82,82,5,1\n"
+                       + "VAE-beta0.002,model,cxr-classifier,256,9.8,FD,600.0,24.0,,82,82,5,3\n")
+        runs.append(d)
+    one_seed = compare(runs[0], runs[1])
+    ((da, db),) = one_seed.differing
+    assert "blur σ=2 px" in da[0].text and one_seed.verdicts_differing == [] and one_seed.agrees
+    assert "(a placement of a model of fewer than 3 training seeds" in render(one_seed)
+    three_seeds = compare(runs[0], runs[2])
+    assert len(three_seeds.verdicts_differing) == 1 and not three_seeds.agrees

@@ -13,7 +13,10 @@ rerun must keep:
 Sentences are compared section by section and clause by clause (split at "; "), so one moved clause
 of a long line does not hide that the rest agree; table rows are compared whole, masked like the
 sentences (the usefulness tables hold verdicts too). Provenance is left out: it names the machine,
-which differs by design. A row of the metrics table present in one run only is a difference.
+which differs by design. A row of the metrics table present in one run only is a difference. Two
+kinds of differing clause are listed but do not decide: those indexed by measured training seconds
+(another machine's speed puts other snapshots in each budget), and the ladder placements of models of
+one training seed (results.md itself settles nothing on them).
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ UNCOMPARED = ("## Provenance",)     # sections that describe the run, not what i
 # budget and extrapolates from other points, so these differ between machines of different speeds by
 # design; they are listed, and left out of whether the runs agree
 TIMED = ("## Quality against training compute",)
+# placements of single models on the ladder: one of a model trained with fewer than MIN_SEEDS seeds is
+# a reading, not a verdict (results.md settles no gap involving such a model; a rerun on another CPU
+# trains another model from the same seed), so it is listed and does not decide either
+PLACED = ("## Where the models sit on the calibration ladder",)
+_SPACE_PREFIX = re.compile(r"^(?:- )?[^:(]+\([^)]*\): ")     # '- FD (cxr-classifier): ' before a line's first
 
 # A number as the reports print one: '-0.018', '1,326', '674 ± 24', '6.28 ± 0.16 × 10⁻⁶', '2.93×',
 # '1.53e+03'. Not
@@ -137,6 +145,15 @@ def _timed(block: tuple[list[Clause], list[Clause]]) -> bool:
     return (a or b)[0].section.startswith(TIMED)
 
 
+def placed_model(clause: Clause, models: list[str]) -> str | None:
+    """The model a ladder placement clause places ('DirVAE-elbo 1225 ± 76: between …'), the longest
+    name that fits ('DirVAE-elbo · GMM sampler' before 'DirVAE-elbo'); None outside that section."""
+    if not clause.section.startswith(PLACED):
+        return None
+    text = _SPACE_PREFIX.sub("", clause.text)
+    return max((m for m in models if text.startswith(m + " ")), key=len, default=None)
+
+
 @dataclass
 class Comparison:
     """What two runs share: their clauses (masked), and their FDs value by value."""
@@ -146,15 +163,31 @@ class Comparison:
     differing: list[tuple[list[Clause], list[Clause]]] = field(default_factory=list)
     values: list[Value] = field(default_factory=list)
     only_in: list[tuple[str, str, str]] = field(default_factory=list)   # (space, row, 'A' or 'B')
+    seeds: dict[str, int] = field(default_factory=dict)     # model -> training seeds (the fewer of the runs')
 
     @property
     def n_same(self) -> int:
         return self.n_clauses[0] - sum(len(a) for a, _ in self.differing)
 
+    def one_seed(self, block: tuple[list[Clause], list[Clause]]) -> bool:
+        """Is a differing block made only of ladder placements of models of fewer than MIN_SEEDS seeds?"""
+        placed = [placed_model(c, list(self.seeds)) for c in block[0] + block[1]]
+        return all(m is not None and self.seeds[m] < MIN_SEEDS for m in placed)
+
+    def undecided(self, block: tuple[list[Clause], list[Clause]]) -> str:
+        """Why a differing block does not decide whether the runs agree ('' where it does)."""
+        if _timed(block):
+            return "indexed by measured seconds: differs with the machine's speed by design"
+        if self.one_seed(block):
+            return (f"a placement of a model of fewer than {MIN_SEEDS} training seeds: a reading, which "
+                    "results.md settles nothing on")
+        return ""
+
     @property
     def verdicts_differing(self) -> list[tuple[list[Clause], list[Clause]]]:
-        """The differing clauses outside the sections indexed by measured seconds."""
-        return [block for block in self.differing if not _timed(block)]
+        """The differing clauses that decide: outside the sections indexed by measured seconds, and
+        not the ladder placements of models of one training seed."""
+        return [block for block in self.differing if not self.undecided(block)]
 
     @property
     def agrees(self) -> bool:
@@ -197,6 +230,9 @@ def compare(a: str | Path, b: str | Path) -> Comparison:
         seeds = [r.n_seeds for r in (ra, rb) if ra.kind == "model" and pd.notna(r.n_seeds)]
         out.values.append(Value(space=key[0], row=key[1], kind=ra.kind, a=(float(ra["mean"]), float(ra["std"])),
                                 b=(float(rb["mean"]), float(rb["std"])), seeds=int(min(seeds)) if seeds else None))
+    for v in out.values:
+        if v.kind == "model":
+            out.seeds[v.row] = min(out.seeds.get(v.row, v.seeds or 1), v.seeds or 1)
     order = {"ladder": 0, "reference": 1, "model": 2}
     out.values.sort(key=lambda v: (order[v.kind], v.space))
     return out
@@ -222,10 +258,11 @@ def render(c: Comparison) -> str:
     lines = ["# Two runs compared", "", f"- A: {c.runs[0]}", f"- B: {c.runs[1]}", "",
              "## Verdict sentences of results.md, numbers masked", "",
              f"{c.n_same} of {c.n_clauses[0]} clauses of A read the same in B ({c.n_clauses[1]} in B); "
-             f"differing outside the sections indexed by measured seconds: {len(c.verdicts_differing)} block(s)."]
+             f"differing and deciding (not indexed by measured seconds, not resting on one training seed): "
+             f"{len(c.verdicts_differing)} block(s)."]
     for da, db in c.differing:
-        timed = " (indexed by measured seconds: differs with the machine's speed by design)" * _timed((da, db))
-        lines += ["", f"In `{(da or db)[0].section}`{timed}:"]
+        why = c.undecided((da, db))
+        lines += ["", f"In `{(da or db)[0].section}`{f' ({why})' if why else ''}:"]
         lines += [f"- A: {x.text}" for x in da] + [f"- B: {x.text}" for x in db]
         if len(da) == len(db) == 1:
             only_a, only_b = items_only_in(da[0].text, db[0].text)
