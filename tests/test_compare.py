@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cxrnb import cli
+from cxrnb.errors import CxrnbError
 from cxrnb.report.compare import compare, items_only_in, mask, render
 
 RESULTS = """# Measured sample quality
@@ -182,3 +183,35 @@ def test_a_one_seed_models_placement_is_listed_but_does_not_decide(tmp_path):
     assert "(a placement of a model of fewer than 3 training seeds" in render(one_seed)
     three_seeds = compare(runs[0], runs[2])
     assert len(three_seeds.verdicts_differing) == 1 and not three_seeds.agrees
+
+
+def test_sections_are_paths_of_headings_with_numbers_masked(tmp_path):
+    """A heading's number may move ('effective dimension 9.8'); a subsection of the timed section is
+    timed; two subsections of one name under different sections are not one."""
+    a, b = _reports(tmp_path, "a"), _reports(tmp_path, "b")
+    body = ("\n### Feature space `x`: effective dimension {dim}\n\n- x: same.\n"
+            "\n## Quality against training compute\n\n### Curves\n\n- Within {s} s: {m} leads.\n"
+            "\n## Targets\n\n### Curves\n\n- GAN target: {t}.\n\n## Provenance")
+    for d, dim, s, m, t in ((a, 9.8, 626, "GAN", "met"), (b, 9.9, 337, "VAE", "missed")):
+        text = (d / "results.md").read_text()
+        (d / "results.md").write_text(text.replace("\n## Provenance", body.format(dim=dim, s=s, m=m, t=t)))
+    c = compare(a, b)
+    assert [blk[0][0].section for blk in c.differing] == ["## Quality against training compute › ### Curves",
+                                                          "## Targets › ### Curves"]
+    ((da, db),) = c.verdicts_differing
+    assert "met" in da[0].text and "missed" in db[0].text
+
+
+def test_a_metrics_table_with_a_row_twice_is_an_error(tmp_path):
+    a, b = _reports(tmp_path, "a"), _reports(tmp_path, "b")
+    csv = b / "figures" / "07_evaluation" / "metrics_pooled.csv"
+    csv.write_text(csv.read_text() + "GAN,model,cxr-classifier,256,9.8,FD,121.0,16.0,,82,82,5,3\n")
+    with pytest.raises(CxrnbError, match="appears twice .cxr-classifier GAN."):
+        compare(a, b)
+    csv.write_text("")
+    with pytest.raises(CxrnbError, match="is empty"):
+        compare(a, b)
+
+
+def test_a_sentence_with_a_comma_is_not_a_list():
+    assert items_only_in("GAN leads, then VAE", "GAN leads, then DDPM") == ([], [])

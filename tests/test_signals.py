@@ -167,15 +167,19 @@ def test_each_kernel_talks_over_unix_sockets_of_its_own(tmp_path, monkeypatch):
             kc.stop_channels()
             await km.shutdown_kernel()
 
-    assert asyncio.run(start_and_stop(one)) == [True] * 5                # shell, iopub, stdin, control, hb
-    assert not list(short.glob(Path(one.ip).name + "-*")) and not list(tmp_path.glob("kernel-ipc*"))
-    shutil.rmtree(short)
+    try:
+        assert asyncio.run(start_and_stop(one)) == [True] * 5            # shell, iopub, stdin, control, hb
+        assert not list(short.glob(Path(one.ip).name + "-*")) and not list(tmp_path.glob("kernel-ipc*"))
+    finally:
+        shutil.rmtree(short)
 
     too_long = tmp_path / ("x" * (MAX_SOCKET_DIR + 1))
     monkeypatch.setattr(tempfile, "tempdir", str(too_long))
     runtime = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
-    assert Path(make().ip).parent == runtime                                # the runtime folder instead
-    shutil.rmtree(runtime)
+    try:
+        assert Path(make().ip).parent == runtime                            # the runtime folder instead
+    finally:
+        shutil.rmtree(runtime)
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(too_long))
     assert make().transport == "tcp"                                        # no short folder: TCP

@@ -40,6 +40,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DRAG_STEPS = 6          # mouse moves while a slider is held, each timed
 STEP_PX = 6             # how far each move goes
+RELEASE_DRAG_PX = 24    # each drag of a slider that redraws on release only (several of its steps)
 
 
 def missing() -> str | None:
@@ -220,7 +221,8 @@ class Interaction:
     image_changed: bool                 # after the drag
     readout: tuple[str, str]            # the dragged slider's readout, before and after
     delta: tuple[str, str]              # the "Δ ... from the first image" label, before and after
-    latencies_ms: list[float] = field(default_factory=list)   # mouse move -> redraw shown, per step
+    latencies_ms: list[float] = field(default_factory=list)   # mouse move (or release) -> redraw shown, each
+    live: bool = True                   # redrawn while dragged; else on release only
     menu: str | None = None             # the entry picked, when the explorer has a menu
     menu_redrawn: bool | None = None    # whether that redrew the image
 
@@ -247,7 +249,8 @@ class Interaction:
         shown = f"{self.sliders} visible sliders" if self.sliders else "all sliders folded (< 1%), fold opened"
         return (f"explorer {self.index}: {shown}; drag {self.readout[0]} → {self.readout[1]} (Δ {self.moves:.3f} per "
                 f"unit), image {'changed' if self.image_changed else 'unchanged'}, {self.delta[1]}{menu}; "
-                f"slider-to-image {self.latency_ms:.0f} ms (median of {len(self.latencies_ms)} moves)")
+                f"slider-to-image {self.latency_ms:.0f} ms (median of {len(self.latencies_ms)} "
+                f"{'moves' if self.live else 'releases'})")
 
 
 # every redraw rewrites the panel's timing label ("redraw N: .. ms"); the page clock of each rewrite
@@ -317,12 +320,12 @@ def exercise(page, explorer, index: int, timeout_ms: float = 10_000) -> Interact
         latencies.append(done - began)
     live = bool(latencies)
     for step in range(DRAG_STEPS if not live else 1):
-        if step:                            # not live: drag again, a step at a time, so that the median
-            handle = slider.locator(".noUi-handle").bounding_box()      # is of DRAG_STEPS releases too
-            hx, hy = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
-            page.mouse.move(hx, hy)
-            page.mouse.down()
-            page.mouse.move(hx + STEP_PX, hy)
+        if step:                            # not live: drag again, so that the median is of DRAG_STEPS
+            handle = slider.locator(".noUi-handle").bounding_box()      # releases too; back and forth,
+            hx, hy = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2  # so a handle at
+            page.mouse.move(hx, hy)                                      # its end moves, by more than a
+            page.mouse.down()                                            # slider step
+            page.mouse.move(hx + (-1) ** step * RELEASE_DRAG_PX, hy)
         seen = _changes(timing)
         began = page.evaluate("performance.now()")
         page.mouse.up()
@@ -335,7 +338,7 @@ def exercise(page, explorer, index: int, timeout_ms: float = 10_000) -> Interact
     page.wait_for_timeout(300)
     interaction = Interaction(index, n_visible, _moves(notes[0]) if notes else float("nan"),
                               image.get_attribute("src") != before_src, (readout_before, readout.inner_text()),
-                              (before_delta, delta.inner_text()), latencies)
+                              (before_delta, delta.inner_text()), latencies, live=live)
     menus = explorer.locator("select:visible")
     if menus.count():
         menu = menus.first

@@ -71,18 +71,21 @@ class Clause:
 
     @property
     def masked(self) -> tuple[str, str]:
-        return self.section, mask(self.text)
+        return mask(self.section), mask(self.text)
 
 
 def clauses(results_md: str) -> list[Clause]:
     """The sentences of ``results.md`` outside provenance, split into clauses at '; ', and its table
-    rows, whole."""
-    out, section = [], ""
+    rows, whole. A clause's section is its path of headings below the title ('## A › ### B'), so a
+    subsection is judged by the section it sits in."""
+    out, path = [], []
     for line in results_md.splitlines():
         line = line.strip()
         if line.startswith("#"):
-            section = line
+            level = len(line) - len(line.lstrip("#"))
+            path = [h for h in path if len(h) - len(h.lstrip("#")) < level] + [line] * (level > 1)
             continue
+        section = " › ".join(path)
         if not line or line.startswith("_") or section.startswith(UNCOMPARED):
             continue
         out += [Clause(section, line)] if line.startswith("|") else [Clause(section, p) for p in line.split("; ")]
@@ -90,9 +93,10 @@ def clauses(results_md: str) -> list[Clause]:
 
 
 def _by_section(cs: list[Clause]) -> dict[str, list[Clause]]:
+    """Clauses by their section, its numbers masked (a heading may hold one: 'effective dimension 9.8')."""
     out: dict[str, list[Clause]] = {}
     for c in cs:
-        out.setdefault(c.section, []).append(c)
+        out.setdefault(mask(c.section), []).append(c)
     return out
 
 
@@ -207,8 +211,15 @@ def _fds(reports: Path) -> pd.DataFrame:
     path = reports / METRICS
     if not path.is_file():
         raise CxrnbError(f"{path} not found: compare two reports folders written by `make reproduce`")
-    df = pd.read_csv(path)
-    return df[(df.metric == "FD") & df.kind.isin(["ladder", "model", "reference"])].set_index(["space", "model"])
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise CxrnbError(f"{path} is empty: compare two reports folders written by `make reproduce`") from None
+    fds = df[(df.metric == "FD") & df.kind.isin(["ladder", "model", "reference"])].set_index(["space", "model"])
+    if not fds.index.is_unique:
+        twice = ", ".join(f"{space} {model}" for space, model in fds.index[fds.index.duplicated()].unique())
+        raise CxrnbError(f"{path}: an FD row appears twice ({twice}): not a table `make reproduce` wrote")
+    return fds
 
 
 def compare(a: str | Path, b: str | Path) -> Comparison:
@@ -241,10 +252,11 @@ def compare(a: str | Path, b: str | Path) -> Comparison:
 def items_only_in(a: str, b: str) -> tuple[list[str], list[str]]:
     """The items of two comma-separated lists (e.g. the settled pairs) found in one only, by their
     masked words: which pair a long list gained or lost. Nothing where the two share no item (two
-    different sentences, not one list that changed)."""
+    different sentences, not one list that changed), or where neither has three items (a sentence
+    with a comma, not a list)."""
     ia, ib = a.rstrip(".").split(", "), b.rstrip(".").split(", ")
     ma, mb = [mask(x) for x in ia], [mask(x) for x in ib]
-    if not set(ma) & set(mb):
+    if not set(ma) & set(mb) or max(len(ia), len(ib)) < 3:
         return [], []
     return [x for x, m in zip(ia, ma) if m not in mb], [x for x, m in zip(ib, mb) if m not in ma]
 
@@ -269,7 +281,7 @@ def render(c: Comparison) -> str:
             if only_a or only_b:
                 lines += [f"- in A only: {', '.join(only_a) or '–'}; in B only: {', '.join(only_b) or '–'}"]
     rungs = [v for v in c.values if v.kind == "ladder"]
-    fixed = [v for v in c.values if v.kind != "model"]
+    fixed = [v for v in c.values if v.kind != "model" and not math.isnan(v.relative_gap)]
     lines += ["", "## FD in both runs (agree: the gap within twice the spread of the difference)", ""]
     if c.only_in:
         lines += [f"In one run only (a difference): {len(c.only_in)} row(s): "
