@@ -6,7 +6,7 @@ import pytest
 
 from cxrnb import cli
 from cxrnb.errors import CxrnbError
-from cxrnb.report.compare import compare, items_only_in, mask, render
+from cxrnb.report.compare import Comparison, Value, compare, items_only_in, margins, mask, render
 
 RESULTS = """# Measured sample quality
 
@@ -215,3 +215,13 @@ def test_a_metrics_table_with_a_row_twice_is_an_error(tmp_path):
 
 def test_a_sentence_with_a_comma_is_not_a_list():
     assert items_only_in("GAN leads, then VAE", "GAN leads, then DDPM") == ([], [])
+
+
+def test_a_pair_one_run_settled_shows_its_gap_against_the_threshold_in_both():
+    """'X < Y' settled in A only: the gap over twice the combined spread, per run (by hand:
+    (120 - 100) / (2 * hypot(3, 4)) = 2.0 in A, (108 - 100) / 10 = 0.8 in B)."""
+    x = Value("cxr-classifier", "X", "model", a=(100.0, 3.0), b=(100.0, 3.0), seeds=3)
+    y = Value("cxr-classifier", "Y", "model", a=(120.0, 4.0), b=(108.0, 4.0), seeds=3)
+    c = Comparison(runs=("a", "b"), n_clauses=(1, 1), values=[x, y])
+    assert margins(c, "X < Y") == "X < Y: gap ÷ settling threshold, cxr-classifier: 2.00× in A, 0.80× in B"
+    assert margins(c, "X < Z") == "" and margins(c, "X and Y") == ""

@@ -261,6 +261,24 @@ def items_only_in(a: str, b: str) -> tuple[list[str], list[str]]:
     return [x for x, m in zip(ia, ma) if m not in mb], [x for x, m in zip(ib, mb) if m not in ma]
 
 
+def margins(c: Comparison, pair: str) -> str:
+    """For a pair 'X < Y' (lower FD is better) that one run settled and the other did not: its gap
+    as a multiple of the settling threshold (twice the combined spread) in each run and space, e.g.
+    'random-init: 1.16× in A, 0.88× in B'; near 1 in both, the verdict sat on its threshold."""
+    better, sep, worse = pair.partition(" < ")
+    if not sep:
+        return ""
+    rows = {(v.space, v.row): v for v in c.values}
+    out = []
+    for space in dict.fromkeys(v.space for v in c.values):
+        x, y = rows.get((space, better)), rows.get((space, worse))
+        if x is None or y is None:
+            continue
+        ratio = [(y_[0] - x_[0]) / (2 * math.hypot(x_[1], y_[1])) for x_, y_ in ((x.a, y.a), (x.b, y.b))]
+        out.append(f"{space}: {ratio[0]:.2f}× in A, {ratio[1]:.2f}× in B")
+    return f"{pair}: gap ÷ settling threshold, " + "; ".join(out) if out else ""
+
+
 def _tally(values: list[Value]) -> str:
     return f"{sum(v.agrees for v in values)} of {len(values)}"
 
@@ -280,6 +298,7 @@ def render(c: Comparison) -> str:
             only_a, only_b = items_only_in(da[0].text, db[0].text)
             if only_a or only_b:
                 lines += [f"- in A only: {', '.join(only_a) or '–'}; in B only: {', '.join(only_b) or '–'}"]
+                lines += [f"  - {m}" for item in only_a + only_b if (m := margins(c, item))]
     rungs = [v for v in c.values if v.kind == "ladder"]
     fixed = [v for v in c.values if v.kind != "model" and not math.isnan(v.relative_gap)]
     lines += ["", "## FD in both runs (agree: the gap within twice the spread of the difference)", ""]
