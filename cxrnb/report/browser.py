@@ -319,22 +319,23 @@ def exercise(page, explorer, index: int, timeout_ms: float = 10_000) -> Interact
             break
         latencies.append(done - began)
     live = bool(latencies)
-    for step in range(DRAG_STEPS if not live else 1):
-        if step:                            # not live: drag again, so that the median is of DRAG_STEPS
-            handle = slider.locator(".noUi-handle").bounding_box()      # releases too; back and forth,
-            hx, hy = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2  # so a handle at
-            page.mouse.move(hx, hy)                                      # its end moves, by more than a
-            page.mouse.down()                                            # slider step
-            page.mouse.move(hx + (-1) ** step * RELEASE_DRAG_PX, hy)
-        seen = _changes(timing)
-        began = page.evaluate("performance.now()")
-        page.mouse.up()
-        if live:
-            break
-        done = _wait_redraw(page, timing, seen, timeout_ms)     # not live: the image follows each release
+    seen, began = _changes(timing), page.evaluate("performance.now()")
+    page.mouse.up()
+    # not live: the image follows each release; time DRAG_STEPS of them, dragging back and forth (a
+    # handle at its end still moves) by more than a slider step
+    for step in range(1, DRAG_STEPS + 1) if not live else ():
+        done = _wait_redraw(page, timing, seen, timeout_ms)
         if done is None:
             break
         latencies.append(done - began)
+        if step < DRAG_STEPS:
+            handle = slider.locator(".noUi-handle").bounding_box()
+            hx, hy = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+            page.mouse.move(hx, hy)
+            page.mouse.down()
+            page.mouse.move(hx + (-1) ** step * RELEASE_DRAG_PX, hy)
+            seen, began = _changes(timing), page.evaluate("performance.now()")
+            page.mouse.up()
     page.wait_for_timeout(300)
     interaction = Interaction(index, n_visible, _moves(notes[0]) if notes else float("nan"),
                               image.get_attribute("src") != before_src, (readout_before, readout.inner_text()),

@@ -47,12 +47,11 @@ TIMED = ("## Quality against training compute",)
 # a reading, not a verdict (results.md settles no gap involving such a model; a rerun on another CPU
 # trains another model from the same seed), so it is listed and does not decide either
 PLACED = ("## Where the models sit on the calibration ladder",)
-_SPACE_PREFIX = re.compile(r"^(?:- )?[^:(]+\([^)]*\): ")     # '- FD (cxr-classifier): ' before a line's first
+_SPACE_PREFIX = re.compile(r"^(?:- )?[^:(]+\([^)]*\): ")     # '- FD (cxr-classifier): ', before a line's first clause
 
 # A number as the reports print one: '-0.018', '1,326', '674 ± 24', '6.28 ± 0.16 × 10⁻⁶', '2.93×',
-# '1.53e+03'. Not
-# a digit inside a name ('VAE-beta0.002', 'GMVAE-V8', 'σ=1 px'): the character before it is no letter,
-# digit, dot or '=', nor a hyphen after one ('COVID-19').
+# '1.53e+03'. Not a digit inside a name ('VAE-beta0.002', 'GMVAE-V8', 'σ=1 px'): the character before
+# it is no letter, digit, dot or '=', nor a hyphen after one ('COVID-19').
 _DECIMAL = r"\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?"
 NUMBER = re.compile(rf"(?<![\w.=])(?<!\w-)[-−+]?{_DECIMAL}(?:\s*±\s*{_DECIMAL})?(?:\s*×\s*10[⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+)?")
 
@@ -167,7 +166,15 @@ class Comparison:
     differing: list[tuple[list[Clause], list[Clause]]] = field(default_factory=list)
     values: list[Value] = field(default_factory=list)
     only_in: list[tuple[str, str, str]] = field(default_factory=list)   # (space, row, 'A' or 'B')
-    seeds: dict[str, int] = field(default_factory=dict)     # model -> training seeds (the fewer of the runs')
+
+    @property
+    def seeds(self) -> dict[str, int]:
+        """Each model's training seeds, the fewest of its rows' (1 where a row does not say)."""
+        out: dict[str, int] = {}
+        for v in self.values:
+            if v.kind == "model":
+                out[v.row] = min(out.get(v.row, v.seeds or 1), v.seeds or 1)
+        return out
 
     @property
     def n_same(self) -> int:
@@ -175,8 +182,9 @@ class Comparison:
 
     def one_seed(self, block: tuple[list[Clause], list[Clause]]) -> bool:
         """Is a differing block made only of ladder placements of models of fewer than MIN_SEEDS seeds?"""
-        placed = [placed_model(c, list(self.seeds)) for c in block[0] + block[1]]
-        return all(m is not None and self.seeds[m] < MIN_SEEDS for m in placed)
+        seeds = self.seeds
+        placed = [placed_model(c, list(seeds)) for c in block[0] + block[1]]
+        return all(m is not None and seeds[m] < MIN_SEEDS for m in placed)
 
     def undecided(self, block: tuple[list[Clause], list[Clause]]) -> str:
         """Why a differing block does not decide whether the runs agree ('' where it does)."""
@@ -241,9 +249,6 @@ def compare(a: str | Path, b: str | Path) -> Comparison:
         seeds = [r.n_seeds for r in (ra, rb) if ra.kind == "model" and pd.notna(r.n_seeds)]
         out.values.append(Value(space=key[0], row=key[1], kind=ra.kind, a=(float(ra["mean"]), float(ra["std"])),
                                 b=(float(rb["mean"]), float(rb["std"])), seeds=int(min(seeds)) if seeds else None))
-    for v in out.values:
-        if v.kind == "model":
-            out.seeds[v.row] = min(out.seeds.get(v.row, v.seeds or 1), v.seeds or 1)
     order = {"ladder": 0, "reference": 1, "model": 2}
     out.values.sort(key=lambda v: (order[v.kind], v.space))
     return out
